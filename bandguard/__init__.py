@@ -1,0 +1,28 @@
+"""bandguard: adversarial robustness through the frequency domain, for PyTorch.
+
+Wrap a classifier in a frequency-domain defense, benchmark attacks against it, and analyse the
+spectra of models, perturbations and corruptions. The names below are the public API.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from bandguard import fourier
+from bandguard.models import (
+    Normalize,
+    create_model,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
+
+__all__ = [
+    "Normalize",
+    "__version__",
+    "create_model",
+    "fourier",
+    "load_checkpoint",
+    "load_model",
+    "save_checkpoint",
+]

@@ -1,0 +1,379 @@
+"""Reference networks, the ``Normalize`` layer and safe checkpoints.
+
+Every model here takes images in bounds ``(0, 1)`` and normalizes inside itself (as RobustBench
+models do), so attacks and defenses work in pixel space. Networks are created by name from one
+registry (``create_model("mnist_cnn")``); checkpoints hold a state dict plus metadata and are read
+with ``torch.load(..., weights_only=True)`` only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import pickle
+import tempfile
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bandguard._checks import check_bounds
+from bandguard._registry import Registry
+
+__all__ = [
+    "MODELS",
+    "Checkpoint",
+    "ModelInfo",
+    "Normalize",
+    "accuracy",
+    "create_model",
+    "load_checkpoint",
+    "load_model",
+    "model_info",
+    "predict",
+    "save_checkpoint",
+]
+
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+CHECKPOINT_FORMAT = "bandguard-checkpoint/1"
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel; keeps normalization inside the model.
+
+    Args:
+        mean: per-channel means, length ``C``.
+        std: per-channel standard deviations, length ``C``, all > 0.
+
+    Shape:
+        ``[N, C, H, W] -> [N, C, H, W]``.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        if len(mean) != len(std) or not len(mean):
+            raise ValueError(f"mean and std must have the same non-zero length, got {mean}, {std}")
+        if any(s <= 0 for s in std):
+            raise ValueError(f"std must be > 0, got {tuple(std)}")
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        mean = tuple(round(v, 4) for v in self.mean.flatten().tolist())
+        std = tuple(round(v, 4) for v in self.std.flatten().tolist())
+        return f"mean={mean}, std={std}"
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows of a reference net: its factory and the data it expects."""
+
+    name: str
+    factory: Callable[..., nn.Module]
+    dataset: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+MODELS: Registry[ModelInfo] = Registry("model")
+
+
+def _register(name: str, dataset: str, input_shape: tuple[int, int, int],
+              mean: tuple[float, ...], std: tuple[float, ...]) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    def add(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        MODELS.register(name)(ModelInfo(name, factory, dataset, input_shape, 10, mean, std))
+        return factory
+
+    return add
+
+
+def model_info(name: str) -> ModelInfo:
+    """Registry entry for ``name`` (``ValueError`` listing the known names if unknown)."""
+    return MODELS.get(name)
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """A freshly initialised reference net, with its ``Normalize`` layer first.
+
+    Args:
+        name: one of ``MODELS.names()``: ``mnist_cnn``, ``cifar_small``, ``cifar_resnet18``.
+        kwargs: passed to the factory (e.g. ``num_classes``).
+    """
+    info = MODELS.get(name)
+    return nn.Sequential(Normalize(info.mean, info.std), info.factory(**kwargs))
+
+
+def _conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+@_register("mnist_cnn", "mnist", (1, 28, 28), MNIST_MEAN, MNIST_STD)
+def mnist_cnn(num_classes: int = 10) -> nn.Module:
+    """Small MNIST CNN: two 3x3 conv blocks with pooling, one hidden dense layer (~99 % test)."""
+    return nn.Sequential(
+        *_conv_bn(1, 32), nn.MaxPool2d(2),  # 14 x 14
+        *_conv_bn(32, 64), nn.MaxPool2d(2),  # 7 x 7
+        nn.Flatten(),
+        nn.Linear(64 * 7 * 7, 128), nn.ReLU(),
+        nn.Linear(128, num_classes),
+    )
+
+
+@_register("cifar_small", "cifar10", (3, 32, 32), CIFAR_MEAN, CIFAR_STD)
+def cifar_small(num_classes: int = 10) -> nn.Module:
+    """Fast CIFAR-10 net for CPU tests: three conv-BN-ReLU-pool stages (32, 64, 128 channels)."""
+    return nn.Sequential(
+        *_conv_bn(3, 32), nn.MaxPool2d(2),  # 16
+        *_conv_bn(32, 64), nn.MaxPool2d(2),  # 8
+        *_conv_bn(64, 128), nn.MaxPool2d(2),  # 4
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(128, num_classes),
+    )
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 for 32 x 32 inputs (3x3 stem, no max-pool; He et al. 1512.03385)."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(*_conv_bn(3, 64))
+        widths, strides = (64, 128, 256, 512), (1, 2, 2, 2)
+        layers, c_in = [], 64
+        for width, stride in zip(widths, strides):
+            layers += [_BasicBlock(c_in, width, stride), _BasicBlock(width, width, 1)]
+            c_in = width
+        self.layers = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.layers(self.stem(x)))
+
+
+@_register("cifar_resnet18", "cifar10", (3, 32, 32), CIFAR_MEAN, CIFAR_STD)
+def cifar_resnet18(num_classes: int = 10) -> nn.Module:
+    """ResNet-18 for CIFAR-10 (32 x 32)."""
+    return ResNet18(num_classes)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
+    """Logits of ``model`` on ``x`` ``[N, C, H, W]`` in chunks, in eval mode (mode restored).
+
+    Returns:
+        Tensor ``[N, num_classes]`` on ``x``'s device.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(chunk) for chunk in x.split(batch_size)])
+    finally:
+        model.train(was_training)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024) -> float:
+    """Top-1 accuracy of ``model`` on ``x`` ``[N, C, H, W]`` with labels ``y`` ``[N]``, in [0, 1]."""
+    return float((predict(model, x, batch_size=batch_size).argmax(1) == y).float().mean())
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: the weights and what is known of them.
+
+    ``meta`` holds ``arch``, ``dataset``, ``mean``, ``std``, ``bounds``, ``test_accuracy``,
+    ``recipe`` (the training settings) and ``bandguard_version``; unknown values are ``None``.
+    """
+
+    state_dict: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+
+    def build(self) -> nn.Module:
+        """Create the registered ``arch`` and load the weights into it (eval mode)."""
+        arch = self.meta.get("arch")
+        if arch is None:
+            raise ValueError("checkpoint names no arch; pass one, e.g. load_model('mnist_cnn:ckpt.pt')")
+        model = create_model(arch)
+        _load_state(model, self.state_dict, arch)
+        return model.eval()
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    *,
+    arch: str | None = None,
+    dataset: str | None = None,
+    bounds: tuple[float, float] = (0.0, 1.0),
+    test_accuracy: float | None = None,
+    recipe: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model``'s state dict and metadata to ``path`` atomically (temp file + rename).
+
+    The metadata holds only plain types (str, numbers, lists, dicts), so the file loads with
+    ``weights_only=True``. Normalization constants are read from the model's ``Normalize`` layer.
+    """
+    from bandguard import __version__
+
+    norm = next((m for m in model.modules() if isinstance(m, Normalize)), None)
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "arch": arch,
+        "dataset": dataset,
+        "mean": norm.mean.flatten().tolist() if norm is not None else None,
+        "std": norm.std.flatten().tolist() if norm is not None else None,
+        "bounds": list(check_bounds(bounds)),
+        "test_accuracy": None if test_accuracy is None else float(test_accuracy),
+        "recipe": _plain(recipe or {}),
+        "bandguard_version": __version__,
+        **_plain(extra or {}),
+    }
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return atomic_torch_save({"state_dict": state, "meta": meta}, path)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` to a temp file beside ``path``, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint` (or a bare state dict) safely.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is corrupt, truncated, holds objects other than tensors and plain
+            types (refused by ``weights_only=True``), or is no state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"checkpoint {str(path)!r} is unsafe or corrupt: weights_only loading refused it ({err})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise ValueError(f"checkpoint {str(path)!r} is corrupt or truncated: {err}") from None
+    if isinstance(obj, dict) and "state_dict" in obj:
+        state, meta = obj["state_dict"], dict(obj.get("meta") or {})
+    else:
+        state, meta = obj, {}
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"checkpoint {str(path)!r} holds no state dict of tensors")
+    for key in ("arch", "dataset", "mean", "std", "bounds", "test_accuracy", "recipe"):
+        meta.setdefault(key, None)
+    return Checkpoint(state_dict=state, meta=meta)
+
+
+def load_model(spec: str, *, arch: str | None = None) -> nn.Module:
+    """Build a model from a spec string, in eval mode.
+
+    Accepted forms:
+        - ``"ckpt.pt"``: a bandguard checkpoint; its metadata names the arch.
+        - ``"mnist_cnn:ckpt.pt"`` (or ``arch=``): a registered arch plus a checkpoint or bare state dict.
+        - ``"mnist_cnn"``: a registered arch, freshly initialised.
+        - ``"package.module:function"``: an entry point returning an ``nn.Module``.
+    """
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"model spec must be a non-empty string, got {spec!r}")
+    head, sep, tail = spec.partition(":")
+    if sep and head in MODELS:
+        arch, spec = head, tail
+    elif sep and "." in head and not Path(spec).exists():
+        return _from_entry_point(head, tail)
+    if spec in MODELS and not Path(spec).exists():
+        return create_model(spec).eval()
+    ckpt = load_checkpoint(spec)
+    if arch is None:
+        return ckpt.build()
+    model = create_model(arch)
+    _load_state(model, ckpt.state_dict, arch)
+    return model.eval()
+
+
+def _from_entry_point(module_name: str, attr: str) -> nn.Module:
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"model spec {module_name}:{attr}: cannot import {module_name!r} ({err})") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ValueError(f"model spec {module_name}:{attr}: {module_name!r} has no callable {attr!r}")
+    model = fn()
+    if not isinstance(model, nn.Module):
+        raise ValueError(
+            f"model spec {module_name}:{attr} returned {type(model).__name__}, expected an nn.Module"
+        )
+    return model.eval()
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], arch: str) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise ValueError(
+            f"checkpoint does not fit arch {arch!r} (wrong arch or changed network): {first}"
+        ) from None
+
+
+def _plain(obj: Any) -> Any:
+    """Metadata as plain types only, so ``weights_only`` loading accepts it."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+        return obj.item()
+    return str(obj)
