@@ -30,6 +30,8 @@ __all__ = [
     "ModelInfo",
     "Normalize",
     "accuracy",
+    "atomic_torch_save",
+    "checkpoint_payload",
     "create_model",
     "load_checkpoint",
     "load_model",
@@ -91,9 +93,13 @@ class ModelInfo:
 MODELS: Registry[ModelInfo] = Registry("model")
 
 
-def _register(name: str, dataset: str, input_shape: tuple[int, int, int],
-              mean: tuple[float, ...], std: tuple[float, ...]) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    def add(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+Factory = Callable[..., nn.Module]
+
+
+def _register(
+    name: str, dataset: str, input_shape: tuple[int, int, int], mean: tuple[float, ...], std: tuple[float, ...]
+) -> Callable[[Factory], Factory]:
+    def add(factory: Factory) -> Factory:
         MODELS.register(name)(ModelInfo(name, factory, dataset, input_shape, 10, mean, std))
         return factory
 
@@ -250,6 +256,24 @@ def save_checkpoint(
     The metadata holds only plain types (str, numbers, lists, dicts), so the file loads with
     ``weights_only=True``. Normalization constants are read from the model's ``Normalize`` layer.
     """
+    payload = checkpoint_payload(
+        model, arch=arch, dataset=dataset, bounds=bounds, test_accuracy=test_accuracy,
+        recipe=recipe, extra=extra,
+    )
+    return atomic_torch_save(payload, path)
+
+
+def checkpoint_payload(
+    model: nn.Module,
+    *,
+    arch: str | None = None,
+    dataset: str | None = None,
+    bounds: tuple[float, float] = (0.0, 1.0),
+    test_accuracy: float | None = None,
+    recipe: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The dict :func:`save_checkpoint` writes: ``{"state_dict": ..., "meta": ...}`` on the CPU."""
     from bandguard import __version__
 
     norm = next((m for m in model.modules() if isinstance(m, Normalize)), None)
@@ -266,7 +290,7 @@ def save_checkpoint(
         **_plain(extra or {}),
     }
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    return atomic_torch_save({"state_dict": state, "meta": meta}, path)
+    return {"state_dict": state, "meta": meta}
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
