@@ -1,0 +1,399 @@
+"""One training loop for every recipe bandguard needs.
+
+``train(model, data, config)`` runs SGD with a one-cycle or cosine schedule in one of four input
+modes: natural images, Gaussian noise augmentation, low-pass or high-pass filtered images
+(Wang et al. 1905.13545, through :mod:`bandguard.fourier`). Optional hooks: an ``adversary``
+``(model, x, y) -> x_adv`` for adversarial training, weight ``regularizers`` ``(model) -> scalar``
+added to the loss, and callbacks with ``on_epoch_end(model, epoch, logs)``.
+
+Mixed precision (bf16 autocast) and channels_last are used on CUDA and on CPUs with native bf16;
+evaluation is always in float32. With ``checkpoint`` set, the full training state is written
+atomically after every epoch, and ``resume=True`` continues from it; on the CPU a seeded run gives
+bit-identical weights whether or not it was interrupted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from bandguard import fourier
+from bandguard._checks import check_choice, check_int, check_nonnegative, check_positive
+from bandguard.models import accuracy, atomic_torch_save, checkpoint_payload, load_checkpoint
+
+__all__ = ["Callback", "TrainConfig", "TrainResult", "evaluate", "train"]
+
+log = logging.getLogger(__name__)
+
+MODES = ("natural", "gaussian", "lowpass", "highpass")
+SCHEDULES = ("onecycle", "cosine", "constant")
+AMP_CHOICES = ("auto", "off", "bf16")
+
+Adversary = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+Regularizer = Callable[[nn.Module], torch.Tensor]
+
+
+class Callback(Protocol):
+    """What :func:`train` calls after each epoch; ``on_train_begin(model)`` is optional too."""
+
+    def on_epoch_end(self, model: nn.Module, epoch: int, logs: dict[str, float]) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run.
+
+    Attributes:
+        epochs: passes over the training data.
+        batch_size: images per step.
+        lr: peak learning rate (one-cycle) or initial rate (cosine, constant).
+        momentum, nesterov, weight_decay: SGD settings.
+        schedule: ``"onecycle"``, ``"cosine"`` or ``"constant"``, stepped per batch.
+        seed: drives shuffling, augmentation and noise (model initialisation is the caller's).
+        mode: ``"natural"``, ``"gaussian"`` (add N(0, sigma^2) noise, clip to [0, 1]),
+            ``"lowpass"`` or ``"highpass"`` (keep centred frequencies below / from ``radius``).
+        sigma: noise level for ``"gaussian"``.
+        radius: cut-off for the filtered modes.
+        augment: random crop (4-pixel zero padding) and horizontal flip, for CIFAR-like data.
+        limit: train on the first ``limit`` images only (quick runs); ``None`` uses all.
+        amp: ``"auto"`` (bf16 autocast where the device supports it), ``"off"`` or ``"bf16"``.
+        label_smoothing: cross-entropy label smoothing.
+        checkpoint: file written atomically after each epoch (a bandguard checkpoint with the
+            training state added); ``None`` writes nothing.
+        resume: continue from ``checkpoint`` if it exists.
+        adversary: ``(model, x, y) -> x_adv`` applied to every batch (adversarial training).
+        regularizers: ``(penalty, weight)`` pairs; ``weight * penalty(model)`` joins the loss.
+        arch, dataset: recorded in the checkpoint metadata.
+    """
+
+    epochs: int = 1
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"
+    seed: int = 0
+    mode: str = "natural"
+    sigma: float = 0.0
+    radius: float | None = None
+    augment: bool = False
+    limit: int | None = None
+    amp: str = "auto"
+    label_smoothing: float = 0.0
+    checkpoint: str | None = None
+    resume: bool = False
+    adversary: Adversary | None = None
+    regularizers: Sequence[tuple[Regularizer, float]] = ()
+    arch: str | None = None
+    dataset: str | None = None
+
+    def __post_init__(self) -> None:
+        check_int(self.epochs, "epochs", minimum=1)
+        check_int(self.batch_size, "batch_size", minimum=1)
+        check_positive(self.lr, "lr")
+        check_nonnegative(self.momentum, "momentum")
+        check_nonnegative(self.weight_decay, "weight_decay")
+        check_nonnegative(self.label_smoothing, "label_smoothing")
+        check_int(self.seed, "seed")
+        object.__setattr__(self, "schedule", check_choice(self.schedule, SCHEDULES, "schedule"))
+        object.__setattr__(self, "mode", check_choice(self.mode, MODES, "mode"))
+        object.__setattr__(self, "amp", check_choice(self.amp, AMP_CHOICES, "amp"))
+        check_nonnegative(self.sigma, "sigma")
+        if self.mode == "gaussian" and self.sigma == 0:
+            raise ValueError("mode 'gaussian' needs sigma > 0, got sigma=0")
+        if self.mode in ("lowpass", "highpass"):
+            if self.radius is None:
+                raise ValueError(f"mode {self.mode!r} needs a radius, got radius=None")
+            check_nonnegative(self.radius, "radius")
+        if self.limit is not None:
+            check_int(self.limit, "limit", minimum=1)
+        if self.resume and self.checkpoint is None:
+            raise ValueError("resume=True needs a checkpoint path, got checkpoint=None")
+        for pair in self.regularizers:
+            if not (isinstance(pair, tuple) and len(pair) == 2 and callable(pair[0])):
+                raise ValueError(f"regularizers must be (callable, weight) pairs, got {pair!r}")
+
+    def recipe(self) -> dict[str, Any]:
+        """The settings as plain values, for checkpoint metadata (callables by name)."""
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name == "adversary":
+                value = None if value is None else repr(value)
+            elif field.name == "regularizers":
+                value = [[getattr(fn, "__name__", repr(fn)), float(w)] for fn, w in value]
+            out[field.name] = value
+        return out
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a run produced: per-epoch logs and the final clean test accuracy (if a test set was given)."""
+
+    history: list[dict[str, float]]
+    test_accuracy: float | None
+    checkpoint: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def train(
+    model: nn.Module,
+    data: Any,
+    config: TrainConfig,
+    *,
+    test_data: Any = None,
+    callbacks: Sequence[Callback] = (),
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` **in place** on ``data`` with the recipe in ``config``.
+
+    Args:
+        model: a classifier taking images in [0, 1] ``[N, C, H, W]``; moved to ``device``.
+        data: an ``ImageDataset`` (``.images``, ``.labels``) or a pair ``(images, labels)``;
+            images uint8 in [0, 255] or float in [0, 1], labels int64 ``[N]``.
+        config: the recipe.
+        test_data: same forms as ``data``; clean accuracy on it is logged each epoch.
+        callbacks: objects with ``on_epoch_end(model, epoch, logs)`` (and optionally
+            ``on_train_begin(model)``); the model is in eval mode during the call.
+        device: where to train; default the device of the model's parameters.
+        progress: show tqdm bars.
+
+    Returns:
+        A :class:`TrainResult`. The model ends in eval mode.
+    """
+    images, labels = _unpack(data, "data")
+    if config.limit is not None:
+        images, labels = images[: config.limit], labels[: config.limit]
+    test = _unpack(test_data, "test_data") if test_data is not None else None
+    device = torch.device(device) if device is not None else _model_device(model)
+    model.to(device)
+    use_bf16 = _use_bf16(config.amp, device)
+    if use_bf16:
+        model.to(memory_format=torch.channels_last)
+
+    generator = torch.Generator().manual_seed(config.seed)
+    steps_per_epoch = math.ceil(len(labels) / config.batch_size)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum,
+        nesterov=config.nesterov and config.momentum > 0, weight_decay=config.weight_decay,
+    )
+    scheduler = _scheduler(optimizer, config, steps_per_epoch)
+
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    if config.resume and config.checkpoint and Path(config.checkpoint).exists():
+        state = _load_train_state(config.checkpoint, model, optimizer, scheduler, generator)
+        history, start_epoch = state["history"], int(state["epoch"]) + 1
+        log.info("resumed from %s at epoch %d", config.checkpoint, start_epoch)
+
+    if start_epoch == 0:
+        _call_begin(callbacks, model)
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        order = torch.randperm(len(labels), generator=generator)
+        total_loss, correct, seen = 0.0, 0, 0
+        bar = tqdm(order.split(config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
+                   disable=not progress, leave=False, unit="batch")
+        for idx in bar:
+            x = _to_float(images[idx]).to(device, non_blocking=True)
+            y = labels[idx].to(device, non_blocking=True)
+            x = _transform(x, config, generator)
+            if config.adversary is not None:
+                x = config.adversary(model, x, y).detach()
+            if use_bf16:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext():
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+            for penalty, weight in config.regularizers:
+                loss = loss + weight * penalty(model)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total_loss += float(loss.detach()) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+        logs = {"epoch": epoch + 1, "loss": total_loss / seen, "train_acc": correct / seen}
+        if test is not None:
+            logs["test_acc"] = evaluate(model, *test, device=device)
+            if config.mode in ("lowpass", "highpass"):
+                logs["test_acc_filtered"] = evaluate(model, *test, device=device, config=config)
+        history.append(logs)
+        log.info("epoch %d: %s", epoch + 1, logs)
+        model.eval()
+        for cb in callbacks:
+            cb.on_epoch_end(model, epoch + 1, logs)
+        if config.checkpoint:
+            _save_train_state(config, model, optimizer, scheduler, generator, epoch, history)
+    model.eval()
+    if use_bf16:
+        model.to(memory_format=torch.contiguous_format)
+    final = history[-1].get("test_acc") if history else None
+    return TrainResult(history=history, test_accuracy=final, checkpoint=config.checkpoint)
+
+
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    device: torch.device | str | None = None,
+    batch_size: int = 1000,
+    config: TrainConfig | None = None,
+) -> float:
+    """Clean float32 accuracy of ``model`` on ``images`` (uint8 or float ``[N, C, H, W]``), in [0, 1].
+
+    With ``config`` in a filtered mode, the images are filtered the same way first.
+    """
+    device = torch.device(device) if device is not None else _model_device(model)
+    correct = 0
+    for xb, yb in zip(images.split(batch_size), labels.split(batch_size)):
+        x = _to_float(xb).to(device)
+        if config is not None and config.mode in ("lowpass", "highpass"):
+            x = _transform(x, config, None)
+        correct += round(accuracy(model, x, yb.to(device)) * len(yb))
+    return correct / len(labels)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _unpack(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if hasattr(data, "images") and hasattr(data, "labels"):
+        images, labels = data.images, data.labels
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        images, labels = data
+    else:
+        raise TypeError(f"{name} must be an ImageDataset or an (images, labels) pair, got {type(data).__name__}")
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise ValueError(f"{name} images must be a tensor [N, C, H, W], got {getattr(images, 'shape', images)!r}")
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or labels.shape != images.shape[:1]:
+        got = getattr(labels, "shape", labels)
+        raise ValueError(f"{name} labels must be int64 [N] matching the images, got {got!r}")
+    return images, labels
+
+
+def _to_float(x: torch.Tensor) -> torch.Tensor:
+    return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _use_bf16(amp: str, device: torch.device) -> bool:
+    if amp == "off":
+        return False
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        supported = torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX")
+        if amp == "bf16" and not supported:
+            log.warning("this CPU has no native bf16; bf16 autocast will be slow")
+        return supported or amp == "bf16"
+    return amp == "bf16"
+
+
+def _transform(x: torch.Tensor, config: TrainConfig, generator: torch.Generator | None) -> torch.Tensor:
+    if config.augment and generator is not None:
+        x = _crop_flip(x, generator)
+    if config.mode == "gaussian" and generator is not None:
+        noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+        x = (x + config.sigma * noise).clamp_(0, 1)
+    elif config.mode == "lowpass":
+        x = fourier.lowpass(x, float(config.radius))  # type: ignore[arg-type]
+    elif config.mode == "highpass":
+        x = fourier.highpass(x, float(config.radius))  # type: ignore[arg-type]
+    return x
+
+
+def _crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random ``pad``-pixel translation (zero fill) and horizontal flip per image, batched."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])  # [N, H]
+    cols = torch.arange(w, device=x.device)[None, :].expand(n, w)
+    cols = torch.where(flip[:, None], w - 1 - cols, cols) + dx[:, None]  # [N, W]
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # [N, H, W, C]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> Any:
+    total = config.epochs * steps_per_epoch
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, total_steps=total, pct_start=0.25,
+            anneal_strategy="linear", div_factor=10.0, final_div_factor=100.0,
+            cycle_momentum=False,
+        )
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def _call_begin(callbacks: Sequence[Callback], model: nn.Module) -> None:
+    was_training = model.training
+    model.eval()
+    for cb in callbacks:
+        begin = getattr(cb, "on_train_begin", None)
+        if begin is not None:
+            begin(model)
+    model.train(was_training)
+
+
+def _save_train_state(
+    config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+    generator: torch.Generator, epoch: int, history: list[dict[str, float]],
+) -> None:
+    payload = checkpoint_payload(
+        model, arch=config.arch, dataset=config.dataset,
+        test_accuracy=history[-1].get("test_acc"), recipe=config.recipe(),
+    )
+    payload["train_state"] = {
+        "epoch": epoch,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": {k: v for k, v in scheduler.state_dict().items() if not callable(v)},
+        "generator": generator.get_state(),
+        "history": history,
+    }
+    atomic_torch_save(payload, os.fspath(config.checkpoint))  # type: ignore[arg-type]
+
+
+def _load_train_state(
+    path: str, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, generator: torch.Generator
+) -> dict[str, Any]:
+    ckpt = load_checkpoint(path)  # weights_only=True, clear errors on corrupt files
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    state = raw.get("train_state")
+    if state is None:
+        raise ValueError(f"checkpoint {path!r} holds no training state to resume from")
+    try:
+        model.load_state_dict(ckpt.state_dict)
+    except RuntimeError as err:
+        raise ValueError(f"checkpoint {path!r} does not fit this model: {str(err).splitlines()[0]}") from None
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    generator.set_state(state["generator"])
+    return state
