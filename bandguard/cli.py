@@ -1,0 +1,176 @@
+"""The ``bandguard`` command line: argument parsing and printing only.
+
+Each subcommand is a pair of functions, ``_<name>_parser`` (declares arguments) and
+``_<name>_run`` (calls the library and prints), listed in ``COMMANDS`` at the bottom.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def parse_number(text: str) -> float:
+    """``"0.03"``, ``"8/255"`` or ``"1e-3"`` as a float (argparse type)."""
+    try:
+        return float(Fraction(text.strip())) if "/" in text else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a number like 0.03 or 8/255, got {text!r}") from None
+
+
+def parse_numbers(text: str) -> list[float]:
+    """Comma-separated numbers, e.g. ``"0.1,0.2,8/255"`` (argparse type)."""
+    return [parse_number(part) for part in text.split(",") if part.strip()]
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` as JSON atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+    return path
+
+
+def _device(name: str | None) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _cache_dir() -> Path:
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "bandguard"
+
+
+# --------------------------------------------------------------------------- train
+
+
+def _train_parser(p: argparse.ArgumentParser) -> None:
+    from bandguard.models import MODELS
+
+    p.add_argument("--dataset", default="mnist", help="mnist, cifar10 or an ImageFolder path")
+    p.add_argument("--arch", default="mnist_cnn", choices=MODELS.names())
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.05 MNIST, 0.1 else)")
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--schedule", default="onecycle", choices=["onecycle", "cosine", "constant"])
+    p.add_argument("--mode", default="natural", choices=["natural", "gaussian", "lowpass", "highpass"])
+    p.add_argument("--sigma", type=parse_number, default=0.0, help="noise level for --mode gaussian")
+    p.add_argument("--radius", type=float, default=None, help="cut-off for --mode lowpass/highpass")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random crop + flip (default on for CIFAR-10)")
+    p.add_argument("--limit", type=int, default=None, help="train on the first N images only")
+    p.add_argument("--amp", default="auto", choices=["auto", "off", "bf16"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, help="checkpoint path (written every epoch)")
+    p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+
+
+def _train_run(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> int:
+    from bandguard.data import load_dataset
+    from bandguard.models import create_model
+    from bandguard.training import TrainConfig, train
+
+    is_mnist = args.dataset == "mnist"
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or (0.05 if is_mnist else 0.1),
+        weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, mode=args.mode,
+        sigma=args.sigma, radius=args.radius, limit=args.limit, amp=args.amp,
+        augment=(not is_mnist) if args.augment is None else args.augment,
+        checkpoint=args.out, resume=args.resume, arch=args.arch, dataset=args.dataset, **(extra or {}),
+    )
+    train_set = load_dataset(args.dataset, "train")
+    test_set = load_dataset(args.dataset, "test")
+    with torch.random.fork_rng():
+        torch.manual_seed(args.seed)
+        model = create_model(args.arch)
+    start = time.perf_counter()
+    result = train(model, train_set, config, test_data=test_set, device=_device(args.device))
+    for logs in result.history:
+        print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items()))
+    print(f"trained {args.arch} on {args.dataset} in {time.perf_counter() - start:.1f} s; "
+          f"test accuracy {result.test_accuracy:.2%}; checkpoint {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def _demo_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto")
+    p.add_argument("--retrain", action="store_true", help="ignore the cached model")
+
+
+def _demo_run(args: argparse.Namespace) -> int:
+    from bandguard.data import load_dataset
+    from bandguard.models import create_model, load_checkpoint, save_checkpoint
+    from bandguard.training import TrainConfig, evaluate, train
+
+    device = _device(args.device)
+    train_set, test_set = load_dataset("mnist", "train"), load_dataset("mnist", "test")
+    print(f"MNIST: {len(train_set)} training and {len(test_set)} test images")
+    path = _cache_dir() / "models" / "demo-mnist_cnn.pt"
+    if path.exists() and not args.retrain:
+        model = load_checkpoint(path).build().to(device)
+        print(f"loaded the cached mnist_cnn from {path}")
+    else:
+        print("training mnist_cnn for one epoch (cached afterwards)")
+        config = TrainConfig(epochs=1, batch_size=128, lr=0.05, arch="mnist_cnn", dataset="mnist")
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = create_model("mnist_cnn")
+        train(model, train_set, config, device=device)
+        save_checkpoint(path, model, arch="mnist_cnn", dataset="mnist", recipe=config.recipe(),
+                        test_accuracy=evaluate(model, test_set.images, test_set.labels, device=device))
+    acc = evaluate(model, test_set.images, test_set.labels, device=device)
+    print(f"clean test accuracy of mnist_cnn: {acc:.2%}")
+    return 0
+
+
+# --------------------------------------------------------------------------- entry point
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "demo": ("train (or load) a MNIST CNN and show what bandguard does", _demo_parser, _demo_run),
+    "train": ("train a reference net (natural, noise, filtered)", _train_parser, _train_run),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bandguard", description="Adversarial robustness through the frequency domain."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, add_arguments, _) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return COMMANDS[args.command][2](args)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        if args.verbose:
+            raise
+        print(f"bandguard {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
