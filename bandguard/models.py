@@ -352,7 +352,7 @@ def load_model(spec: str, *, arch: str | None = None) -> nn.Module:
     head, sep, tail = spec.partition(":")
     if sep and head in MODELS:
         arch, spec = head, tail
-    elif sep and "." in head and not Path(spec).exists():
+    elif sep and not Path(spec).exists() and all(part.isidentifier() for part in head.split(".")):
         return _from_entry_point(head, tail)
     if spec in MODELS and not Path(spec).exists():
         return create_model(spec).eval()
