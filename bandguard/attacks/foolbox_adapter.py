@@ -1,0 +1,157 @@
+"""Run any foolbox 3 attack through bandguard's attack protocol.
+
+``FoolboxAttack(attack=fb.attacks.LinfPGD(), eps=0.1)(model, x, y)`` builds
+``fb.PyTorchModel(model, bounds=...)`` around a thin counting wrapper (so forwards and gradient
+evaluations are counted exactly), runs the attack with the model in eval mode (every submodule's
+mode restored after) and returns the same :class:`~bandguard.attacks.base.AttackResult` as
+bandguard's own attacks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from bandguard.attacks.base import Attack, Norm, _empty_outcome, _is_adversarial, _Outcome
+
+__all__ = ["FoolboxAttack", "foolbox_attack"]
+
+
+class _Counting(nn.Module):
+    """Forwards to ``model`` and counts calls, samples and input-gradient evaluations."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.calls = 0
+        self.samples = 0
+        self.grad_calls = 0
+        self.training = False  # the wrapped model's modes are the caller's business
+
+    def _count_grad(self, grad: torch.Tensor) -> None:
+        self.grad_calls += 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.samples += x.shape[0]
+        if x.requires_grad:
+            x.register_hook(self._count_grad)
+        return self.model(x)
+
+
+def _norm_of(attack: Any) -> Norm:
+    p = getattr(getattr(attack, "distance", None), "p", None)
+    if p == math.inf:
+        return Norm.LINF
+    if p == 2:
+        return Norm.L2
+    raise ValueError(
+        f"attack {type(attack).__name__} measures distance with p={p}; bandguard supports Linf and L2"
+    )
+
+
+def foolbox_attack(name: str, **kwargs: Any) -> Any:
+    """Build ``foolbox.attacks.<name>(**kwargs)``; an unknown name raises ``ValueError``."""
+    import foolbox as fb
+
+    cls = getattr(fb.attacks, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, fb.attacks.base.Attack)):
+        raise ValueError(f"unknown foolbox attack {name!r}; see dir(foolbox.attacks)")
+    return cls(**kwargs)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FoolboxAttack(Attack):
+    """A foolbox 3 attack behind the bandguard protocol.
+
+    Fixed-epsilon attacks (PGD, FGSM, ...) run once per eps; minimization attacks (Carlini-Wagner,
+    DDN, ...) run once and foolbox clips their result to each eps, so every result of such a run
+    reports the counts of that single run. ``forwards``/``gradients`` per sample are exact when
+    foolbox evaluates whole batches (all its gradient attacks do); otherwise they are the batch
+    average, rounded up. Foolbox draws its random starts from torch's global generator.
+
+    Attributes:
+        attack: a foolbox attack instance, e.g. ``fb.attacks.LinfPGD(steps=40)``.
+        eps: one budget or several, in the attack's norm (Linf or L2).
+        bounds: ``(lo, hi)`` handed to ``fb.PyTorchModel``.
+    """
+
+    name = "foolbox"
+
+    attack: Any
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        import foolbox as fb
+
+        if not isinstance(self.attack, fb.attacks.base.Attack):
+            raise ValueError(f"attack must be a foolbox 3 attack instance, got {self.attack!r}")
+        _norm_of(self.attack)
+
+    @property
+    def norm(self) -> Norm:  # type: ignore[override]
+        """The norm of the wrapped attack's distance."""
+        return _norm_of(self.attack)
+
+    def _run_many(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        targeted: bool,
+        epsilons: Sequence[float],
+        done: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> list[tuple[torch.Tensor, _Outcome]]:
+        import foolbox as fb
+
+        if isinstance(self.attack, fb.attacks.base.FixedEpsilonAttack):
+            return super()._run_many(model, x, labels, targeted, epsilons, done, generator)
+        # A minimization attack: one run on every sample the model gets right, clipped per eps.
+        idx = (~done).nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return [(idx, _empty_outcome(x, labels)) for _ in epsilons]
+        xs, ls = x[idx], labels[idx]
+        counter = _Counting(model)
+        clipped = self._foolbox(counter, xs, ls, targeted, list(epsilons))
+        out = []
+        for x_adv in clipped:
+            out.append((idx, self._outcome(model, counter, x_adv, ls, targeted)))
+        return out
+
+    def _run(
+        self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float,
+        generator: torch.Generator | None,
+    ) -> _Outcome:
+        counter = _Counting(model)
+        (x_adv,) = self._foolbox(counter, x, labels, targeted, [eps])
+        return self._outcome(model, counter, x_adv, labels, targeted)
+
+    def _foolbox(
+        self, counter: _Counting, x: torch.Tensor, labels: torch.Tensor, targeted: bool, epsilons: list[float]
+    ) -> list[torch.Tensor]:
+        import foolbox as fb
+
+        fmodel = fb.PyTorchModel(counter, bounds=self.bounds, device=x.device)
+        criterion = fb.criteria.TargetedMisclassification(labels) if targeted else labels
+        _, clipped, _ = self.attack(fmodel, x, criterion, epsilons=epsilons)
+        return [c.detach() for c in clipped]
+
+    def _outcome(
+        self, model: nn.Module, counter: _Counting, x_adv: torch.Tensor, labels: torch.Tensor, targeted: bool
+    ) -> _Outcome:
+        n = x_adv.shape[0]
+        with torch.no_grad():
+            pred = model(x_adv).argmax(1)
+        forwards = counter.calls if counter.samples == counter.calls * n else -(-counter.samples // n)
+        long = torch.ones(n, dtype=torch.long, device=x_adv.device)
+        return _Outcome(
+            x_adv, _is_adversarial(pred, labels, targeted), pred,
+            long * (forwards + 1), long * counter.grad_calls,
+        )
+
