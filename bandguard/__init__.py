@@ -9,6 +9,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from bandguard import fourier
+from bandguard.data import ImageDataset, SampleDataWarning, load_dataset, make_loader
 from bandguard.models import (
     Normalize,
     create_model,
@@ -18,11 +19,15 @@ from bandguard.models import (
 )
 
 __all__ = [
+    "ImageDataset",
     "Normalize",
+    "SampleDataWarning",
     "__version__",
     "create_model",
     "fourier",
     "load_checkpoint",
+    "load_dataset",
     "load_model",
+    "make_loader",
     "save_checkpoint",
 ]
