@@ -1,0 +1,293 @@
+"""Frequency principle monitor: does the network fit low frequencies of the target first?
+
+Xu et al., "Frequency Principle: Fourier Analysis Sheds Light on Deep Neural Networks"
+(arXiv 1901.06523; also 1807.01251), the *filtering method* for high-dimensional inputs: on a fixed
+reference set of ``n`` training inputs, the Gaussian kernel
+
+    G_ij = exp(-|x_i - x_j|^2 / (2 delta)),   K = G / row sums    (delta is a variance)
+
+smooths any function sampled on the set, so ``f_low = K f`` is its low-frequency part and
+``f - f_low`` its high-frequency part. With one-hot labels ``y`` and softmax outputs ``h``::
+
+    e_low  = |K y - K h|_F / |K y|_F
+    e_high = |(y - K y) - (h - K h)|_F / |y - K y|_F
+
+recorded every epoch for several deltas. The principle shows as ``e_low`` falling earlier than
+``e_high``. A delta far below the squared nearest-neighbour distance makes ``K`` the identity
+(``y - K y`` is then almost zero and ``e_high`` is noise): the monitor warns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from bandguard._checks import check_images, check_int, check_labels, check_positive
+from bandguard.spectral._io import write_json_atomic
+
+__all__ = [
+    "FPrincipleMonitor",
+    "FPrincipleResult",
+    "frequency_errors",
+    "gaussian_filter_kernel",
+    "squared_distances",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Largest reference set: ``K`` is ``n x n`` per delta (5,000 -> 100 MB each in float32).
+MAX_REFERENCE = 5000
+
+
+def squared_distances(x: torch.Tensor, *, chunk: int = 1024) -> torch.Tensor:
+    """Pairwise squared Euclidean distances of the flattened inputs, ``chunk`` rows at a time.
+
+    Args:
+        x: inputs ``[n, ...]``, flattened per sample.
+        chunk: rows per block (memory ``chunk * n``).
+
+    Returns:
+        Tensor ``[n, n]``, zero diagonal, non-negative, in float64 for the exponent's sake.
+    """
+    flat = rearrange(x, "n ... -> n (...)").double()
+    sq = (flat**2).sum(dim=1)
+    rows = []
+    for start in range(0, flat.shape[0], chunk):
+        block = flat[start : start + chunk]
+        rows.append((sq[start : start + chunk, None] + sq[None, :] - 2 * block @ flat.T).clamp_min(0))
+    dist = torch.cat(rows)
+    dist.fill_diagonal_(0)
+    return dist
+
+
+def gaussian_filter_kernel(distances: torch.Tensor, delta: float) -> torch.Tensor:
+    """Row-normalised Gaussian kernel ``K`` from squared distances (Xu et al. 1901.06523).
+
+    Args:
+        distances: squared distances ``[n, n]`` with zero diagonal.
+        delta: the kernel's variance (``G = exp(-d / (2 delta))``).
+
+    Returns:
+        Tensor ``[n, n]`` whose rows sum to one.
+    """
+    # The diagonal is exp(0) = 1, so no row underflows to all zeros.
+    g = torch.exp(-distances / (2 * delta))
+    return g / g.sum(dim=1, keepdim=True)
+
+
+def frequency_errors(
+    kernel: torch.Tensor, target: torch.Tensor, output: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Relative low- and high-frequency errors of ``output`` against ``target`` (Xu et al.).
+
+    Args:
+        kernel: row-normalised kernels ``[..., n, n]`` (one per delta).
+        target: ``[n, c]`` (one-hot labels).
+        output: ``[n, c]`` (softmax outputs).
+
+    Returns:
+        ``(e_low, e_high)``, each ``[...]``.
+    """
+    target_low = kernel @ target
+    output_low = kernel @ output
+    target_high = target - target_low
+    output_high = output - output_low
+
+    def rel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        num = torch.linalg.matrix_norm(a - b)
+        return num / torch.linalg.matrix_norm(b).clamp_min(torch.finfo(b.dtype).tiny)
+
+    return rel(output_low, target_low), rel(output_high, target_high)
+
+
+@dataclasses.dataclass(frozen=True)
+class FPrincipleResult:
+    """The monitor's curves.
+
+    Attributes:
+        deltas: the kernel variances, one column each.
+        epochs: completed epochs at each record (0 = before training).
+        e_low: ``[records][deltas]`` relative low-frequency errors.
+        e_high: ``[records][deltas]`` relative high-frequency errors.
+        n: reference set size.
+        self_weight: mean diagonal of each ``K`` (near 1: ``K`` is the identity, degenerate).
+    """
+
+    deltas: tuple[float, ...]
+    epochs: tuple[int, ...]
+    e_low: tuple[tuple[float, ...], ...]
+    e_high: tuple[tuple[float, ...], ...]
+    n: int
+    self_weight: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python form for JSON."""
+        return dataclasses.asdict(self)
+
+    def first_below(self, threshold: float, part: str = "low") -> dict[float, int | None]:
+        """Per delta, the first recorded epoch whose ``e_low`` (or ``e_high``) is < ``threshold``."""
+        curves = self.e_low if part == "low" else self.e_high
+        out: dict[float, int | None] = {}
+        for j, delta in enumerate(self.deltas):
+            out[delta] = next((e for e, row in zip(self.epochs, curves) if row[j] < threshold), None)
+        return out
+
+
+class FPrincipleMonitor:
+    """Training callback recording Xu et al.'s filtering-method errors (arXiv 1901.06523).
+
+    Pass it to the training loop's callbacks: ``on_train_begin(model)`` records the untrained model
+    (epoch 0) and ``on_epoch_end(model, epoch, logs)`` records after every epoch. The model is
+    evaluated in eval mode on the reference set and its mode restored. ``K`` is computed once, kept
+    on the inputs' device (``len(deltas) * n * n`` floats).
+
+    Args:
+        x: reference training inputs ``[n, C, H, W]`` in [0, 1], ``n <= 5000``.
+        y: their labels ``[n]`` int64.
+        deltas: kernel variances (Xu et al. used 2 .. 100 on CIFAR-10; MNIST images are closer
+            together, so smaller deltas suit it).
+        num_classes: number of classes (default ``max(y) + 1``; must match the model's outputs).
+        out_dir: if given, the curves are written there after every record as
+            ``fprinciple.json`` and ``fprinciple.png`` (atomically).
+        batch_size: images per forward.
+        identity_threshold: warn when the mean self-weight ``mean(diag K)`` exceeds this.
+
+    Example:
+        >>> monitor = FPrincipleMonitor(x_train[:1000], y_train[:1000], deltas=(5.0, 10.0))
+        >>> train(model, ..., callbacks=[monitor])
+        >>> monitor.result().first_below(0.5, "low")
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        deltas: Sequence[float] = (2.0, 5.0, 10.0, 20.0),
+        num_classes: int | None = None,
+        out_dir: str | os.PathLike[str] | None = None,
+        batch_size: int = 1024,
+        identity_threshold: float = 0.9,
+    ) -> None:
+        x = check_images(x, "x", bounds=None)
+        y = check_labels(y, x)
+        if x.shape[0] > MAX_REFERENCE:
+            raise ValueError(f"x must hold at most {MAX_REFERENCE} reference samples, got {x.shape[0]}")
+        if x.shape[0] < 2:
+            raise ValueError(f"x must hold at least 2 reference samples, got {x.shape[0]}")
+        if isinstance(deltas, (int, float)):
+            deltas = [deltas]
+        self.deltas = tuple(check_positive(d, "deltas") for d in deltas)
+        if not self.deltas:
+            raise ValueError("deltas must hold at least one value, got an empty sequence")
+        self.num_classes = (
+            int(y.max()) + 1 if num_classes is None else check_int(num_classes, "num_classes", minimum=2)
+        )
+        check_labels(y, x, num_classes=self.num_classes)
+        self.batch_size = check_int(batch_size, "batch_size", minimum=1)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+
+        self.x = x.detach()
+        self.n = x.shape[0]
+        distances = squared_distances(self.x)
+        kernels = torch.stack([gaussian_filter_kernel(distances, d) for d in self.deltas])
+        self.kernel = kernels.to(x.dtype)  # [D, n, n] on x's device
+        self.target = F.one_hot(y.to(x.device), self.num_classes).to(x.dtype)
+        self.self_weight = tuple(float(s) for s in kernels.diagonal(dim1=-2, dim2=-1).mean(dim=-1))
+        for delta, weight in zip(self.deltas, self.self_weight):
+            if weight > identity_threshold:
+                warnings.warn(
+                    f"FPrincipleMonitor: delta={delta} is degenerate: the kernel is close to the "
+                    f"identity (mean self-weight {weight:.3f} > {identity_threshold}), so the "
+                    "high-frequency part of the labels is nearly everything and e_high is noise; "
+                    "use a larger delta",
+                    stacklevel=2,
+                )
+            elif weight < 2.0 / self.n:
+                warnings.warn(
+                    f"FPrincipleMonitor: delta={delta} is degenerate: the kernel averages almost "
+                    f"uniformly (mean self-weight {weight:.2e}), so the low part is only the mean; "
+                    "use a smaller delta",
+                    stacklevel=2,
+                )
+        self._epochs: list[int] = []
+        self._low: list[tuple[float, ...]] = []
+        self._high: list[tuple[float, ...]] = []
+        self._completed = 0
+
+    # ----------------------------------------------------------------------- recording
+
+    def record(self, model: nn.Module, epoch: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Evaluate ``model`` on the reference set and append ``(e_low, e_high)`` at ``epoch``."""
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                logits = torch.cat([model(chunk) for chunk in self.x.split(self.batch_size)])
+        finally:
+            model.train(was_training)
+        if logits.shape != (self.n, self.num_classes):
+            raise ValueError(
+                f"model must return logits [{self.n}, {self.num_classes}], got {tuple(logits.shape)}"
+            )
+        probs = logits.softmax(dim=1).to(self.kernel.dtype)
+        e_low, e_high = frequency_errors(self.kernel, self.target, probs)
+        low, high = tuple(e_low.tolist()), tuple(e_high.tolist())
+        self._epochs.append(epoch)
+        self._low.append(low)
+        self._high.append(high)
+        logger.info("F-principle epoch %d: e_low %s e_high %s", epoch, low, high)
+        if self.out_dir is not None:
+            self.save(self.out_dir)
+        return low, high
+
+    def on_train_begin(self, model: nn.Module, *args: Any, **kwargs: Any) -> None:
+        """Record the untrained model as epoch 0."""
+        self.record(model, self._completed)
+
+    def on_epoch_end(
+        self, model: nn.Module, epoch: int | None = None, logs: Mapping[str, Any] | None = None
+    ) -> None:
+        """Record after an epoch; the x-axis counts completed epochs (``epoch`` is only logged)."""
+        self._completed += 1
+        self.record(model, self._completed)
+
+    # ----------------------------------------------------------------------- output
+
+    def result(self) -> FPrincipleResult:
+        """The curves recorded so far."""
+        return FPrincipleResult(
+            deltas=self.deltas,
+            epochs=tuple(self._epochs),
+            e_low=tuple(self._low),
+            e_high=tuple(self._high),
+            n=self.n,
+            self_weight=self.self_weight,
+        )
+
+    def save(self, out_dir: str | os.PathLike[str]) -> Path:
+        """Write ``fprinciple.json`` and ``fprinciple.png`` into ``out_dir`` atomically.
+
+        Returns:
+            Path of the JSON file.
+        """
+        from bandguard.spectral.plots import plot_fprinciple
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        result = self.result()
+        path = write_json_atomic(out / "fprinciple.json", result.to_dict())
+        if result.epochs:
+            plot_fprinciple(result, out / "fprinciple.png", write_data=False)
+        return path
+

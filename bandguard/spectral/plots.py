@@ -1,0 +1,267 @@
+"""Figures for the spectral analyses: PNG plus the plotted data as JSON, written atomically.
+
+Figures are built on ``matplotlib.figure.Figure`` directly and rendered by the Agg canvas, so no
+pyplot state (current figure, global backend) is touched. Every ``plot_*`` function returns the
+``Figure``; given a ``path`` it also writes ``path`` (PNG) and, unless ``write_data=False``, the data
+beside it (same name, ``.json``). Spectra are drawn with low frequency at the centre, axes in
+centred frequency units.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from bandguard.spectral._io import write_bytes_atomic, write_json_atomic
+
+if TYPE_CHECKING:
+    from bandguard.spectral.corruptions import CorruptionSpectra
+    from bandguard.spectral.filtered import FilteredAccuracy
+    from bandguard.spectral.fprinciple import FPrincipleResult
+    from bandguard.spectral.heatmap import HeatmapResult
+    from bandguard.spectral.kernels import KernelSpectrum
+    from bandguard.spectral.perturbation import PerturbationSpectrum, SpectrumComparison
+
+__all__ = [
+    "plot_corruption_spectra",
+    "plot_filtered_accuracy",
+    "plot_fprinciple",
+    "plot_heatmap",
+    "plot_kernel_spectra",
+    "plot_radial_profiles",
+    "plot_spectra",
+    "save_figure",
+]
+
+PathLike = str | os.PathLike[str]
+CMAP = "viridis"
+
+
+def save_figure(
+    fig: Figure, path: PathLike, data: Any = None, *, dpi: int = 100
+) -> Path:
+    """Render ``fig`` to PNG at ``path`` atomically; write ``data`` as JSON beside it if given.
+
+    Returns:
+        The PNG's path.
+    """
+    path = Path(path)
+    FigureCanvasAgg(fig)  # attach the Agg canvas: no pyplot, no global backend switch
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    write_bytes_atomic(path, buffer.getvalue())
+    if data is not None:
+        write_json_atomic(path.with_suffix(".json"), data)
+    return path
+
+
+def _finish(fig: Figure, path: PathLike | None, data: Any, write_data: bool) -> Figure:
+    if path is not None:
+        save_figure(fig, path, data if write_data else None)
+    return fig
+
+
+def _centred_extent(h: int, w: int) -> tuple[float, float, float, float]:
+    """imshow extent putting centred frequency ``(0, 0)`` at ``(H // 2, W // 2)`` on the origin."""
+    return (-(w // 2) - 0.5, w - w // 2 - 0.5, h - h // 2 - 0.5, -(h // 2) - 0.5)
+
+
+def _image(fig: Figure, ax: Any, values: torch.Tensor, title: str, **kwargs: Any) -> None:
+    h, w = values.shape
+    im = ax.imshow(values.numpy(), cmap=CMAP, extent=_centred_extent(h, w), **kwargs)
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(labelsize=7)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=7)
+
+
+def _grid(count: int, max_cols: int = 4) -> tuple[int, int]:
+    cols = min(count, max_cols)
+    return math.ceil(count / cols), cols
+
+
+# --------------------------------------------------------------------------- heat map
+
+
+def plot_heatmap(
+    result: HeatmapResult,
+    path: PathLike | None = None,
+    *,
+    title: str | None = None,
+    write_data: bool = True,
+) -> Figure:
+    """Fourier heat map (Yin et al. 1906.08988): low frequency at the centre, colour bar, clean
+    error in the title."""
+    fig = Figure(figsize=(4.2, 3.6))
+    ax = fig.add_subplot()
+    if result.layer is not None:
+        what = f"L2 change of {result.layer!r}"
+    else:
+        what = "error rate" if result.metric == "error" else result.metric
+    clean = f"clean error {result.clean:.1%}" if result.metric == "error" else f"clean {result.clean:.3g}"
+    heading = title or f"Fourier heat map, {what}"
+    _image(fig, ax, result.heatmap, f"{heading}\neps={result.eps:g}, n={result.n}, {clean}")
+    ax.set_xlabel("horizontal frequency", fontsize=8)
+    ax.set_ylabel("vertical frequency", fontsize=8)
+    fig.tight_layout()
+    return _finish(fig, path, result.to_dict(), write_data)
+
+
+# --------------------------------------------------------------------------- perturbation spectra
+
+
+def _as_mapping(spectra: Mapping[str, Any] | SpectrumComparison) -> dict[str, Any]:
+    if hasattr(spectra, "names") and hasattr(spectra, "spectra"):
+        return dict(zip(spectra.names, spectra.spectra))
+    return dict(spectra)
+
+
+def plot_spectra(
+    spectra: Mapping[str, PerturbationSpectrum] | SpectrumComparison,
+    path: PathLike | None = None,
+    *,
+    title: str = "E|F(delta)|",
+    write_data: bool = True,
+) -> Figure:
+    """Mean centred perturbation spectra side by side (Yin et al.: natural vs adversarial training).
+
+    Args:
+        spectra: label -> :class:`PerturbationSpectrum`, or a :class:`SpectrumComparison`.
+        path: PNG to write (data as JSON beside it).
+    """
+    items = _as_mapping(spectra)
+    if not items:
+        raise ValueError("spectra must hold at least one spectrum")
+    rows, cols = _grid(len(items))
+    fig = Figure(figsize=(3.3 * cols, 3.0 * rows))
+    for index, (name, spectrum) in enumerate(items.items()):
+        ax = fig.add_subplot(rows, cols, index + 1)
+        _image(fig, ax, spectrum.mean, f"{name}: {title}\nhigh-freq energy {spectrum.high_fraction:.0%}")
+    fig.tight_layout()
+    return _finish(fig, path, {k: v.to_dict() for k, v in items.items()}, write_data)
+
+
+def plot_radial_profiles(
+    profiles: Mapping[str, PerturbationSpectrum | torch.Tensor] | SpectrumComparison,
+    path: PathLike | None = None,
+    *,
+    ylabel: str = "mean |F|",
+    log: bool = True,
+    write_data: bool = True,
+) -> Figure:
+    """Radial (azimuthally averaged) profiles, one line per label.
+
+    Args:
+        profiles: label -> spectrum (its ``radial`` is used) or a 1-D profile tensor ``[R]``.
+    """
+    items = {k: (v if isinstance(v, torch.Tensor) else v.radial) for k, v in _as_mapping(profiles).items()}
+    fig = Figure(figsize=(4.2, 3.2))
+    ax = fig.add_subplot()
+    for name, profile in items.items():
+        ax.plot(range(profile.numel()), profile.numpy(), marker=".", label=name)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("distance from the centre (frequency)", fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _finish(fig, path, {k: v.tolist() for k, v in items.items()}, write_data)
+
+
+# --------------------------------------------------------------------------- filtered accuracy
+
+
+def plot_filtered_accuracy(
+    results: FilteredAccuracy | Sequence[FilteredAccuracy] | Mapping[str, FilteredAccuracy],
+    path: PathLike | None = None,
+    *,
+    write_data: bool = True,
+) -> Figure:
+    """Accuracy against the filter radius, one line per result (low- and high-pass, per model)."""
+    if hasattr(results, "radii"):
+        results = [results]  # type: ignore[list-item]
+    if not isinstance(results, Mapping):
+        results = {f"{r.kind}-pass": r for r in results}  # type: ignore[union-attr]
+    fig = Figure(figsize=(4.2, 3.2))
+    ax = fig.add_subplot()
+    for name, r in results.items():
+        line = ax.plot(r.radii, [100 * a for a in r.accuracy], marker="o", label=name)[0]
+        ax.axhline(100 * r.clean, color=line.get_color(), linestyle=":", linewidth=0.8)
+    ax.set_xlabel("filter radius", fontsize=8)
+    ax.set_ylabel("accuracy (%)", fontsize=8)
+    ax.set_ylim(0, 100)
+    ax.set_title("accuracy on filtered images (dotted: clean)", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _finish(fig, path, {k: v.to_dict() for k, v in results.items()}, write_data)
+
+
+# --------------------------------------------------------------------------- corruptions
+
+
+def plot_corruption_spectra(
+    result: CorruptionSpectra, path: PathLike | None = None, *, write_data: bool = True
+) -> Figure:
+    """Grid of ``E|F(C(X) - X)|`` per corruption with accuracy and high-frequency share (Yin et al.)."""
+    rows, cols = _grid(len(result.results), max_cols=3)
+    fig = Figure(figsize=(3.0 * cols, 2.8 * rows))
+    for index, r in enumerate(result.results):
+        ax = fig.add_subplot(rows, cols, index + 1)
+        _image(fig, ax, r.spectrum.mean,
+               f"{r.name} (s{r.severity})\nacc {r.accuracy:.0%}, high-freq {r.high_fraction:.0%}")
+    fig.suptitle(f"corruption spectra, clean accuracy {result.clean_accuracy:.0%}", fontsize=10)
+    fig.tight_layout()
+    return _finish(fig, path, result.to_dict(), write_data)
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def plot_kernel_spectra(
+    result: KernelSpectrum, path: PathLike | None = None, *, max_layers: int = 8,
+    write_data: bool = True
+) -> Figure:
+    """Mean centred kernel amplitude per conv layer (first ``max_layers`` layers)."""
+    layers = result.layers[:max_layers]
+    rows, cols = _grid(len(layers))
+    fig = Figure(figsize=(3.0 * cols, 2.8 * rows))
+    for index, layer in enumerate(layers):
+        ax = fig.add_subplot(rows, cols, index + 1)
+        kh, kw = layer.kernel_shape[-2:]
+        _image(fig, ax, layer.spectrum, f"{layer.name} ({kh}x{kw})\nhigh-freq {layer.high_fraction:.0%}")
+    fig.tight_layout()
+    return _finish(fig, path, result.to_dict(), write_data)
+
+
+# --------------------------------------------------------------------------- F-principle
+
+
+def plot_fprinciple(
+    result: FPrincipleResult, path: PathLike | None = None, *, write_data: bool = True
+) -> Figure:
+    """``e_low`` (solid) and ``e_high`` (dashed) against epochs, one colour per delta (Xu et al.)."""
+    fig = Figure(figsize=(4.6, 3.4))
+    ax = fig.add_subplot()
+    epochs = list(result.epochs)
+    for j, delta in enumerate(result.deltas):
+        low = [row[j] for row in result.e_low]
+        high = [row[j] for row in result.e_high]
+        line = ax.plot(epochs, low, marker=".", label=f"delta={delta:g} low")[0]
+        ax.plot(epochs, high, marker=".", linestyle="--", color=line.get_color(),
+                label=f"delta={delta:g} high")
+    ax.set_xlabel("epoch", fontsize=8)
+    ax.set_ylabel("relative error", fontsize=8)
+    ax.set_title(f"frequency principle (n={result.n})", fontsize=9)
+    ax.legend(fontsize=6, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _finish(fig, path, result.to_dict(), write_data)
