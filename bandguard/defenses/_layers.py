@@ -1,0 +1,55 @@
+"""Selecting the conv layers a weight-space defense or regularizer acts on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+LayerSpec = str | Sequence[str]
+
+
+def select_convs(model: nn.Module, layers: LayerSpec, *, name: str = "layers") -> list[tuple[str, nn.Conv2d]]:
+    """The ``nn.Conv2d`` modules of ``model`` named by ``layers``, in ``named_modules`` order.
+
+    Args:
+        model: any module.
+        layers: ``"first"`` (the first conv met in ``model.named_modules()``), ``"all"``, or a
+            list of module names as ``named_modules`` spells them (e.g. ``["1.0", "1.4"]``).
+        name: the argument's name, quoted in errors.
+
+    Returns:
+        ``[(module_name, conv), ...]``, non-empty.
+
+    Raises:
+        ValueError: the model has no ``nn.Conv2d``; a name is unknown or is not a conv layer;
+            ``layers`` is an unknown string or an empty list.
+    """
+    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError(f"model has no nn.Conv2d layer to act on ({type(model).__name__})")
+    if isinstance(layers, str):
+        if layers == "first":
+            return convs[:1]
+        if layers == "all":
+            return convs
+        raise ValueError(
+            f"unknown {name} {layers!r}; expected 'first', 'all' or a list of conv layer names"
+        )
+    wanted = list(layers)
+    if not wanted:
+        raise ValueError(f"{name} must name at least one layer, got {layers!r}")
+    modules = dict(model.named_modules())
+    known = [n for n, _ in convs]
+    picked = []
+    for layer in wanted:
+        if layer not in modules:
+            raise ValueError(f"unknown layer {layer!r} in {name}; conv layers are {known}")
+        if not isinstance(modules[layer], nn.Conv2d):
+            raise ValueError(
+                f"layer {layer!r} in {name} is a {type(modules[layer]).__name__}, not nn.Conv2d; "
+                f"conv layers are {known}"
+            )
+        if layer not in [p for p, _ in picked]:
+            picked.append((layer, modules[layer]))
+    return picked

@@ -1,0 +1,220 @@
+"""Composing defenses: :func:`defend`, the :data:`DEFENSES` registry and spec strings.
+
+Order of a composed defense (outermost last): smoothing of the weights (a new model), then the
+input low-pass in front of the model, then post-averaging around the whole::
+
+    PostAveraging(Sequential(LowPass(r), smooth_kernels(model, rho)))
+
+The CLI and the benchmark spec build defenses from strings such as ``"lowpass:8"``,
+``"post_average:K=15,R=1.35"`` or ``"smooth:0.25"`` through :func:`build_defense`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+from bandguard._registry import Registry
+from bandguard.defenses.base import Defense, forward_cost, is_randomized
+from bandguard.defenses.kernel_smoothing import SmoothSettings, filter_kernels, smooth_kernels
+from bandguard.defenses.lowpass import HighPass, LowPass, LowPassSettings
+from bandguard.defenses.post_averaging import PostAverageSettings, PostAveraging
+
+__all__ = ["DEFENSES", "Defended", "build_defense", "defend", "parse_defense_spec"]
+
+S = TypeVar("S")
+
+
+class Defended(Defense):
+    """A model with defenses applied; its ``repr`` lists them in the order they act.
+
+    Carries the protocol facts of what it wraps: ``randomized`` if any part is,
+    ``differentiable`` if every part is, and the total ``forward_cost``.
+
+    Args:
+        net: the defended network (input filters, model, averaging wrapper).
+        weights: what was done to the weights beforehand, for the ``repr`` (``None`` if nothing).
+    """
+
+    def __init__(self, net: nn.Module, *, weights: str | None = None) -> None:
+        super().__init__()
+        self.net = net
+        self.weights = weights
+        self.randomized = is_randomized(net)
+        self.differentiable = all(getattr(m, "differentiable", True) for m in net.modules())
+        self.forward_cost = forward_cost(net)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def extra_repr(self) -> str:
+        parts = [f"randomized={self.randomized}", f"forward_cost={self.forward_cost}"]
+        if self.weights:
+            parts.insert(0, f"weights={self.weights}")
+        return ", ".join(parts)
+
+
+def _coerce(value: object, settings_type: type[S], first_field: str, name: str) -> S:
+    """A number (the first field), a dict of options, or the settings dataclass itself."""
+    if isinstance(value, settings_type):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return settings_type(**{first_field: value})
+    if isinstance(value, Mapping):
+        try:
+            return settings_type(**dict(value))
+        except TypeError as err:
+            fields = [f.name for f in dataclasses.fields(settings_type)]  # type: ignore[arg-type]
+            raise ValueError(f"bad options for {name} {dict(value)!r} ({err}); fields are {fields}") from None
+    raise TypeError(
+        f"{name} must be a number, a dict of options or a {settings_type.__name__}, "
+        f"got {type(value).__name__} {value!r}"
+    )
+
+
+def defend(
+    model: nn.Module,
+    *,
+    lowpass: float | Mapping[str, Any] | LowPassSettings | None = None,
+    post_average: float | Mapping[str, Any] | PostAverageSettings | None = None,
+    smooth: float | Mapping[str, Any] | SmoothSettings | None = None,
+    generator: torch.Generator | None = None,
+) -> Defended:
+    """Compose bandguard's defenses around ``model`` into one module.
+
+    Order: ``smooth`` (Wang et al. 1905.13545) changes a copy of the weights, ``lowpass``
+    (HFC input filter) acts in front of the model, ``post_average`` (Lin et al. 1905.12797)
+    averages the whole filtered model over random neighbours of the input.
+
+    Args:
+        model: classifier taking ``[N, C, H, W]`` in its bounds, returning logits.
+        lowpass: radius, options of :class:`LowPassSettings`, or the settings.
+        post_average: outer radius ``R`` (pixel space), options of :class:`PostAverageSettings`,
+            or the settings.
+        smooth: ``rho``, options of :class:`SmoothSettings`, or the settings.
+        generator: randomness for post-averaging.
+
+    Returns:
+        :class:`Defended`, ``[N, C, H, W] -> [N, num_classes]``; ``model`` itself is untouched.
+
+    Example:
+        >>> d = defend(model, lowpass=8, post_average={"radius": 1.35, "K": 15}, smooth=0.25)
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    net, weights = model, None
+    if smooth is not None:
+        s = _coerce(smooth, SmoothSettings, "rho", "smooth")
+        net = smooth_kernels(net, s.rho, s.layers)
+        weights = f"smooth_kernels(rho={s.rho:g}, layers={s.layers!r})"
+    if lowpass is not None:
+        lp = _coerce(lowpass, LowPassSettings, "radius", "lowpass")
+        net = nn.Sequential(LowPass(lp.radius, smooth=lp.smooth, order=lp.order, rescale=lp.rescale), net)
+    if post_average is not None:
+        pa = _coerce(post_average, PostAverageSettings, "radius", "post_average")
+        net = PostAveraging.from_settings(net, pa, generator=generator)
+    return Defended(net, weights=weights)
+
+
+# --------------------------------------------------------------------------- registry and specs
+
+DefenseBuilder = Callable[..., nn.Module]
+
+DEFENSES: Registry[DefenseBuilder] = Registry("defense")
+"""Defense builders by name: ``DEFENSES.get(name)(model, *args, **options) -> nn.Module``."""
+
+
+@DEFENSES.register("lowpass")
+def _build_lowpass(model: nn.Module, radius: float, **options: Any) -> nn.Module:
+    return defend(model, lowpass={"radius": radius, **options})
+
+
+@DEFENSES.register("highpass")
+def _build_highpass(model: nn.Module, radius: float, **options: Any) -> nn.Module:
+    return Defended(nn.Sequential(HighPass(radius, **options), model))
+
+
+@DEFENSES.register("post_average")
+def _build_post_average(model: nn.Module, radius: float | None = None, *,
+                        seed: int | None = None, **options: Any) -> nn.Module:
+    if "R" in options:
+        if radius is not None:
+            raise ValueError("post_average: give the radius once (positionally or as R=)")
+        radius = options.pop("R")
+    if radius is None:
+        raise ValueError("post_average needs a radius, e.g. 'post_average:K=15,R=1.35'")
+    generator = None
+    if seed is not None:
+        generator = torch.Generator().manual_seed(int(seed))
+    return defend(model, post_average={"radius": radius, **options}, generator=generator)
+
+
+@DEFENSES.register("smooth")
+def _build_smooth(model: nn.Module, rho: float, **options: Any) -> nn.Module:
+    return defend(model, smooth={"rho": rho, **options})
+
+
+@DEFENSES.register("filter_kernels")
+def _build_filter_kernels(model: nn.Module, radius: float, **options: Any) -> nn.Module:
+    layers = options.pop("layers", "first")
+    new = filter_kernels(model, radius, layers, **options)
+    return Defended(new, weights=f"filter_kernels(radius={radius:g}, layers={layers!r})")
+
+
+def _parse_value(text: str) -> Any:
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low == "none":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if "+" in text:  # layer lists: "layers=1.0+1.4"
+        return tuple(t.strip() for t in text.split("+"))
+    return text.strip()
+
+
+def parse_defense_spec(spec: str) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+    """Split ``"name:arg,key=value,..."`` into ``(name, args, options)``.
+
+    Values become ints, floats, booleans (``true``/``false``), ``None`` or strings; ``a+b`` gives
+    a tuple (layer lists). ``"post_average:K=15,R=1.35"`` ->
+    ``("post_average", (), {"K": 15, "R": 1.35})``.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"defense spec must be a non-empty string, got {spec!r}")
+    name, _, rest = spec.strip().partition(":")
+    DEFENSES.get(name)  # unknown names raise, listing the known ones
+    args: list[Any] = []
+    options: dict[str, Any] = {}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if eq:
+            if not key.strip().isidentifier():
+                raise ValueError(f"bad option {item!r} in defense spec {spec!r}")
+            options[key.strip()] = _parse_value(value)
+        elif options:
+            raise ValueError(f"positional value {item!r} after options in defense spec {spec!r}")
+        else:
+            args.append(_parse_value(item))
+    return name, tuple(args), options
+
+
+def build_defense(spec: str, model: nn.Module) -> nn.Module:
+    """Build the defense a spec string names around ``model`` (see :func:`parse_defense_spec`).
+
+    Example:
+        >>> build_defense("post_average:K=15,R=1.35,seed=0", model)
+    """
+    name, args, options = parse_defense_spec(spec)
+    try:
+        return DEFENSES.get(name)(model, *args, **options)
+    except TypeError as err:
+        raise ValueError(f"bad arguments in defense spec {spec!r}: {err}") from None

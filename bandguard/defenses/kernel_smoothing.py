@@ -1,0 +1,158 @@
+"""Weight-space defenses: smoothing the conv kernels of a trained model.
+
+Wang et al., "High-frequency Component Helps Explain the Generalization of CNNs" (CVPR 2020,
+arXiv 1905.13545), section on smoothing kernels: after training, each ``k x k`` kernel of the first
+conv layer is convolved over its two spatial axes with
+
+    [[rho, rho, rho],
+     [rho,  1,  rho],
+     [rho, rho, rho]]
+
+with mirror borders, same output size, and no renormalisation (HaohanWang/HFC). Their PyTorch port
+convolves over the channel axes by mistake; bandguard smooths the spatial axes.
+
+Both functions return a new model (``copy.deepcopy``); the caller's model is untouched.
+
+Measured clean-accuracy cost of :func:`smooth_kernels` (first conv layer, first 1,000 test images,
+reference nets of the test fixtures; see ``benchmarks/RESULTS.md``, ``## Defense cost``):
+filled in from ``benchmarks/defense_cost.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from bandguard import fourier
+from bandguard._checks import check_int, check_nonnegative
+from bandguard.defenses._layers import LayerSpec, select_convs
+
+__all__ = ["SmoothSettings", "filter_kernel", "filter_kernels", "smooth_kernel", "smooth_kernels", "smoothing_mask"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SmoothSettings:
+    """Settings of :func:`smooth_kernels` (also accepted by :func:`~bandguard.defenses.compose.defend`).
+
+    Attributes:
+        rho: neighbour weight of the 3x3 mask, >= 0.
+        layers: ``"first"``, ``"all"`` or a tuple of module names.
+    """
+
+    rho: float
+    layers: str | tuple[str, ...] = "first"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rho", check_nonnegative(self.rho, "rho"))
+        if not isinstance(self.layers, str):
+            object.__setattr__(self, "layers", tuple(self.layers))
+
+
+def smoothing_mask(rho: float, *, device: torch.device | str | None = None,
+                   dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Wang et al.'s 3x3 mask: ``rho`` everywhere, 1 at the centre. Tensor ``[3, 3]``."""
+    mask = torch.full((3, 3), float(rho), device=device, dtype=dtype or torch.get_default_dtype())
+    mask[1, 1] = 1.0
+    return mask
+
+
+def smooth_kernel(weight: torch.Tensor, rho: float) -> torch.Tensor:
+    """Convolve every kernel of ``weight`` over its spatial axes with :func:`smoothing_mask`.
+
+    Mirror ("symmetric", edge repeated) borders and same size, as
+    ``scipy.signal.convolve2d(kernel, mask, boundary="symm", mode="same")``; with a 3x3 mask the
+    one-pixel symmetric border equals edge replication. No renormalisation. Differentiable.
+
+    Args:
+        weight: conv weights ``[..., kh, kw]`` (e.g. ``[out, in, kh, kw]``).
+        rho: mask weight of the eight neighbours, >= 0 (0 is the identity).
+
+    Returns:
+        Tensor shaped like ``weight``.
+    """
+    kh, kw = weight.shape[-2:]
+    flat = weight.reshape(-1, 1, kh, kw)
+    padded = F.pad(flat, (1, 1, 1, 1), mode="replicate")
+    # The mask is point-symmetric, so correlation (conv2d) equals convolution.
+    mask = smoothing_mask(rho, device=weight.device, dtype=weight.dtype)[None, None]
+    return F.conv2d(padded, mask).reshape(weight.shape)
+
+
+def filter_kernel(weight: torch.Tensor, radius: float, *, size: int = 32) -> torch.Tensor:
+    """Remove the high frequencies of each kernel through its zero-padded FFT.
+
+    Each ``kh x kw`` kernel is zero-padded to ``size x size`` (default 32, a CIFAR input: the grid
+    on which a conv layer's frequency response is usually read), multiplied in the centred spectrum
+    by the ideal low-pass disc of :func:`bandguard.fourier.lowpass_mask` (distance ``< radius`` in
+    the frequency units of that grid), transformed back and cropped to ``kh x kw``. Filtering is
+    circular, so where the kernel sits in the canvas does not matter; what the low-pass spreads
+    beyond the ``kh x kw`` window is dropped. A radius beyond the corner (``> size / sqrt(2)``) is
+    the identity.
+
+    Args:
+        weight: ``[..., kh, kw]``.
+        radius: cut-off, >= 0.
+        size: padded size, >= max(kh, kw).
+
+    Returns:
+        Tensor shaped like ``weight``.
+    """
+    kh, kw = weight.shape[-2:]
+    canvas = F.pad(weight, (0, size - kw, 0, size - kh))
+    mask = fourier.lowpass_mask(size, size, radius, device=weight.device, dtype=weight.dtype)
+    return fourier.filter_with_mask(canvas, mask)[..., :kh, :kw]
+
+
+def _apply_to_convs(model: nn.Module, layers: LayerSpec, fn) -> nn.Module:  # type: ignore[no-untyped-def]
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    select_convs(model, layers)  # validate on the user's model first: errors before copying
+    new = copy.deepcopy(model)
+    with torch.no_grad():
+        for _, conv in select_convs(new, layers):
+            conv.weight.copy_(fn(conv.weight))
+    return new
+
+
+def smooth_kernels(model: nn.Module, rho: float, layers: LayerSpec = "first") -> nn.Module:
+    """A copy of ``model`` whose conv kernels are smoothed (Wang et al. 1905.13545).
+
+    Args:
+        model: a trained model with at least one ``nn.Conv2d``.
+        rho: neighbour weight of the 3x3 mask, >= 0 (paper: 0.1, 0.25, 0.5, 1.0; 0 is the identity).
+        layers: ``"first"`` (the paper's choice), ``"all"``, or a list of module names.
+
+    Returns:
+        A new model (deep copy, same mode and ``requires_grad`` flags); ``model`` is untouched.
+
+    Raises:
+        ValueError: ``rho < 0``, no conv layer, an unknown or non-conv layer name.
+    """
+    rho = check_nonnegative(rho, "rho")
+    return _apply_to_convs(model, layers, lambda w: smooth_kernel(w, rho))
+
+
+def filter_kernels(model: nn.Module, radius: float, layers: LayerSpec = "first", *,
+                   size: int = 32) -> nn.Module:
+    """A copy of ``model`` whose conv kernels are low-pass filtered (see :func:`filter_kernel`).
+
+    Args:
+        model: a model with at least one ``nn.Conv2d``.
+        radius: cut-off in the frequency units of a ``size x size`` grid, >= 0.
+        layers: ``"first"``, ``"all"`` or a list of module names.
+        size: zero-padded size of each kernel before its FFT (default 32).
+
+    Returns:
+        A new model; ``model`` is untouched.
+    """
+    radius = check_nonnegative(radius, "radius")
+    check_int(size, "size", minimum=1)
+    convs = select_convs(model, layers)
+    biggest = max(max(c.kernel_size) for _, c in convs)
+    if size < biggest:
+        raise ValueError(f"size must be >= the largest kernel ({biggest}), got {size}")
+    return _apply_to_convs(model, layers, lambda w: filter_kernel(w, radius, size=size))

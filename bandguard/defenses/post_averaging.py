@@ -1,0 +1,358 @@
+"""Post-averaging: classify by averaging the model over random points around the input.
+
+Lin et al., "Bandlimiting Neural Networks Against Adversarial Attacks" (arXiv 1905.12797), as in
+their code (YupingLin171/PostAvgDefense, ``PADefense.findNeighbors_random`` and
+``integratedForward``): ``K`` directions drawn i.i.d. normal over the whole input and scaled to unit
+L2 norm (uniform on the sphere, not orthogonalised), used with both signs at radii
+``(R/3, 2R/3, R)``, plus the input itself: ``1 + 3 * 2K`` forwards (91 for ``K = 15``). The softmax
+outputs are averaged and the class is the argmax.
+
+Radii. Lin et al. state ``R`` in the model's normalized input space (ImageNet mean/std):
+CIFAR-10 ``R = 6``, ImageNet ``R = 30``. bandguard models normalize inside, so ``radius`` here is in
+``[0, 1]`` pixel units; a normalized-space distance is the pixel distance divided by the std, so
+multiply by about 0.225: CIFAR ``R = 6`` is about 1.35, ImageNet ``R = 30`` about 6.8.
+
+Clipping. Lin et al.'s code adds ``r * u`` to the normalized image and never clips the neighbours to
+the valid image range. bandguard does the same by default (``bounds=None``); pass ``bounds=(0, 1)``
+to clip every neighbour (then a neighbour's distance to the input can be below its radius).
+
+Sampling is kept apart from the deterministic apply step: :func:`sample_directions` draws the
+directions and :func:`post_average` is a pure function of ``(model, x, directions, radii)``, so a
+call of :class:`PostAveraging` can be replayed exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from collections.abc import Sequence
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from bandguard._checks import check_bounds, check_enum, check_int, check_nonnegative
+from bandguard.defenses.base import Defense
+
+__all__ = [
+    "DEFAULT_SAMPLE_BUDGET",
+    "PostAverageSettings",
+    "PostAveraging",
+    "Reduce",
+    "default_max_batch",
+    "neighbours",
+    "post_average",
+    "sample_directions",
+]
+
+# Model inputs per chunk are bounded by this many float values (C*H*W each): about 256 CIFAR or
+# 1,000 MNIST samples. One giant batch of every sample is much slower on CPU than chunks of a
+# few hundred (cache misses); see benchmarks/defense_cost.py.
+DEFAULT_SAMPLE_BUDGET = 2**20
+
+
+class Reduce(str, enum.Enum):
+    """How the outputs over the neighbours are combined (Lin et al.'s ``voteMethod``)."""
+
+    PROBS = "probs"  # mean of softmax probabilities ("avg_softmax", their default)
+    LOGITS = "logits"  # mean of logits ("avg_feat")
+    VOTE = "vote"  # fraction of neighbours predicting each class ("most_vote")
+
+
+@dataclasses.dataclass(frozen=True)
+class PostAverageSettings:
+    """Settings of :class:`PostAveraging` (also accepted by :func:`~bandguard.defenses.compose.defend`).
+
+    Attributes:
+        radius: outer radius ``R`` in the model's input (pixel) space; radii default to
+            ``(R/3, 2R/3, R)``.
+        K: number of random directions (each used with both signs if ``antithetic``).
+        radii: explicit radii, overriding ``radius``.
+        antithetic: use every direction with both signs, as Lin et al. do.
+        include_original: also classify the input itself.
+        reduce: ``"probs"`` (default), ``"logits"`` or ``"vote"``.
+        bounds: clip neighbours into ``(lo, hi)``; ``None`` (default, as Lin et al.) does not clip.
+        max_batch: most neighbours per model call; ``None`` picks one from the input size
+            (:func:`default_max_batch`).
+    """
+
+    radius: float
+    K: int = 15
+    radii: tuple[float, ...] | None = None
+    antithetic: bool = True
+    include_original: bool = True
+    reduce: Reduce = Reduce.PROBS
+    bounds: tuple[float, float] | None = None
+    max_batch: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "radius", check_nonnegative(self.radius, "radius"))
+        check_int(self.K, "K", minimum=1)
+        if self.radii is not None:
+            radii = tuple(check_nonnegative(r, "radii") for r in self.radii)
+            if not radii:
+                raise ValueError(f"radii must hold at least one radius, got {self.radii!r}")
+            object.__setattr__(self, "radii", radii)
+        object.__setattr__(self, "reduce", check_enum(self.reduce, Reduce, "reduce"))
+        if self.bounds is not None:
+            object.__setattr__(self, "bounds", check_bounds(self.bounds))
+        if self.max_batch is not None:
+            check_int(self.max_batch, "max_batch", minimum=1)
+        for name in ("antithetic", "include_original"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+
+    @property
+    def effective_radii(self) -> tuple[float, ...]:
+        """The radii used: ``radii`` if given, else ``(R/3, 2R/3, R)``."""
+        if self.radii is not None:
+            return self.radii
+        return (self.radius / 3, 2 * self.radius / 3, self.radius)
+
+    @property
+    def samples_per_input(self) -> int:
+        """Model forwards per image: ``include_original + len(radii) * K * (2 if antithetic)``."""
+        signs = 2 if self.antithetic else 1
+        return int(self.include_original) + len(self.effective_radii) * self.K * signs
+
+
+def default_max_batch(sample_numel: int, budget: int = DEFAULT_SAMPLE_BUDGET) -> int:
+    """Neighbours per model call for inputs of ``sample_numel`` values: ``budget // numel``, >= 16."""
+    return max(16, budget // max(1, sample_numel))
+
+
+@torch.compiler.disable
+def sample_directions(
+    n: int,
+    shape: Sequence[int],
+    K: int,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """``K`` i.i.d. directions per image, uniform on the unit sphere of the whole input.
+
+    Normal draws over all ``C * H * W`` values, each scaled to unit L2 norm (Lin et al.).
+    With a ``generator`` the draws happen on the generator's device (then move to ``device``),
+    so a seeded generator gives the same directions wherever the model runs.
+
+    Args:
+        n: number of images.
+        shape: one image's shape ``(C, H, W)``.
+        K: directions per image, >= 1.
+        generator: source of randomness; ``None`` uses torch's global generator.
+        device, dtype: of the result.
+
+    Returns:
+        Tensor ``[n, K, C, H, W]`` whose ``[i, k]`` slices have L2 norm 1.
+    """
+    check_int(K, "K", minimum=1)
+    check_int(n, "n", minimum=1)
+    numel = math.prod(shape)
+    draw_device = generator.device if generator is not None else device
+    u = torch.randn(n, K, numel, generator=generator, device=draw_device, dtype=torch.float32)
+    u = u / torch.linalg.vector_norm(u, dim=-1, keepdim=True)
+    return u.reshape(n, K, *shape).to(device=device, dtype=dtype)
+
+
+def neighbours(
+    x: torch.Tensor,
+    directions: torch.Tensor,
+    radii: Sequence[float],
+    *,
+    antithetic: bool = True,
+    include_original: bool = True,
+    bounds: tuple[float, float] | None = None,
+) -> torch.Tensor:
+    """The points around each image that post-averaging classifies.
+
+    Order per image: the input (if ``include_original``), then for each radius ``r`` the
+    ``K`` points ``x + r u_k`` followed (if ``antithetic``) by the ``K`` points ``x - r u_k``.
+
+    Args:
+        x: images ``[N, C, H, W]``.
+        directions: unit directions ``[N, K, C, H, W]``.
+        radii: the radii, ``R`` of them.
+        antithetic, include_original, bounds: see :class:`PostAverageSettings`.
+
+    Returns:
+        Tensor ``[N, S, C, H, W]`` with ``S = include_original + R * K * (2 if antithetic else 1)``.
+    """
+    signs = (1.0, -1.0) if antithetic else (1.0,)
+    scales = torch.tensor([s * r for r in radii for s in signs], device=x.device, dtype=x.dtype)
+    offsets = rearrange(scales, "m -> 1 m 1 1 1 1") * directions.unsqueeze(1)  # [N, M, K, C, H, W]
+    pts = x.unsqueeze(1) + rearrange(offsets, "n m k c h w -> n (m k) c h w")
+    if include_original:
+        pts = torch.cat([x.unsqueeze(1), pts], dim=1)
+    if bounds is not None:
+        pts = pts.clamp(bounds[0], bounds[1])
+    return pts
+
+
+def post_average(
+    model: nn.Module,
+    x: torch.Tensor,
+    directions: torch.Tensor,
+    radii: Sequence[float],
+    *,
+    antithetic: bool = True,
+    include_original: bool = True,
+    reduce: Reduce | str = Reduce.PROBS,
+    bounds: tuple[float, float] | None = None,
+    max_batch: int | None = None,
+) -> torch.Tensor:
+    """Deterministic apply step of post-averaging (Lin et al. 1905.12797).
+
+    Classifies every neighbour (see :func:`neighbours`) in chunks of at most ``max_batch`` model
+    inputs and combines the outputs per image. Differentiable in ``x`` for ``"probs"`` and
+    ``"logits"`` (the directions are constants); ``"vote"`` has zero gradient almost everywhere.
+
+    Args:
+        model: classifier returning logits ``[B, num_classes]``.
+        x: images ``[N, C, H, W]``.
+        directions: unit directions ``[N, K, C, H, W]`` (from :func:`sample_directions`).
+        radii: the radii.
+        antithetic, include_original, reduce, bounds, max_batch: see :class:`PostAverageSettings`.
+
+    Returns:
+        Log-probabilities ``[N, num_classes]``: ``log`` of the mean softmax (``"probs"``),
+        ``log_softmax`` of the mean logits (``"logits"``) or ``log`` of the vote fractions
+        (``"vote"``, zero fractions clamped to the dtype's tiniest value). Usable as logits by
+        cross-entropy attacks; the argmax is the averaged prediction.
+    """
+    reduce = check_enum(reduce, Reduce, "reduce")
+    _check_shapes(x, directions, radii)
+    n = x.shape[0]
+    sample_numel = x[0].numel()
+    per_image = int(include_original) + len(radii) * directions.shape[1] * (2 if antithetic else 1)
+    limit = max_batch or default_max_batch(sample_numel)
+    # Whole images per chunk keep the neighbour construction simple; an image with more
+    # neighbours than `limit` is split further below.
+    images_per_chunk = max(1, limit // per_image)
+    outputs = []
+    for start in range(0, n, images_per_chunk):
+        stop = min(n, start + images_per_chunk)
+        pts = neighbours(x[start:stop], directions[start:stop], radii, antithetic=antithetic,
+                         include_original=include_original, bounds=bounds)
+        flat = rearrange(pts, "n s c h w -> (n s) c h w")
+        logits = torch.cat([model(part) for part in flat.split(limit)])
+        outputs.append(_combine(rearrange(logits, "(n s) k -> n s k", n=stop - start), reduce))
+    return torch.cat(outputs)
+
+
+def _check_shapes(x: torch.Tensor, directions: torch.Tensor, radii: Sequence[float]) -> None:
+    # Cheap metadata checks only: this runs on every forward of an attack loop.
+    if x.ndim != 4:
+        raise ValueError(f"x must have shape [N, C, H, W], got {tuple(x.shape)}")
+    if directions.ndim != 5 or directions.shape[0] != x.shape[0] or directions.shape[2:] != x.shape[1:]:
+        raise ValueError(
+            f"directions must have shape [N, K, C, H, W] = [{x.shape[0]}, K, {', '.join(map(str, x.shape[1:]))}]"
+            f", got {tuple(directions.shape)}"
+        )
+    if not len(radii):
+        raise ValueError("radii must hold at least one radius")
+    for r in radii:
+        check_nonnegative(r, "radii")
+
+
+def _combine(logits: torch.Tensor, reduce: Reduce) -> torch.Tensor:
+    """``[N, S, classes]`` logits of the neighbours -> ``[N, classes]`` log-probabilities."""
+    if reduce is Reduce.PROBS:
+        # log(mean(softmax)) computed stably as logsumexp(log_softmax) - log(S).
+        return torch.logsumexp(torch.log_softmax(logits, dim=-1), dim=1) - math.log(logits.shape[1])
+    if reduce is Reduce.LOGITS:
+        return torch.log_softmax(logits.mean(dim=1), dim=-1)
+    votes = torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+    frac = votes.mean(dim=1)
+    return frac.clamp_min(torch.finfo(frac.dtype).tiny).log()
+
+
+class PostAveraging(Defense):
+    """Post-averaged classifier (Lin et al. 1905.12797): new random directions on every call.
+
+    Args:
+        model: classifier taking ``[N, C, H, W]`` in its bounds and returning logits.
+        K: random directions per image (default 15, as Lin et al.).
+        radius: outer radius ``R`` in the model's input space (``[0, 1]`` pixels); radii
+            ``(R/3, 2R/3, R)``. Lin et al.'s normalized-space CIFAR ``R = 6`` is about 1.35 here.
+        radii: explicit radii instead.
+        antithetic: use each direction with both signs (Lin et al.).
+        include_original: classify the input too.
+        reduce: ``"probs"`` (mean softmax, default), ``"logits"`` or ``"vote"``.
+        bounds: clip neighbours into these bounds; ``None`` (default) does not, as Lin et al.
+        generator: a ``torch.Generator``; the same seed gives identical outputs.
+        max_batch: most model inputs per call (default from the input size).
+
+    Shape:
+        ``[N, C, H, W] -> [N, num_classes]`` log-probabilities (a drop-in for logits).
+
+    ``randomized = True``, so attacks average gradients over draws (EOT); ``forward_cost`` is
+    ``1 + 3 * 2K`` (91) with the defaults. To replay a call, draw the directions with
+    :meth:`sample` and pass them to :func:`post_average` with :attr:`settings`.
+    """
+
+    randomized = True
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        K: int = 15,
+        radius: float,
+        radii: Sequence[float] | None = None,
+        antithetic: bool = True,
+        include_original: bool = True,
+        reduce: Reduce | str = Reduce.PROBS,
+        bounds: tuple[float, float] | None = None,
+        generator: torch.Generator | None = None,
+        max_batch: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        self.settings = PostAverageSettings(
+            radius=radius, K=K, radii=None if radii is None else tuple(radii), antithetic=antithetic,
+            include_original=include_original, reduce=reduce, bounds=bounds, max_batch=max_batch,
+        )
+        self.model = model
+        self.generator = generator
+        self.forward_cost = self.settings.samples_per_input
+
+    @classmethod
+    def from_settings(cls, model: nn.Module, settings: PostAverageSettings, *,
+                      generator: torch.Generator | None = None) -> PostAveraging:
+        """Build from a :class:`PostAverageSettings`."""
+        s = settings
+        return cls(model, K=s.K, radius=s.radius, radii=s.radii, antithetic=s.antithetic,
+                   include_original=s.include_original, reduce=s.reduce, bounds=s.bounds,
+                   generator=generator, max_batch=s.max_batch)
+
+    def sample(self, x: torch.Tensor) -> torch.Tensor:
+        """Fresh directions ``[N, K, C, H, W]`` for ``x`` ``[N, C, H, W]`` from this module's generator."""
+        return sample_directions(x.shape[0], x.shape[1:], self.settings.K, generator=self.generator,
+                                 device=x.device, dtype=x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.settings
+        return post_average(self.model, x, self.sample(x), s.effective_radii,
+                            antithetic=s.antithetic, include_original=s.include_original,
+                            reduce=s.reduce, bounds=s.bounds, max_batch=s.max_batch)
+
+    def extra_repr(self) -> str:
+        s = self.settings
+        radii = ", ".join(f"{r:.4g}" for r in s.effective_radii)
+        parts = [f"K={s.K}", f"radii=({radii})", f"reduce={s.reduce.value!r}",
+                 f"forward_cost={self.forward_cost}"]
+        if not s.antithetic:
+            parts.append("antithetic=False")
+        if not s.include_original:
+            parts.append("include_original=False")
+        if s.bounds is not None:
+            parts.append(f"bounds={s.bounds}")
+        if self.generator is not None:
+            parts.append("generator=<seeded>")
+        return ", ".join(parts)
