@@ -139,7 +139,16 @@ class FoolboxAttack(Attack):
 
         fmodel = fb.PyTorchModel(counter, bounds=self.bounds, device=x.device)
         criterion = fb.criteria.TargetedMisclassification(labels) if targeted else labels
-        _, clipped, _ = self.attack(fmodel, x, criterion, epsilons=epsilons)
+        # foolbox backpropagates into the parameters too (filling their .grad): switch that off
+        # for the run, which also saves the weight gradients, and restore every flag after.
+        params = [p for p in counter.model.parameters() if p.requires_grad]
+        try:
+            for p in params:
+                p.requires_grad_(False)
+            _, clipped, _ = self.attack(fmodel, x, criterion, epsilons=epsilons)
+        finally:
+            for p in params:
+                p.requires_grad_(True)
         return [c.detach() for c in clipped]
 
     def _outcome(

@@ -124,6 +124,8 @@ def _fourier_core(
     k_total = positions.shape[0]
     basis = fourier_basis(h, w, positions, device=x0.device, dtype=x0.dtype)  # [K, H, W]
     signs = _random_signs((n, k_total, c), x0, generator)  # drawn up front: chunking-independent
+    # eps is the L2 norm of the whole perturbation, so each channel gets eps / sqrt(C).
+    amplitude = eps / c**0.5
     x_adv, pred = x0.clone(), labels.clone()
     success = torch.zeros(n, dtype=torch.bool, device=x0.device)
     forwards = torch.zeros(n, dtype=torch.long, device=x0.device)
@@ -131,7 +133,7 @@ def _fourier_core(
     k0 = 0
     while k0 < k_total and active.numel():
         kc = min(max(1, batch_size // active.numel()), k_total - k0)
-        scaled = eps * signs[active, k0:k0 + kc, :, None, None] * basis[None, k0:k0 + kc, None]
+        scaled = amplitude * signs[active, k0:k0 + kc, :, None, None] * basis[None, k0:k0 + kc, None]
         candidates = (x0[active, None] + scaled).clamp_(lo, hi)  # [A, kc, C, H, W]
         logits = _predict(model, rearrange(candidates, "a k c h w -> (a k) c h w"), batch_size)
         p = rearrange(logits.argmax(1), "(a k) -> a k", k=kc)
@@ -193,14 +195,16 @@ def fourier_attack(
     """Fourier-basis black-box attack (Yin et al. 1906.08988).
 
     For each image, frequencies are tried in :func:`frequency_order`; the candidate is
-    ``clip(x + eps * s_c * U_ij)`` with an independent random sign ``s_c`` per channel (``U_ij`` of
-    unit L2 norm per channel). The first candidate the model gets wrong is returned; an image with
-    none keeps ``x``.
+    ``clip(x + eps / sqrt(C) * s_c * U_ij)`` with an independent random sign ``s_c`` per channel
+    (``U_ij`` of unit L2 norm), so the whole perturbation has L2 norm ``eps`` and stays in the
+    eps-ball like every attack here. Yin et al. put ``r * U_ij`` on each channel: their ``r``
+    is ``eps / sqrt(C)`` (``r = 4`` on CIFAR-10 is ``eps = 4 * sqrt(3)``). The first candidate
+    the model gets wrong is returned; an image with none keeps ``x``.
 
     Args:
         model: maps ``[N, C, H, W]`` to logits ``[N, K]``; only its outputs are used.
         x: clean images ``[N, C, H, W]``; y: int64 labels ``[N]``.
-        eps: L2 norm of the perturbation per channel.
+        eps: L2 norm of the whole perturbation (all channels).
         order, radii: which frequencies and in which order (see :func:`frequency_order`).
         max_queries: most candidates per image; ``None`` tries every selected frequency.
         target: int64 ``[N]`` classes to reach instead of any error; ``None`` is untargeted.
@@ -356,7 +360,7 @@ class FourierAttack(Attack):
     and including the first success (``max_queries`` at most).
 
     Attributes:
-        eps: L2 norm of the perturbation per channel (one value or several).
+        eps: L2 norm of the whole perturbation (one value or several).
         order, radii, max_queries, batch_size: as in :func:`fourier_attack`.
         bounds: input domain; seed: seeds signs and the random order (``None``: global generator).
     """
