@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -184,8 +185,11 @@ def jpeg(x: torch.Tensor, severity: int, generator: torch.Generator | None) -> t
         raise ValueError(f"jpeg needs 1 or 3 channels, got {x.shape[1]}")
     quality = _param((80, 65, 58, 50, 40), severity)
     pixels = (x.detach() * 255).round().clamp(0, 255).to(torch.uint8).cpu()
-    encoded = encode_jpeg(list(pixels.unbind(0)), quality=quality)
-    decoded = torch.stack(decode_jpeg(encoded))
+    with warnings.catch_warnings():
+        # torchvision >= 0.29 flags its image codecs as deprecated; they are what the issue asks for
+        warnings.simplefilter("ignore", DeprecationWarning)
+        encoded = encode_jpeg(list(pixels.unbind(0)), quality=quality)
+        decoded = torch.stack(decode_jpeg(encoded))
     return decoded.to(device=x.device, dtype=x.dtype) / 255
 
 

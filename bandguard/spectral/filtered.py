@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,8 +67,8 @@ class FilteredAccuracy:
             raise ValueError(f"got {len(self.accuracy)} accuracies for {len(self.radii)} radii")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-Python form for JSON."""
-        return dataclasses.asdict(self)
+        """Plain-Python form for JSON (tuples as lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
 def filter_images(

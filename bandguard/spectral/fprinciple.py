@@ -20,6 +20,7 @@ recorded every epoch for several deltas. The principle shows as ``e_low`` fallin
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import warnings
@@ -131,8 +132,8 @@ class FPrincipleResult:
     self_weight: tuple[float, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-Python form for JSON."""
-        return dataclasses.asdict(self)
+        """Plain-Python form for JSON (tuples as lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
     def first_below(self, threshold: float, part: str = "low") -> dict[float, int | None]:
         """Per delta, the first recorded epoch whose ``e_low`` (or ``e_high``) is < ``threshold``."""
@@ -154,8 +155,9 @@ class FPrincipleMonitor:
     Args:
         x: reference training inputs ``[n, C, H, W]`` in [0, 1], ``n <= 5000``.
         y: their labels ``[n]`` int64.
-        deltas: kernel variances (Xu et al. used 2 .. 100 on CIFAR-10; MNIST images are closer
-            together, so smaller deltas suit it).
+        deltas: kernel variances, in squared-distance units of the flattened [0, 1] inputs. The
+            default (3, 10, 30) spans MNIST's squared nearest-neighbour distances (about 10 to 50
+            for 1,000 images); Xu et al. used 2 .. 100 on CIFAR-10, whose images lie further apart.
         num_classes: number of classes (default ``max(y) + 1``; must match the model's outputs).
         out_dir: if given, the curves are written there after every record as
             ``fprinciple.json`` and ``fprinciple.png`` (atomically).
@@ -173,7 +175,7 @@ class FPrincipleMonitor:
         x: torch.Tensor,
         y: torch.Tensor,
         *,
-        deltas: Sequence[float] = (2.0, 5.0, 10.0, 20.0),
+        deltas: Sequence[float] = (3.0, 10.0, 30.0),
         num_classes: int | None = None,
         out_dir: str | os.PathLike[str] | None = None,
         batch_size: int = 1024,

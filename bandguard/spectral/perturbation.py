@@ -108,10 +108,12 @@ def perturbation_spectrum(delta: torch.Tensor, *, radius: float | None = None) -
 def _adversarial(attack: AttackFn, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Run ``attack`` and take ``.x_adv`` from its result (or the result itself if a tensor)."""
     out = attack(model, x, y)
+    if isinstance(out, (list, tuple)) and len(out) == 1:  # an attack run with one eps in a tuple
+        out = out[0]
     x_adv = out if isinstance(out, torch.Tensor) else getattr(out, "x_adv", None)
     if not isinstance(x_adv, torch.Tensor):
         raise TypeError(
-            "attack must return an object with an x_adv tensor (an AttackResult) or a tensor, "
+            "attack must return an object with an x_adv tensor (an AttackResult, one eps) or a tensor, "
             f"got {type(out).__name__}"
         )
     if x_adv.shape != x.shape:
