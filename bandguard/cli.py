@@ -141,11 +141,117 @@ def _demo_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- heatmap, spectrum
+
+
+def _model_and_data(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str]:
+    """The model from ``--model`` and the first ``-n`` test images of ``--dataset`` on ``--device``."""
+    from bandguard.data import load_dataset
+    from bandguard.models import load_checkpoint, load_model
+
+    dataset = args.dataset
+    if dataset is None and Path(args.model).is_file():
+        dataset = load_checkpoint(args.model).meta.get("dataset")
+    if dataset is None:
+        raise ValueError(f"--dataset is needed: {args.model!r} does not name its data set")
+    device = _device(args.device)
+    model = load_model(args.model).to(device).eval()
+    x, y = load_dataset(dataset, "test").tensors(args.n, device=device)
+    return model, x, y, dataset
+
+
+def _heatmap_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="checkpoint path or model spec")
+    p.add_argument("--dataset", default=None, help="mnist, cifar10, ... (default: the checkpoint's)")
+    p.add_argument("--eps", type=parse_number, default=4.0, help="L2 norm per channel (paper: 4 on CIFAR-10)")
+    p.add_argument("-n", type=int, default=1000, help="test images")
+    p.add_argument("--sign", default="random", choices=["random", "positive"])
+    p.add_argument("--layer", default=None, help="map the L2 change of this module's output instead")
+    p.add_argument("--max-batch", type=int, default=None, help="images per forward")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="heatmap.png", help="PNG path; the data goes beside it as .json")
+
+
+def _heatmap_run(args: argparse.Namespace) -> int:
+    from bandguard.spectral import fourier_heatmap
+    from bandguard.spectral.plots import plot_heatmap
+
+    model, x, y, dataset = _model_and_data(args)
+    generator = torch.Generator(device=x.device).manual_seed(args.seed)
+    start = time.perf_counter()
+    result = fourier_heatmap(model, x, y, eps=args.eps, sign=args.sign, layer=args.layer,
+                             max_batch=args.max_batch, generator=generator, progress=True)
+    elapsed = time.perf_counter() - start
+    plot_heatmap(result, args.out)
+    h, w = result.heatmap.shape
+    peak = int(result.heatmap.argmax())
+    what = "error" if result.layer is None else f"L2 change of {result.layer}"
+    print(f"Fourier heat map of {args.model} on {result.n} {dataset} test images, eps={result.eps:g}: "
+          f"clean error {result.clean:.2%}")
+    print(f"{what}: mean {float(result.heatmap.mean()):.4g}, max {float(result.heatmap.max()):.4g} at "
+          f"frequency ({peak // w - h // 2}, {peak % w - w // 2}), min {float(result.heatmap.min()):.4g}")
+    print(f"{elapsed:.1f} s; wrote {args.out} and {Path(args.out).with_suffix('.json')}")
+    return 0
+
+
+def _spectrum_parser(p: argparse.ArgumentParser) -> None:
+    from bandguard.attacks import ATTACKS
+
+    p.add_argument("--model", required=True, help="checkpoint path or model spec")
+    p.add_argument("--compare", default=None,
+                   help="a second model (e.g. adversarially trained) attacked on the same images")
+    p.add_argument("--names", default=None, help="labels of the two models, comma-separated")
+    p.add_argument("--dataset", default=None, help="mnist, cifar10, ... (default: the checkpoint's)")
+    p.add_argument("--attack", default="pgd", choices=ATTACKS.names())
+    p.add_argument("--eps", type=parse_number, required=True, help="budget, e.g. 8/255")
+    p.add_argument("--norm", default=None, choices=["linf", "l2"])
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("-n", type=int, default=500, help="test images")
+    p.add_argument("--radius", type=float, default=None, help="low/high cut-off (default min(H, W) / 4)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="spectrum.png",
+                   help="PNG path; radial profiles go to <out>_radial.png, data beside each as .json")
+
+
+def _spectrum_run(args: argparse.Namespace) -> int:
+    from bandguard.attacks import create_attack
+    from bandguard.models import load_model
+    from bandguard.spectral import compare_attack_spectra
+    from bandguard.spectral.plots import plot_radial_profiles, plot_spectra
+
+    model, x, y, dataset = _model_and_data(args)
+    options = {k: v for k, v in (("norm", args.norm), ("steps", args.steps)) if v is not None}
+    attack = create_attack(args.attack, eps=args.eps, **options)
+    models, names = [model], [Path(args.model).stem]
+    if args.compare:
+        models.append(load_model(args.compare).to(x.device).eval())
+        names.append(Path(args.compare).stem)
+    if args.names:
+        names = [part.strip() for part in args.names.split(",")]
+    start = time.perf_counter()
+    comparison = compare_attack_spectra(models, attack, x, y, names=names, radius=args.radius)
+    elapsed = time.perf_counter() - start
+    out = Path(args.out)
+    radial = out.with_name(f"{out.stem}_radial{out.suffix or '.png'}")
+    plot_spectra(comparison, out, title=f"E|F(x_adv - x)|, {args.attack} eps={args.eps:.4g}")
+    plot_radial_profiles(comparison, radial)
+    print(f"{args.attack} (eps={args.eps:.4g}) perturbation spectra on {x.shape[0]} {dataset} test images")
+    for name, spectrum in zip(comparison.names, comparison.spectra):
+        print(f"  {name}: high-frequency energy share {spectrum.high_fraction:.1%} "
+              f"(radius >= {spectrum.radius:g})")
+    print(f"{elapsed:.1f} s; wrote {out}, {radial} and their .json data")
+    return 0
+
+
 # --------------------------------------------------------------------------- entry point
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "demo": ("train (or load) a MNIST CNN and show what bandguard does", _demo_parser, _demo_run),
     "train": ("train a reference net (natural, noise, filtered)", _train_parser, _train_run),
+    "heatmap": ("Fourier heat map of a model (Yin et al. 1906.08988)", _heatmap_parser, _heatmap_run),
+    "spectrum": ("spectrum of an attack's perturbations, optionally two models side by side",
+                 _spectrum_parser, _spectrum_run),
 }
 
 

@@ -425,3 +425,28 @@ def test_plots_do_not_touch_pyplot() -> None:
 def test_heatmap_result_validates_its_shapes() -> None:
     with pytest.raises(ValueError, match="heatmap and stderr"):
         HeatmapResult(torch.zeros(4, 4), torch.zeros(4, 5), 0.0, 1.0, 1, "error", "random")
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_heatmap_and_spectrum_write_png_and_json(data_root, tmp_path, capsys) -> None:
+    from bandguard.cli import main
+    from bandguard.models import create_model, save_checkpoint
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "net.pt", create_model("mnist_cnn"), arch="mnist_cnn", dataset="mnist")
+    assert main(["heatmap", "--model", str(ckpt), "--eps", "4", "-n", "2",
+                 "--out", str(tmp_path / "heat.png")]) == 0
+    saved = json.loads((tmp_path / "heat.json").read_text())
+    assert saved["n"] == 2 and saved["eps"] == 4.0 and len(saved["heatmap"]) == 28
+    assert (tmp_path / "heat.png").stat().st_size > 1000
+    assert main(["spectrum", "--model", str(ckpt), "--attack", "pgd", "--eps", "8/255", "--steps", "2",
+                 "-n", "4", "--out", str(tmp_path / "spec.png")]) == 0
+    out = capsys.readouterr().out
+    assert "clean error" in out and "high-frequency energy share" in out
+    spectra = json.loads((tmp_path / "spec.json").read_text())
+    assert list(spectra) == ["net"] and spectra["net"]["n"] == 4
+    assert (tmp_path / "spec_radial.png").exists()
+    assert main(["heatmap", "--model", str(ckpt), "--eps", "-1", "-n", "2"]) == 2  # clear error
+    assert "eps must be >= 0" in capsys.readouterr().err

@@ -166,7 +166,7 @@ def plot_radial_profiles(
     ax = fig.add_subplot()
     for name, profile in items.items():
         ax.plot(range(profile.numel()), profile.numpy(), marker=".", label=name)
-    if log:
+    if log and any(bool((p > 0).any()) for p in items.values()):  # an all-zero profile cannot be logged
         ax.set_yscale("log")
     ax.set_xlabel("distance from the centre (frequency)", fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
