@@ -78,20 +78,27 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, help="checkpoint path (written every epoch)")
     p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    p.add_argument("--reg", action="append", default=[], metavar="SPEC",
+                   help="weight regularizer, repeatable: neighbor:WEIGHT[:LAYERS] or "
+                        "highfreq:RADIUS:WEIGHT[:LAYERS] (LAYERS: all, first or names joined by +)")
 
 
 def _train_run(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> int:
     from bandguard.data import load_dataset
+    from bandguard.defenses import parse_regularizer
     from bandguard.models import create_model
     from bandguard.training import TrainConfig, train
 
     is_mnist = args.dataset == "mnist"
+    extra = dict(extra or {})
+    if getattr(args, "reg", None):
+        extra["regularizers"] = tuple(parse_regularizer(spec) for spec in args.reg)
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or (0.05 if is_mnist else 0.1),
         weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, mode=args.mode,
         sigma=args.sigma, radius=args.radius, limit=args.limit, amp=args.amp,
         augment=(not is_mnist) if args.augment is None else args.augment,
-        checkpoint=args.out, resume=args.resume, arch=args.arch, dataset=args.dataset, **(extra or {}),
+        checkpoint=args.out, resume=args.resume, arch=args.arch, dataset=args.dataset, **extra,
     )
     train_set = load_dataset(args.dataset, "train")
     test_set = load_dataset(args.dataset, "test")

@@ -17,6 +17,7 @@ from bandguard.defenses import (
     HighPass,
     LowPass,
     LowPassSettings,
+    Penalty,
     PostAverageSettings,
     PostAveraging,
     SmoothSettings,
@@ -31,6 +32,7 @@ from bandguard.defenses import (
     neighbor_weight_penalty,
     neighbours,
     parse_defense_spec,
+    parse_regularizer,
     post_average,
     sample_directions,
     smooth_kernel,
@@ -459,3 +461,18 @@ def test_compile_lowpass_and_composed_defense_match_eager() -> None:
     d2 = defend(net, lowpass=3, post_average={"radius": 0.5, "K": 2}, smooth=0.2,
                 generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(_compiled(d2)(x), d1(x), atol=1e-5, rtol=1e-5)
+
+
+def test_regularizer_specs_for_the_cli() -> None:
+    net = tiny_net()
+    pen, w = parse_regularizer("neighbor:1e-3")
+    assert w == 1e-3 and pen.__name__ == "neighbor:layers=all"
+    assert torch.equal(pen(net), neighbor_weight_penalty(net))
+    pen, w = parse_regularizer("highfreq:1.5:0.01:first")
+    assert w == 0.01 and pen == Penalty("highfreq", radius=1.5, layers="first")
+    assert torch.equal(pen(net), kernel_high_frequency_penalty(net, 1.5, "first"))
+    pen, _ = parse_regularizer("neighbor:1:0+2")
+    assert pen.layers == ("0", "2")
+    for bad in ("l1:1e-3", "neighbor", "highfreq:1e-3", "neighbor:abc", "neighbor:-1", "highfreq:1:2:all:x"):
+        with pytest.raises(ValueError):
+            parse_regularizer(bad)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from bandguard.defenses.base import Defense, bpda, forward_cost, is_randomized
 from bandguard.defenses.compose import (
     DEFENSES,
+    RECOMMENDED,
     Defended,
     build_defense,
     defend,
@@ -37,17 +38,21 @@ from bandguard.defenses.post_averaging import (
     sample_directions,
 )
 from bandguard.defenses.regularizers import (
+    Penalty,
     kernel_high_frequency_penalty,
     neighbor_weight_penalty,
+    parse_regularizer,
 )
 
 __all__ = [
     "DEFENSES",
+    "RECOMMENDED",
     "Defended",
     "Defense",
     "HighPass",
     "LowPass",
     "LowPassSettings",
+    "Penalty",
     "PostAverageSettings",
     "PostAveraging",
     "Reduce",
@@ -65,6 +70,7 @@ __all__ = [
     "neighbor_weight_penalty",
     "neighbours",
     "parse_defense_spec",
+    "parse_regularizer",
     "post_average",
     "sample_directions",
     "smooth_kernel",

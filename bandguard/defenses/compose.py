@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import torch
@@ -24,9 +25,24 @@ from bandguard.defenses.kernel_smoothing import SmoothSettings, filter_kernels, 
 from bandguard.defenses.lowpass import HighPass, LowPass, LowPassSettings
 from bandguard.defenses.post_averaging import PostAverageSettings, PostAveraging
 
-__all__ = ["DEFENSES", "Defended", "build_defense", "defend", "parse_defense_spec"]
+__all__ = ["DEFENSES", "RECOMMENDED", "Defended", "build_defense", "defend", "parse_defense_spec"]
 
 S = TypeVar("S")
+
+RECOMMENDED: Mapping[str, Mapping[str, float]] = MappingProxyType({
+    "mnist": MappingProxyType({"lowpass": 10.0, "post_average": 3.0}),
+    "cifar10": MappingProxyType({"lowpass": 12.0, "post_average": 1.35}),
+})
+"""Documented default radii per data set, chosen so that each defense alone keeps clean accuracy
+within 1.5 points of the undefended reference net (measured in ``benchmarks/RESULTS.md``,
+``## Defense cost``, and asserted in ``tests/test_defenses_data.py``):
+
+- ``lowpass``: ideal low-pass radius (index units). MNIST 28 x 28: 10; CIFAR-10 32 x 32: 12
+  (Wang et al. test radii go up to 28 on 32 x 32).
+- ``post_average``: outer radius ``R`` in ``[0, 1]`` pixel space with ``K = 15``. CIFAR-10: 1.35,
+  Lin et al.'s normalized-space ``R = 6`` converted; MNIST: 3.0 (per-pixel noise scale
+  ``3 / 28 ~ 0.11``, which the MNIST net ignores).
+"""
 
 
 class Defended(Defense):

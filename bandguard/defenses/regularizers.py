@@ -9,18 +9,23 @@ differentiable in the weights (``TrainConfig(regularizers=[(penalty, weight), ..
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
 from bandguard import fourier
-from bandguard._checks import check_int, check_nonnegative
+from bandguard._checks import check_choice, check_int, check_nonnegative
 from bandguard.defenses._layers import LayerSpec, select_convs
 
 __all__ = [
+    "PENALTY_KINDS",
+    "Penalty",
     "kernel_high_frequency_energy",
     "kernel_high_frequency_penalty",
     "neighbor_differences",
     "neighbor_weight_penalty",
+    "parse_regularizer",
 ]
 
 
@@ -111,3 +116,76 @@ def kernel_high_frequency_penalty(
         check_int(size, "size", minimum=max(max(c.kernel_size) for _, c in convs))
     energies = [kernel_high_frequency_energy(c.weight, radius, size=size).flatten() for _, c in convs]
     return torch.cat(energies).mean()
+
+
+PENALTY_KINDS = ("neighbor", "highfreq")
+
+
+@dataclasses.dataclass(frozen=True)
+class Penalty:
+    """A named, picklable regularizer ``(model) -> scalar`` with its options bound.
+
+    ``TrainConfig(regularizers=[(Penalty("neighbor"), 1e-3)])``; its ``__name__`` (e.g.
+    ``"highfreq:radius=1,layers=all"``) is what checkpoint metadata records.
+
+    Attributes:
+        kind: ``"neighbor"`` (:func:`neighbor_weight_penalty`) or ``"highfreq"``
+            (:func:`kernel_high_frequency_penalty`).
+        radius: cut-off for ``"highfreq"``.
+        layers: ``"all"``, ``"first"`` or a tuple of module names.
+        size: padded size for ``"highfreq"`` (``None``: the kernel's own grid).
+    """
+
+    kind: str
+    radius: float = 1.0
+    layers: str | tuple[str, ...] = "all"
+    size: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", check_choice(self.kind, PENALTY_KINDS, "penalty"))
+        object.__setattr__(self, "radius", check_nonnegative(self.radius, "radius"))
+        if not isinstance(self.layers, str):
+            object.__setattr__(self, "layers", tuple(self.layers))
+        if self.size is not None:
+            check_int(self.size, "size", minimum=1)
+
+    def __call__(self, model: nn.Module) -> torch.Tensor:
+        if self.kind == "neighbor":
+            return neighbor_weight_penalty(model, self.layers)
+        return kernel_high_frequency_penalty(model, self.radius, self.layers, size=self.size)
+
+    @property
+    def __name__(self) -> str:  # read by TrainConfig.recipe()
+        layers = self.layers if isinstance(self.layers, str) else "+".join(self.layers)
+        if self.kind == "neighbor":
+            return f"neighbor:layers={layers}"
+        size = "" if self.size is None else f",size={self.size}"
+        return f"highfreq:radius={self.radius:g},layers={layers}{size}"
+
+
+def parse_regularizer(spec: str) -> tuple[Penalty, float]:
+    """Parse a CLI regularizer spec into a ``(penalty, weight)`` pair for ``TrainConfig``.
+
+    Forms: ``neighbor:WEIGHT[:LAYERS]`` and ``highfreq:RADIUS:WEIGHT[:LAYERS]``, where ``LAYERS`` is
+    ``all`` (default), ``first`` or module names joined by ``+``. Examples: ``neighbor:1e-3``,
+    ``highfreq:1:1e-2:first``.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"regularizer spec must be a non-empty string, got {spec!r}")
+    kind, *rest = spec.strip().split(":")
+    kind = check_choice(kind, PENALTY_KINDS, "regularizer")
+    want = 1 if kind == "neighbor" else 2
+    if len(rest) not in (want, want + 1):
+        form = "neighbor:WEIGHT[:LAYERS]" if kind == "neighbor" else "highfreq:RADIUS:WEIGHT[:LAYERS]"
+        raise ValueError(f"bad regularizer spec {spec!r}; expected {form}")
+    try:
+        numbers = [float(v) for v in rest[:want]]
+    except ValueError:
+        raise ValueError(f"bad number in regularizer spec {spec!r}") from None
+    layers: str | tuple[str, ...] = "all"
+    if len(rest) > want:
+        text = rest[want].strip()
+        layers = text if text in ("all", "first") else tuple(t for t in text.split("+") if t)
+    weight = check_nonnegative(numbers[-1], "regularizer weight")
+    radius = numbers[0] if kind == "highfreq" else 1.0
+    return Penalty(kind, radius=radius, layers=layers), weight
