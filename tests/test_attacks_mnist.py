@@ -1,0 +1,116 @@
+"""Attacks on real MNIST with the shared trained ``mnist_cnn``: strength, agreement with foolbox
+and torchattacks on identical settings, and adversarial training that measurably helps."""
+
+from __future__ import annotations
+
+import foolbox as fb
+import pytest
+import torch
+import torchattacks
+
+from bandguard.attacks import FGSM, PGD, adversarial_example_fn, evaluate_attack, fgsm
+from bandguard.models import create_model
+from bandguard.training import TrainConfig, train
+
+STEPS = 40
+
+
+def _robust(model: torch.nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((model(x_adv).argmax(1) == y).float().mean())
+
+
+def test_pgd_linf_03_leaves_at_most_2_percent(mnist_model, mnist_test) -> None:
+    x, y = mnist_test
+    r = PGD(eps=0.3, steps=STEPS)(mnist_model, x, y)
+    print(f"mnist_cnn: clean {r.clean_accuracy:.3f}, PGD-40 Linf 0.3 robust {r.robust_accuracy:.3f}")
+    assert r.clean_accuracy >= 0.97
+    assert r.robust_accuracy <= 0.02
+    assert float((r.x_adv - x).abs().max()) <= 0.3 + 1e-6
+
+
+def test_linf_pgd_agrees_with_foolbox_and_torchattacks(mnist_model, mnist_test) -> None:
+    x, y = mnist_test
+    eps = 0.1
+    step = 2.5 * eps / STEPS
+    ours = PGD(eps=eps, steps=STEPS, step_size=step)(mnist_model, x, y).robust_accuracy
+    torch.manual_seed(0)  # both peers draw their random start from the global generator
+    fmodel = fb.PyTorchModel(mnist_model, bounds=(0, 1))
+    attack = fb.attacks.LinfPGD(steps=STEPS, abs_stepsize=step, random_start=True)
+    _, clipped, _ = attack(fmodel, x, y, epsilons=eps)
+    theirs_fb = _robust(mnist_model, clipped, y)
+    ta = torchattacks.PGD(mnist_model, eps=eps, alpha=step, steps=STEPS, random_start=True)
+    theirs_ta = _robust(mnist_model, ta(x, y), y)
+    print(f"Linf eps {eps}: bandguard {ours:.3f}, foolbox {theirs_fb:.3f}, torchattacks {theirs_ta:.3f}")
+    assert 0.05 < ours < 0.95  # a regime where the attacks can disagree
+    assert abs(ours - theirs_fb) <= 0.01
+    assert abs(ours - theirs_ta) <= 0.01
+
+
+def test_l2_pgd_agrees_with_foolbox(mnist_model, mnist_test) -> None:
+    x, y = mnist_test
+    eps = 1.5
+    step = 2.5 * eps / STEPS
+    ours = PGD(eps=eps, norm="l2", steps=STEPS, step_size=step)(mnist_model, x, y)
+    torch.manual_seed(0)
+    fmodel = fb.PyTorchModel(mnist_model, bounds=(0, 1))
+    attack = fb.attacks.L2PGD(steps=STEPS, abs_stepsize=step, random_start=True)
+    _, clipped, _ = attack(fmodel, x, y, epsilons=eps)
+    theirs = _robust(mnist_model, clipped, y)
+    print(f"L2 eps {eps}: bandguard {ours.robust_accuracy:.3f}, foolbox {theirs:.3f}")
+    assert 0.05 < ours.robust_accuracy < 0.95
+    assert abs(ours.robust_accuracy - theirs) <= 0.01
+    assert float(ours.norms.max()) <= eps * (1 + 1e-5)
+
+
+def test_fgsm_predictions_equal_torchattacks(mnist_model, mnist_test) -> None:
+    x, y = mnist_test
+    eps = 0.15
+    ours = fgsm(mnist_model, x, y, eps=eps)
+    theirs = torchattacks.FGSM(mnist_model, eps=eps)(x, y)
+    with torch.no_grad():
+        p_ours, p_theirs = mnist_model(ours).argmax(1), mnist_model(theirs).argmax(1)
+    assert torch.equal(p_ours, p_theirs)
+    # The protocol leaves already-misclassified images alone and attacks the rest identically.
+    r = FGSM(eps=eps)(mnist_model, x, y)
+    right = r.clean_pred == y
+    assert torch.equal(r.adv_pred[right], p_theirs[right])
+    assert torch.equal(r.x_adv[~right], x[~right])
+    print(f"FGSM eps {eps}: robust {r.robust_accuracy:.3f} (torchattacks {float((p_theirs == y).float().mean()):.3f})")
+
+
+def test_fast_adversarial_training_is_measurably_more_robust(mnist_model, mnist_train, mnist_test) -> None:
+    x, y = mnist_test
+    x, y = x[:500], y[:500]
+    eps = 0.1
+    config = TrainConfig(
+        epochs=1, batch_size=128, lr=0.05, seed=0, limit=12_000,
+        adversary=adversarial_example_fn("fgsm_rs", eps=eps, seed=0),
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        robust_model = create_model("mnist_cnn")
+    train(robust_model, mnist_train, config, progress=False)
+    attack = PGD(eps=eps, steps=10)
+    natural = evaluate_attack(mnist_model, x, y, attack, batch_size=500)
+    trained = evaluate_attack(robust_model, x, y, attack, batch_size=500)
+    print(f"PGD-10 Linf {eps}: natural {natural.robust_accuracy[0]:.3f} (clean {natural.clean_accuracy:.3f}), "
+          f"fast-AT {trained.robust_accuracy[0]:.3f} (clean {trained.clean_accuracy:.3f})")
+    assert trained.clean_accuracy >= 0.9
+    assert trained.robust_accuracy[0] >= natural.robust_accuracy[0] + 0.2
+
+
+@pytest.mark.slow
+def test_pgd_at_adversary_trains_a_robust_model(mnist_train, mnist_test) -> None:
+    x, y = mnist_test
+    config = TrainConfig(
+        epochs=1, batch_size=128, lr=0.05, seed=0,
+        adversary=adversarial_example_fn("pgd", eps=0.3, steps=7, step_size=0.1 / 2, seed=0),
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = create_model("mnist_cnn")
+    train(model, mnist_train, config, progress=False)
+    r = PGD(eps=0.3, steps=STEPS)(model, x, y)
+    print(f"PGD-AT (1 epoch, eps 0.3): clean {r.clean_accuracy:.3f}, PGD-40 robust {r.robust_accuracy:.3f}")
+    assert r.robust_accuracy >= 0.3
