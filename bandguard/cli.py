@@ -81,6 +81,14 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reg", action="append", default=[], metavar="SPEC",
                    help="weight regularizer, repeatable: neighbor:WEIGHT[:LAYERS] or "
                         "highfreq:RADIUS:WEIGHT[:LAYERS] (LAYERS: all, first or names joined by +)")
+    adv = p.add_argument_group("adversarial training")
+    adv.add_argument("--adv", default=None, choices=["pgd", "fgsm"],
+                     help="pgd: PGD-AT (Madry et al.); fgsm: fast FGSM with random start (Wong et al.)")
+    adv.add_argument("--eps", type=parse_number, default=None, help="budget for --adv, e.g. 0.3 or 8/255")
+    adv.add_argument("--steps", type=int, default=10, help="PGD steps for --adv pgd")
+    adv.add_argument("--step-size", type=parse_number, default=None,
+                     help="step (default 2.5*eps/steps for pgd, 1.25*eps for fgsm)")
+    adv.add_argument("--norm", default="linf", choices=["linf", "l2"], help="threat model for --adv pgd")
 
 
 def _train_run(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> int:
@@ -93,6 +101,15 @@ def _train_run(args: argparse.Namespace, extra: dict[str, Any] | None = None) ->
     extra = dict(extra or {})
     if getattr(args, "reg", None):
         extra["regularizers"] = tuple(parse_regularizer(spec) for spec in args.reg)
+    if getattr(args, "adv", None):
+        from bandguard.attacks import adversarial_example_fn
+
+        if args.eps is None:
+            raise ValueError("--adv needs --eps, e.g. --eps 0.3")
+        extra["adversary"] = adversarial_example_fn(
+            "pgd" if args.adv == "pgd" else "fgsm_rs", eps=args.eps, steps=args.steps,
+            step_size=args.step_size, norm=args.norm, seed=args.seed,
+        )
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or (0.05 if is_mnist else 0.1),
         weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, mode=args.mode,
@@ -251,6 +268,56 @@ def _spectrum_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- attack
+
+
+def _attack_parser(p: argparse.ArgumentParser) -> None:
+    from bandguard.attacks import ATTACKS
+
+    p.add_argument("--model", required=True, help="checkpoint path or model spec")
+    p.add_argument("--dataset", default=None, help="mnist, cifar10, ... (default: the checkpoint's)")
+    p.add_argument("--attack", default="pgd",
+                   help=f"{', '.join(ATTACKS.names())} or foolbox:<Name> (e.g. foolbox:LinfPGD)")
+    p.add_argument("--eps", type=parse_numbers, required=True, help="budgets, comma-separated: 0.1,0.2,8/255")
+    p.add_argument("--norm", default=None, choices=["linf", "l2"], help="for pgd (default linf)")
+    p.add_argument("--steps", type=int, default=None, help="iterations (pgd default 40)")
+    p.add_argument("--step-size", type=parse_number, default=None, help="absolute step size")
+    p.add_argument("--restarts", type=int, default=None, help="pgd random restarts")
+    p.add_argument("--loss", default=None, choices=["ce", "margin"])
+    p.add_argument("--max-queries", type=int, default=None, help="black-box query budget per image")
+    p.add_argument("-n", type=int, default=1000, help="test images (the first n)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None, help="JSON file for the results (written atomically)")
+
+
+def _attack_run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from bandguard.attacks import create_attack, evaluate_attack
+
+    model, x, y, dataset = _model_and_data(args)
+    given = {"norm": args.norm, "steps": args.steps, "step_size": args.step_size,
+             "restarts": args.restarts, "loss": args.loss, "max_queries": args.max_queries}
+    options = {k: v for k, v in given.items() if v is not None}
+    if not args.attack.startswith("foolbox:"):
+        options["seed"] = args.seed
+    eps = args.eps[0] if len(args.eps) == 1 else tuple(args.eps)
+    attack = create_attack(args.attack, eps=eps, **options)
+    with tqdm(total=len(y), desc=args.attack, unit="img") as bar:
+        result = evaluate_attack(model, x, y, attack, batch_size=args.batch_size, callback=bar.update)
+    print(f"{attack!r} on {result.n} {dataset} test images ({result.device}, {result.seconds:.1f} s)")
+    print(f"clean accuracy {result.clean_accuracy:.2%}")
+    print(f"{'eps':>10}  {'robust acc':>10}  {'success':>8}  {'mean ' + result.norm:>10}  {'queries/img':>11}")
+    for i, eps in enumerate(result.epsilons):
+        print(f"{eps:>10.4g}  {result.robust_accuracy[i]:>10.2%}  {result.success_rate[i]:>8.2%}  "
+              f"{result.mean_norm[i]:>10.4g}  {result.forwards[i] / result.n:>11.1f}")
+    if args.out:
+        print(f"wrote {result.save(args.out)}")
+    return 0
+
+
 # --------------------------------------------------------------------------- entry point
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
@@ -259,6 +326,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "heatmap": ("Fourier heat map of a model (Yin et al. 1906.08988)", _heatmap_parser, _heatmap_run),
     "spectrum": ("spectrum of an attack's perturbations, optionally two models side by side",
                  _spectrum_parser, _spectrum_run),
+    "attack": ("clean and robust accuracy of a model under an attack, per eps", _attack_parser, _attack_run),
 }
 
 

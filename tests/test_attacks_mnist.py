@@ -3,6 +3,8 @@ and torchattacks on identical settings, and adversarial training that measurably
 
 from __future__ import annotations
 
+import json
+
 import foolbox as fb
 import pytest
 import torch
@@ -114,3 +116,35 @@ def test_pgd_at_adversary_trains_a_robust_model(mnist_train, mnist_test) -> None
     r = PGD(eps=0.3, steps=STEPS)(model, x, y)
     print(f"PGD-AT (1 epoch, eps 0.3): clean {r.clean_accuracy:.3f}, PGD-40 robust {r.robust_accuracy:.3f}")
     assert r.robust_accuracy >= 0.3
+
+
+def test_cli_attack_writes_accuracies_per_eps(mnist_model, data_root, tmp_path, capsys) -> None:
+    from bandguard.cli import main
+    from bandguard.models import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "m.pt", mnist_model, arch="mnist_cnn", dataset="mnist")
+    out = tmp_path / "res" / "attack.json"
+    code = main(["attack", "--model", str(ckpt), "--attack", "pgd", "--norm", "linf",
+                 "--eps", "0,0.3", "--steps", "5", "-n", "64", "--batch-size", "32", "--out", str(out)])
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert data["n"] == 64 and data["epsilons"] == [0.0, 0.3]
+    assert data["robust_accuracy"][0] == data["clean_accuracy"] >= 0.9
+    assert data["robust_accuracy"][1] < 0.5
+    assert "robust acc" in capsys.readouterr().out
+    assert main(["attack", "--model", str(ckpt), "--attack", "fgsm", "--eps", "0.1", "--steps", "3",
+                 "-n", "8"]) == 2  # fgsm takes no --steps: a clear error, not a traceback
+
+
+@pytest.mark.slow  # the train command evaluates on all 10,000 test images
+def test_cli_train_with_adversary_records_it(mnist_train, data_root, tmp_path) -> None:
+    from bandguard.cli import main
+    from bandguard.models import load_checkpoint
+
+    out = tmp_path / "at.pt"
+    code = main(["train", "--adv", "fgsm", "--eps", "0.1", "--epochs", "1", "--limit", "256",
+                 "--batch-size", "128", "--out", str(out)])
+    assert code == 0
+    recipe = load_checkpoint(out).meta["recipe"]
+    assert "fgsm_rs" in recipe["adversary"] and "eps=0.1" in recipe["adversary"]
+    assert main(["train", "--adv", "pgd", "--epochs", "1", "--out", str(out)]) == 2  # no --eps

@@ -12,6 +12,7 @@ accuracy over a data set: :func:`evaluate_attack`.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from bandguard._registry import Registry
@@ -90,5 +91,17 @@ def create_attack(name: str, *, eps: float | tuple[float, ...], **kwargs: Any) -
     """
     if isinstance(name, str) and name.startswith(FOOLBOX_PREFIX):
         bounds = kwargs.pop("bounds", (0.0, 1.0))
-        return FoolboxAttack(attack=foolbox_attack(name[len(FOOLBOX_PREFIX):], **kwargs), eps=eps, bounds=bounds)
-    return ATTACKS.get(name)(eps=eps, **kwargs)
+        try:
+            inner = foolbox_attack(name[len(FOOLBOX_PREFIX):], **kwargs)
+        except TypeError as err:
+            raise ValueError(f"attack {name!r}: {err}") from None
+        return FoolboxAttack(attack=inner, eps=eps, bounds=bounds)
+    cls = ATTACKS.get(name)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise ValueError(
+            f"attack {name!r} takes no option {', '.join(map(repr, unknown))}; "
+            f"its options are {', '.join(sorted(known - {'eps'}))}"
+        )
+    return cls(eps=eps, **kwargs)
