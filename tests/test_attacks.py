@@ -597,3 +597,15 @@ def test_bad_inputs_raise_value_error_naming_the_argument(kind) -> None:
             attack(model, xs, ys)
     with pytest.raises(ValueError, match="target"):
         attack(model, x, y, target=y[:2])
+
+
+@pytest.mark.parametrize("kind", ["pgd", "fgsm", "fourier", "fourier_greedy"])
+def test_attacks_follow_the_input_device_and_dtype(kind, device, dtype) -> None:
+    model = tiny_model(c=3, dtype=dtype).to(device)
+    x, y = batch(8, c=3, dtype=dtype)
+    x, y = x.to(device), y.to(device)
+    kwargs = {"max_queries": 10} if kind.startswith("fourier") else {}
+    r = create_attack(kind, eps=0.2, **kwargs)(model, x, y)
+    assert r.x_adv.device == x.device and r.x_adv.dtype == dtype
+    assert r.success.device == x.device and r.forwards.device == x.device
+    within(r.x_adv, x, 0.2, r.norm)
