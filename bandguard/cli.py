@@ -290,6 +290,30 @@ def _attack_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="JSON file for the results (written atomically)")
+    p.add_argument("--defense", action="append", default=[], metavar="SPEC",
+                   help="defense spec, repeatable (e.g. lowpass:8, post_average:K=15,R=1.35, smooth:0.25): "
+                        "reports clean, transfer and adaptive robust accuracy per defense side by side")
+    p.add_argument("--eot", type=int, default=None,
+                   help="gradient samples per step (EOT) against randomized defenses (default 10)")
+
+
+def _attack_defenses(args: argparse.Namespace, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                     dataset: str, attack: Any) -> int:
+    from bandguard.bench.defense_eval import evaluate_defenses
+    from bandguard.defenses import build_defense
+
+    defenses = {spec: build_defense(spec, model).to(x.device) for spec in args.defense}
+    start = time.perf_counter()
+    table = evaluate_defenses(model, defenses, attack, x, y, eot_samples=args.eot,
+                              batch_size=args.batch_size,
+                              callback=lambda name: print(f"evaluating {name} ...", file=sys.stderr))
+    print(f"{attack!r} on {table.n} {dataset} test images ({table.device}, "
+          f"{time.perf_counter() - start:.1f} s); accuracies in %")
+    print("transfer: crafted on the undefended model; adaptive: through the defense (EOT if randomized)")
+    print(table.to_markdown())
+    if args.out:
+        print(f"wrote {write_json(args.out, table.to_dict())}")
+    return 0
 
 
 def _attack_run(args: argparse.Namespace) -> int:
@@ -304,7 +328,11 @@ def _attack_run(args: argparse.Namespace) -> int:
     if not args.attack.startswith("foolbox:"):
         options["seed"] = args.seed
     eps = args.eps[0] if len(args.eps) == 1 else tuple(args.eps)
+    if args.eot is not None and not args.defense:
+        options["eot_samples"] = args.eot
     attack = create_attack(args.attack, eps=eps, **options)
+    if args.defense:
+        return _attack_defenses(args, model, x, y, dataset, attack)
     with tqdm(total=len(y), desc=args.attack, unit="img") as bar:
         result = evaluate_attack(model, x, y, attack, batch_size=args.batch_size, callback=bar.update)
     print(f"{attack!r} on {result.n} {dataset} test images ({result.device}, {result.seconds:.1f} s)")
