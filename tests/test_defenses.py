@@ -447,20 +447,31 @@ def test_specs_build_registered_defenses() -> None:
 # --------------------------------------------------------------------------- torch.compile
 
 
-def _compiled(module: nn.Module) -> nn.Module:
-    torch._dynamo.reset()
-    return torch.compile(module, backend="eager" if not torch.cuda.is_available() else "inductor")
-
-
-def test_compile_lowpass_and_composed_defense_match_eager() -> None:
+def _check_compiled(backend: str) -> None:
     net, x = tiny_net(), images(2)
+    torch._dynamo.reset()
     lp = nn.Sequential(LowPass(3), net)
-    torch.testing.assert_close(_compiled(lp)(x), lp(x), atol=1e-5, rtol=1e-5)
-    d1 = defend(net, lowpass=3, post_average={"radius": 0.5, "K": 2}, smooth=0.2,
-                generator=torch.Generator().manual_seed(0))
-    d2 = defend(net, lowpass=3, post_average={"radius": 0.5, "K": 2}, smooth=0.2,
-                generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(_compiled(d2)(x), d1(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.compile(lp, backend=backend)(x), lp(x), atol=1e-5, rtol=1e-5)
+    hp = nn.Sequential(HighPass(3, smooth="gaussian"), net)
+    torch.testing.assert_close(torch.compile(hp, backend=backend)(x), hp(x), atol=1e-5, rtol=1e-5)
+    sm = smooth_kernels(net, 0.3, "all")
+    torch.testing.assert_close(torch.compile(sm, backend=backend)(x), sm(x), atol=1e-5, rtol=1e-5)
+    settings = {"lowpass": 3, "post_average": {"radius": 0.5, "K": 2}, "smooth": 0.2}
+    d1 = defend(net, **settings, generator=torch.Generator().manual_seed(0))
+    d2 = defend(net, **settings, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(torch.compile(d2, backend=backend)(x), d1(x), atol=1e-5, rtol=1e-5)
+    # A second call draws new directions in both, still in step.
+    torch.testing.assert_close(torch.compile(d2, backend=backend)(x), d1(x), atol=1e-5, rtol=1e-5)
+
+
+def test_compile_matches_eager_aot() -> None:
+    # Dynamo tracing plus AOTAutograd: the graph capture inductor would see, without the C++ build.
+    _check_compiled("aot_eager")
+
+
+@pytest.mark.slow
+def test_compile_matches_eager_inductor() -> None:
+    _check_compiled("inductor")
 
 
 def test_regularizer_specs_for_the_cli() -> None:
