@@ -7,6 +7,7 @@ data source, so a change to any of them retrains instead of reusing a stale mode
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 from pathlib import Path
@@ -118,15 +119,19 @@ def trained_model(recipe: TrainConfig, train_set, test_set) -> tuple[torch.nn.Mo
     digest.update(repr(recipe.recipe()).encode())
     digest.update(f"{len(train_set)}:{int(train_set.labels[:1000].sum())}".encode())
     path = _cache_dir() / f"{recipe.arch}-{digest.hexdigest()[:16]}.pt"
-    if path.exists():
-        ckpt = load_checkpoint(path)
-        return ckpt.build(), float(ckpt.meta["test_accuracy"])
-    with torch.random.fork_rng():
-        torch.manual_seed(recipe.seed)
-        model = create_model(recipe.arch)
-    result = train(model, train_set, recipe, test_data=test_set, progress=False)
-    save_checkpoint(path, model, arch=recipe.arch, dataset=recipe.dataset,
-                    test_accuracy=result.test_accuracy, recipe=recipe.recipe())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # One process trains, concurrent ones (pytest-xdist, parallel runs) wait and then load.
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            ckpt = load_checkpoint(path)
+            return ckpt.build(), float(ckpt.meta["test_accuracy"])
+        with torch.random.fork_rng():
+            torch.manual_seed(recipe.seed)
+            model = create_model(recipe.arch)
+        result = train(model, train_set, recipe, test_data=test_set, progress=False)
+        save_checkpoint(path, model, arch=recipe.arch, dataset=recipe.dataset,
+                        test_accuracy=result.test_accuracy, recipe=recipe.recipe())
     return model.eval(), float(result.test_accuracy)
 
 

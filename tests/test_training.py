@@ -1,0 +1,159 @@
+"""The training loop: accuracy of the reference nets on real data, resumption, modes and hooks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bandguard.cli import main
+from bandguard.models import create_model, load_checkpoint
+from bandguard.training import TrainConfig, evaluate, train
+
+
+def _fresh(name: str = "mnist_cnn", seed: int = 0) -> torch.nn.Module:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return create_model(name)
+
+
+@pytest.fixture(scope="module")
+def mnist_small(mnist_train, mnist_test_set):
+    """2,000 training and 1,000 test MNIST images, as (images, labels) pairs."""
+    return (mnist_train.images[:2000], mnist_train.labels[:2000]), (mnist_test_set.images[:1000],
+                                                                  mnist_test_set.labels[:1000])
+
+
+def test_mnist_cnn_reaches_98_5_percent_after_one_epoch(data_root, mnist_trained) -> None:
+    _, acc = mnist_trained
+    print(f"mnist_cnn, one epoch: {acc:.2%} on the 10,000 MNIST test images")
+    assert acc >= 0.985
+
+
+def test_cifar_small_reaches_55_percent_after_a_short_run(data_root, cifar_trained) -> None:
+    _, acc = cifar_trained
+    print(f"cifar_small, short run: {acc:.2%} on the 10,000 CIFAR-10 test images")
+    assert acc >= 0.55
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _InterruptAt:
+    """Raises inside epoch ``epoch``'s callbacks, before that epoch's checkpoint is written."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, model, epoch, logs) -> None:
+        if epoch == self.epoch:
+            raise _Interrupt
+
+
+def test_resuming_gives_bit_identical_weights(tmp_path, mnist_small) -> None:
+    train_set, _ = mnist_small
+    config = TrainConfig(epochs=3, batch_size=100, lr=0.05, seed=3, limit=600, checkpoint=str(tmp_path / "run.pt"))
+    straight = _fresh()
+    train(straight, train_set, TrainConfig(**{**config.__dict__, "checkpoint": None}), progress=False)
+
+    with pytest.raises(_Interrupt):  # killed during epoch 2: the file holds epoch 1
+        train(_fresh(), train_set, config, callbacks=[_InterruptAt(2)], progress=False)
+    assert load_checkpoint(config.checkpoint).meta["arch"] is None
+    resumed = _fresh(seed=99)  # another init: everything must come from the checkpoint
+    result = train(resumed, train_set, TrainConfig(**{**config.__dict__, "resume": True}), progress=False)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_callbacks_see_every_epoch_in_eval_mode(mnist_small) -> None:
+    train_set, test_set = mnist_small
+    seen = []
+
+    class Recorder:
+        def on_train_begin(self, model) -> None:
+            seen.append(("begin", model.training))
+
+        def on_epoch_end(self, model, epoch, logs) -> None:
+            seen.append((epoch, model.training, sorted(logs)))
+
+    model = _fresh()
+    train(model, train_set, TrainConfig(epochs=2, limit=300, batch_size=100), test_data=test_set,
+          callbacks=[Recorder()], progress=False)
+    assert seen[0] == ("begin", False)
+    assert [s[0] for s in seen[1:]] == [1, 2]
+    assert all(s[1] is False and s[2] == ["epoch", "loss", "test_acc", "train_acc"] for s in seen[1:])
+    assert not model.training
+
+
+def test_regularizer_joins_the_loss(mnist_small) -> None:
+    train_set, _ = mnist_small
+
+    def first_conv_energy(model) -> torch.Tensor:
+        return model[1][0].weight.pow(2).sum()
+
+    plain, regularized = _fresh(), _fresh()
+    config = TrainConfig(epochs=1, limit=500, batch_size=100, lr=0.02, weight_decay=0.0)
+    train(plain, train_set, config, progress=False)
+    train(regularized, train_set, TrainConfig(**{**config.__dict__, "regularizers": ((first_conv_energy, 10.0),)}),
+          progress=False)
+    assert first_conv_energy(regularized) < 0.5 * first_conv_energy(plain)
+
+
+@pytest.mark.parametrize(("mode", "extra"), [("gaussian", {"sigma": 0.3}), ("lowpass", {"radius": 6.0}),
+                                             ("highpass", {"radius": 2.0})])
+def test_filtered_and_noisy_modes_train_and_are_logged(mode, extra, mnist_small) -> None:
+    train_set, test_set = mnist_small
+    model = _fresh()
+    config = TrainConfig(epochs=1, limit=2000, batch_size=100, mode=mode, **extra)
+    result = train(model, train_set, config, test_data=test_set, progress=False)
+    logs = result.history[0]
+    if mode == "gaussian":
+        assert logs["test_acc"] > 0.5  # far above chance (0.1): it learned from the noisy inputs
+    else:
+        assert logs["test_acc_filtered"] > 0.5
+        assert logs["test_acc_filtered"] == evaluate(model, *test_set, config=config)
+
+
+def test_lowpass_mode_beyond_the_corner_is_natural_training(mnist_small) -> None:
+    train_set, _ = mnist_small
+    a, b = _fresh(), _fresh()
+    config = TrainConfig(epochs=1, limit=300, batch_size=100)
+    train(a, train_set, config, progress=False)
+    train(b, train_set, TrainConfig(**{**config.__dict__, "mode": "lowpass", "radius": 100.0}), progress=False)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"mode": "blur"}, "unknown mode 'blur'"),
+    ({"mode": "gaussian"}, "needs sigma > 0"),
+    ({"mode": "lowpass"}, "needs a radius"),
+    ({"epochs": 0}, "epochs must be >= 1"),
+    ({"lr": -1.0}, "lr must be > 0"),
+    ({"schedule": "step"}, "unknown schedule 'step'"),
+    ({"resume": True}, "needs a checkpoint path"),
+])
+def test_bad_settings_are_refused(kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kwargs)
+
+
+def test_bad_data_is_refused() -> None:
+    model = _fresh()
+    with pytest.raises(ValueError, match="data labels must be int64"):
+        train(model, (torch.rand(4, 1, 28, 28), torch.zeros(4, dtype=torch.int32)), TrainConfig(), progress=False)
+    with pytest.raises(TypeError, match="data must be an ImageDataset"):
+        train(model, "mnist", TrainConfig(), progress=False)
+
+
+def test_cli_train_writes_a_loadable_checkpoint(tmp_path, data_root, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("BANDGUARD_DATA", str(data_root))
+    out = tmp_path / "mnist.pt"
+    code = main(["train", "--dataset", "mnist", "--arch", "mnist_cnn", "--epochs", "1", "--limit", "1000",
+                 "--out", str(out)])
+    assert code == 0
+    ckpt = load_checkpoint(out)
+    assert ckpt.meta["arch"] == "mnist_cnn" and ckpt.meta["recipe"]["limit"] == 1000
+    assert 0.5 < ckpt.meta["test_accuracy"] <= 1.0
+    assert "test accuracy" in capsys.readouterr().out
