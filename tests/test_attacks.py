@@ -609,3 +609,18 @@ def test_attacks_follow_the_input_device_and_dtype(kind, device, dtype) -> None:
     assert r.x_adv.device == x.device and r.x_adv.dtype == dtype
     assert r.success.device == x.device and r.forwards.device == x.device
     within(r.x_adv, x, 0.2, r.norm)
+
+
+def test_early_stop_is_never_weaker_and_leaves_other_trajectories_alone() -> None:
+    model = linear_model(seed=21)
+    x, y = batch(128, classes=2, seed=22)
+    plain = PGD(eps=0.05, steps=10, step_size=0.01)(model, x, y)
+    early = PGD(eps=0.05, steps=10, step_size=0.01, early_stop=True)(model, x, y)
+    assert bool((early.success | ~plain.success).all())
+    assert early.robust_accuracy <= plain.robust_accuracy
+    stopped = early.forwards < plain.forwards
+    assert int(stopped.sum()) > 10 and bool(early.success[stopped].all())
+    assert torch.equal(early.x_adv[~stopped], plain.x_adv[~stopped])
+    # A stopped sample was scored by the forward of the step that found it: no extra forward.
+    assert torch.equal(early.forwards[stopped] - 1, early.gradients[stopped])
+    within(early.x_adv, x, 0.05, "linf")

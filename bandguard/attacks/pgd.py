@@ -46,17 +46,18 @@ DEFAULT_EOT_SAMPLES = 10
 
 def _input_gradient(
     model: nn.Module, x: torch.Tensor, labels: torch.Tensor, loss: Loss, targeted: bool, eot: int
-) -> torch.Tensor:
-    """Gradient of the summed loss w.r.t. ``x`` only, averaged over ``eot`` forwards."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient of the summed loss w.r.t. ``x`` only, summed over ``eot`` forwards, and the
+    (detached) logits of the last forward."""
     grad = None
     for _ in range(eot):
         x_req = x.detach().requires_grad_(True)
-        value = _sum_loss(model(x_req), labels, loss, targeted)
-        (g,) = torch.autograd.grad(value, x_req)
+        logits = model(x_req)
+        (g,) = torch.autograd.grad(_sum_loss(logits, labels, loss, targeted), x_req)
         grad = g if grad is None else grad.add_(g)
     assert grad is not None
     # Sign steps ignore the scale, L2 steps normalise it away: no need to divide by eot.
-    return grad
+    return grad, logits.detach()
 
 
 def _l2_normalize(v: torch.Tensor) -> torch.Tensor:
@@ -101,18 +102,22 @@ def _pgd_core(
     eot: int,
     bounds: Bounds,
     generator: torch.Generator | None,
+    early_stop: bool = False,
     final_eval: bool = True,
 ) -> _Outcome:
     """PGD on trusted inputs with the model already in the wanted mode.
 
     Restart ``r`` runs only on the samples no earlier restart broke (their result is final); per
     sample the first success is kept, else the restart with the highest final loss.
-    ``final_eval=False`` (one restart only) skips the forward that scores the final iterate: the
-    outcome's ``success`` and ``pred`` are then meaningless (adversarial training needs neither).
+    ``early_stop`` keeps, per sample, the first iterate the model gets wrong (each step's forward
+    scores the current iterate for free) and drops the sample from the batch; it is ignored with
+    EOT. ``final_eval=False`` (one restart, no early stop) skips the forward that scores the final
+    iterate: ``success`` and ``pred`` are then meaningless (adversarial training needs neither).
     """
     lo, hi = bounds
     n = x0.shape[0]
     device = x0.device
+    early_stop = early_stop and eot == 1  # one forward of a randomized model proves nothing
     best = x0.clone()
     best_loss = torch.full((n,), float("-inf"), device=device, dtype=x0.dtype)
     success = torch.zeros(n, dtype=torch.bool, device=device)
@@ -123,36 +128,50 @@ def _pgd_core(
     for _ in range(restarts):
         if remaining.numel() == 0:
             break
-        full = remaining.numel() == n
-        xs, ls = (x0, labels) if full else (x0[remaining], labels[remaining])
+        idx = remaining  # the samples this restart still works on
+        full = idx.numel() == n
+        xs, ls = (x0, labels) if full else (x0[idx], labels[idx])
         if norm is Norm.LINF:
             # The eps-box intersected with the bounds, computed once: each step is one clamp.
             lower, upper = (xs - eps).clamp_(min=lo), (xs + eps).clamp_(max=hi)
         x = _random_start(xs, eps, norm, lo, hi, generator) if random_start else xs
         for _ in range(steps):
-            g = _input_gradient(model, x, ls, loss, targeted, eot)
+            g, logits = _input_gradient(model, x, ls, loss, targeted, eot)
+            forwards[idx] += eot
+            gradients[idx] += eot
+            if early_stop:
+                p = logits.argmax(1)
+                adv = _is_adversarial(p, ls, targeted)
+                if bool(adv.any()):
+                    # The iterate just scored is adversarial: keep it, stop attacking it.
+                    hit = idx[adv]
+                    best[hit], pred[hit], success[hit] = x[adv].detach(), p[adv], True
+                    keep = ~adv
+                    idx, x, g, xs, ls = idx[keep], x[keep], g[keep], xs[keep], ls[keep]
+                    if norm is Norm.LINF:
+                        lower, upper = lower[keep], upper[keep]
+                    if idx.numel() == 0:
+                        break
             if norm is Norm.LINF:
                 x = torch.clamp(x.detach().add(g.sign_(), alpha=step_size), lower, upper)
             else:
                 x = _l2_project(x.detach() + step_size * _l2_normalize(g), xs, eps, lo, hi)
         if not final_eval:
-            forwards += steps * eot
-            gradients += steps * eot
             return _Outcome(x.detach(), success, pred, forwards, gradients)
-        with torch.no_grad():
-            logits = model(x)
-        value = _per_sample_loss(logits, ls, loss, targeted)
-        p = logits.argmax(1)
-        adv = _is_adversarial(p, ls, targeted)
-        forwards[remaining] += steps * eot + 1
-        gradients[remaining] += steps * eot
-        better = adv | (value > best_loss[remaining])
-        chosen = remaining[better]
-        best[chosen] = x[better]
-        best_loss[chosen] = value[better]
-        pred[chosen] = p[better]
-        success[remaining] = adv
-        remaining = remaining[~adv]
+        if idx.numel():
+            with torch.inference_mode():
+                logits = model(x)
+            value = _per_sample_loss(logits, ls, loss, targeted)
+            p = logits.argmax(1)
+            adv = _is_adversarial(p, ls, targeted)
+            forwards[idx] += 1
+            better = adv | (value > best_loss[idx])
+            chosen = idx[better]
+            best[chosen] = x[better]
+            best_loss[chosen] = value[better]
+            pred[chosen] = p[better]
+            success[idx] = adv
+        remaining = remaining[~success[remaining]]
     return _Outcome(best.detach(), success, pred, forwards, gradients)
 
 
@@ -201,6 +220,7 @@ def pgd(
     loss: Loss | str = "ce",
     target: torch.Tensor | None = None,
     eot_samples: int | None = None,
+    early_stop: bool = False,
     bounds: Bounds = (0.0, 1.0),
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
@@ -227,6 +247,12 @@ def pgd(
         loss: ``"ce"`` (cross-entropy) or ``"margin"`` (best other logit minus true logit, CW).
         target: int64 ``[N]`` target classes for a targeted attack, else ``None``.
         eot_samples: forwards averaged per gradient; ``None`` chooses from the model (see above).
+        early_stop: return, per sample, the first iterate the model misclassifies and stop
+            attacking it. Each step's forward already scores the current iterate, so this costs
+            nothing, is never weaker than the final iterate (the trajectories of the other
+            samples are unchanged) and is much faster once most samples are broken. ``False``
+            returns the final iterate, as Madry et al., foolbox and torchattacks do. Ignored
+            with EOT (one forward of a randomized model proves nothing).
         bounds: ``(lo, hi)`` of the input domain.
         generator: source of the random start.
 
@@ -257,6 +283,7 @@ def pgd(
             step_size=_resolve_step(step_size, rel_step_size, eps, max(steps, 1)),
             random_start=random_start, restarts=restarts, loss=loss_, targeted=target is not None,
             eot=_resolve_eot(model, eot_samples), bounds=bounds, generator=generator,
+            early_stop=early_stop,
         )
     return outcome.x_adv
 
@@ -267,8 +294,8 @@ class PGD(Attack):
 
     Attributes:
         eps: one budget or several (one :class:`~bandguard.attacks.base.AttackResult` each).
-        norm, steps, step_size, rel_step_size, random_start, restarts, loss, eot_samples:
-            as in :func:`pgd`.
+        norm, steps, step_size, rel_step_size, random_start, restarts, loss, eot_samples,
+            early_stop: as in :func:`pgd`.
         bounds: ``(lo, hi)`` of the input domain.
         seed: seeds the random start; ``None`` draws from torch's global generator.
     """
@@ -283,6 +310,7 @@ class PGD(Attack):
     restarts: int = 1
     loss: Loss = Loss.CE
     eot_samples: int | None = None
+    early_stop: bool = False
     seed: int | None = 0
 
     def __post_init__(self) -> None:
@@ -312,6 +340,6 @@ class PGD(Attack):
             step_size=_resolve_step(self.step_size, self.rel_step_size, eps, max(self.steps, 1)),
             random_start=self.random_start, restarts=self.restarts, loss=self.loss,
             targeted=targeted, eot=_resolve_eot(model, self.eot_samples), bounds=self.bounds,
-            generator=generator,
+            generator=generator, early_stop=self.early_stop,
         )
 

@@ -1,0 +1,261 @@
+"""PGD-20 speed: bandguard against the hardware limit and against torchattacks, foolbox and ART.
+
+For ``mnist_cnn`` and ``cifar_small`` (batch 256, CPU and, when present, GPU) this times
+
+- the *limit*: 20 x (forward + backward w.r.t. the input), the work PGD-20 cannot avoid;
+- bandguard ``PGD(steps=20)`` (its time includes the clean and the final forward, so its result
+  carries clean predictions, per-sample success and query counts), returning the final iterate
+  like the peers, and with ``early_stop=True`` (keeps each sample's first adversarial iterate
+  and stops attacking it: never weaker, a different amount of work, shown for scale);
+- torchattacks ``PGD``, foolbox ``LinfPGD`` and (only if importable) ART
+  ``ProjectedGradientDescent`` with identical settings (eps, step, 20 steps, random start). For a
+  like-for-like task every tool's time includes scoring its adversarial batch (one forward),
+  which foolbox does by itself and the others need to report robust accuracy.
+
+The batch holds images the model classifies correctly, so no tool gets work for free. Methods
+are interleaved over ``--repeats`` rounds and the median is reported, with the ratio to the limit
+of the same round set. Prints a Markdown table; ``--write`` puts it into
+``benchmarks/RESULTS.md`` under ``## Attack speed`` (replacing only that section).
+
+Weights: the shared test cache (``~/.cache/bandguard/test-models``) when present, else a random
+init (speed does not depend on the weights; robust accuracies then mean little). Data:
+``$BANDGUARD_DATA`` when set, else uniform noise.
+
+    python benchmarks/attack_speed.py --repeats 5 --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bandguard.attacks import PGD
+from bandguard.models import create_model, load_checkpoint
+
+ROOT = Path(__file__).resolve().parent
+STEPS = 20
+SETTINGS = {"mnist_cnn": ("mnist", 0.3), "cifar_small": ("cifar10", 8 / 255)}
+
+
+def cpu_name() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        match = re.search(r"Model name:\s*(.+)", out)
+        if match:
+            return match.group(1).strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def load_model(arch: str, device: torch.device) -> tuple[torch.nn.Module, str]:
+    cache = Path(os.environ.get("BANDGUARD_TEST_CACHE", Path.home() / ".cache/bandguard/test-models"))
+    found = sorted(cache.glob(f"{arch}-*.pt"), key=lambda p: p.stat().st_mtime)
+    if found:
+        return load_checkpoint(found[-1]).build().to(device).eval(), "trained (test cache)"
+    torch.manual_seed(0)
+    return create_model(arch).to(device).eval(), "random init"
+
+
+def load_batch(
+    model: torch.nn.Module, dataset: str, shape: tuple[int, ...], n: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """``n`` images the model gets right (real data if available), on ``device``."""
+    if os.environ.get("BANDGUARD_DATA"):
+        from bandguard.data import load_dataset
+
+        x, y = load_dataset(dataset, "test", download=False).tensors(4 * n, device=device)
+        source = f"{dataset} test"
+    else:
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand(4 * n, *shape, generator=g).to(device)
+        y = torch.zeros(4 * n, dtype=torch.long, device=device)
+        source = "uniform noise"
+    with torch.no_grad():
+        pred = torch.cat([model(c).argmax(1) for c in x.split(512)])
+    if not os.environ.get("BANDGUARD_DATA"):
+        y = pred
+    keep = (pred == y).nonzero().squeeze(1)[:n]
+    return x[keep].contiguous(), y[keep].contiguous(), source
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def limit_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], torch.Tensor | None]:
+    def run() -> None:
+        for _ in range(STEPS):
+            xr = x.detach().requires_grad_(True)
+            loss = F.cross_entropy(model(xr), y, reduction="sum")
+            torch.autograd.grad(loss, xr)
+
+    return run
+
+
+def methods(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> dict[str, Callable]:
+    """name -> zero-argument callable returning the adversarial batch's correct mask."""
+    step = 2.5 * eps / STEPS
+    out: dict[str, Callable] = {}
+
+    bg = PGD(eps=eps, steps=STEPS, step_size=step, seed=None)
+    out["bandguard PGD"] = lambda: bg(model, x, y).adv_pred == y
+    bg_early = PGD(eps=eps, steps=STEPS, step_size=step, seed=None, early_stop=True)
+    out["bandguard PGD, early_stop"] = lambda: bg_early(model, x, y).adv_pred == y
+
+    try:
+        import torchattacks
+
+        ta = torchattacks.PGD(model, eps=eps, alpha=step, steps=STEPS, random_start=True)
+
+        def run_ta() -> torch.Tensor:
+            x_adv = ta(x, y)
+            with torch.no_grad():
+                return model(x_adv).argmax(1) == y
+
+        out["torchattacks PGD"] = run_ta
+    except ImportError:
+        pass
+
+    try:
+        import foolbox as fb
+
+        fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=x.device)
+        fa = fb.attacks.LinfPGD(steps=STEPS, abs_stepsize=step, random_start=True)
+
+        def run_fb() -> torch.Tensor:
+            _, _, success = fa(fmodel, x, y, epsilons=eps)
+            return ~success
+
+        out["foolbox LinfPGD"] = run_fb
+    except ImportError:
+        pass
+
+    try:
+        from art.attacks.evasion import ProjectedGradientDescent
+        from art.estimators.classification import PyTorchClassifier
+
+        classifier = PyTorchClassifier(
+            model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+            nb_classes=10, clip_values=(0.0, 1.0), device_type="gpu" if x.is_cuda else "cpu",
+        )
+        art = ProjectedGradientDescent(
+            classifier, norm=float("inf"), eps=eps, eps_step=step, max_iter=STEPS,
+            num_random_init=1, batch_size=x.shape[0], verbose=False,
+        )
+        x_np, y_np = x.cpu().numpy(), y.cpu().numpy()
+
+        def run_art() -> torch.Tensor:
+            x_adv = art.generate(x_np, y_np)
+            pred = classifier.predict(x_adv, batch_size=x.shape[0]).argmax(1)
+            return torch.as_tensor(pred == y_np)
+
+        out["ART PGD"] = run_art
+    except ImportError:
+        pass
+    return out
+
+
+def bench(arch: str, device: torch.device, batch: int, repeats: int) -> tuple[list[str], dict]:
+    dataset, eps = SETTINGS[arch]
+    model, weights = load_model(arch, device)
+    from bandguard.models import model_info
+
+    x, y, source = load_batch(model, dataset, model_info(arch).input_shape, batch, device)
+    runs = {"limit": limit_fn(model, x, y), **methods(model, x, y, eps)}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    correct: dict[str, list[float]] = {name: [] for name in runs}
+    for fn in runs.values():  # warm-up (allocator, kernels, lazy imports)
+        fn()
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            sync(device)
+            start = time.perf_counter()
+            result = fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+            if result is not None:
+                correct[name].append(float(result.float().mean()))
+    limit = statistics.median(times["limit"])
+    rows = []
+    for name in runs:
+        t = statistics.median(times[name])
+        acc = f"{100 * statistics.mean(correct[name]):.1f}" if correct[name] else "-"
+        rows.append(f"| {arch} | {device.type} | {name} | {1000 * t:.0f} | {t / limit:.3f} | {acc} |")
+    meta = {"arch": arch, "eps": eps, "n": len(y), "weights": weights, "data": source}
+    return rows, meta
+
+
+def section(rows: list[str], metas: list[dict], repeats: int) -> str:
+    threads = torch.get_num_threads()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    lines = [
+        "## Attack speed",
+        "",
+        f"PGD-20 (Linf, random start, step 2.5·eps/20), batch of correctly classified test images; "
+        f"median of {repeats} interleaved rounds. *ratio* = time / (20 × (forward + backward w.r.t. the "
+        f"input)) measured in the same run; *robust* = robust accuracy (%) of the batch.",
+        "",
+        f"Machine: {cpu_name()}, {threads} threads (`torch.get_num_threads()`), {os.cpu_count()} CPUs "
+        f"visible; GPU: {gpu}. torch {torch.__version__}, Python {platform.python_version()}.",
+        "",
+    ]
+    for m in metas:
+        lines.append(f"- {m['arch']}: eps {m['eps']:.4g}, {m['n']} images ({m['data']}), {m['weights']} weights")
+    lines += ["", "| model | device | method | time (ms) | ratio to limit | robust (%) |",
+              "|---|---|---|---:|---:|---:|", *rows, ""]
+    return "\n".join(lines)
+
+
+def write_section(text: str, path: Path) -> None:
+    """Replace our ``## Attack speed`` section in ``path`` (or append it); others stay as they are."""
+    old = path.read_text() if path.exists() else "# Benchmark results\n"
+    pattern = re.compile(r"^## Attack speed\n.*?(?=^## |\Z)", re.S | re.M)
+    new = pattern.sub(lambda _: text + "\n", old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(new)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="mnist_cnn,cifar_small")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--devices", default="auto", help="cpu, cuda or auto (cpu plus cuda if present)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the CPU runs")
+    p.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = ["cpu", "cuda"] if args.devices == "auto" else args.devices.split(",")
+    devices = [d for d in devices if d != "cuda" or torch.cuda.is_available()]
+    rows, metas = [], []
+    for device in devices:
+        for arch in args.models.split(","):
+            r, m = bench(arch, torch.device(device), args.batch, args.repeats)
+            rows += r
+            if device == devices[0]:
+                metas.append(m)
+            print("\n".join(r), file=sys.stderr, flush=True)
+    text = section(rows, metas, args.repeats)
+    print(text)
+    if args.write:
+        write_section(text, ROOT / "RESULTS.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
