@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from bandguard.spectral._io import write_bytes_atomic, write_json_atomic
 
@@ -258,6 +259,7 @@ def plot_fprinciple(
         line = ax.plot(epochs, low, marker=".", label=f"delta={delta:g} low")[0]
         ax.plot(epochs, high, marker=".", linestyle="--", color=line.get_color(),
                 label=f"delta={delta:g} high")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch", fontsize=8)
     ax.set_ylabel("relative error", fontsize=8)
     ax.set_title(f"frequency principle (n={result.n})", fontsize=9)
