@@ -292,7 +292,8 @@ class Attack:
     """
 
     name: ClassVar[str] = "attack"
-    norm: ClassVar[Norm]  # the norm eps is measured in: a field or a class constant in subclasses
+    # Subclasses also give ``norm`` (a :class:`Norm`, the norm eps is measured in) as a field or a
+    # class constant; it is not declared here so that a field keeps its place after ``eps``.
 
     eps: float | tuple[float, ...]
     bounds: Bounds = (0.0, 1.0)
