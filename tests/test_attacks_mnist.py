@@ -31,6 +31,7 @@ def test_pgd_linf_03_leaves_at_most_2_percent(mnist_model, mnist_test) -> None:
     assert float((r.x_adv - x).abs().max()) <= 0.3 + 1e-6
 
 
+@pytest.mark.slow  # 2-3 PGD-40 runs on 1,000 images: minutes on 2 shared cores
 def test_linf_pgd_agrees_with_foolbox_and_torchattacks(mnist_model, mnist_test) -> None:
     x, y = mnist_test
     eps = 0.1
@@ -49,6 +50,7 @@ def test_linf_pgd_agrees_with_foolbox_and_torchattacks(mnist_model, mnist_test) 
     assert abs(ours - theirs_ta) <= 0.01
 
 
+@pytest.mark.slow  # 2-3 PGD-40 runs on 1,000 images: minutes on 2 shared cores
 def test_l2_pgd_agrees_with_foolbox(mnist_model, mnist_test) -> None:
     x, y = mnist_test
     eps = 1.5
