@@ -1,15 +1,39 @@
 """bandguard: adversarial robustness through the frequency domain, for PyTorch.
 
 Wrap a classifier in a frequency-domain defense, benchmark attacks against it, and analyse the
-spectra of models, perturbations and corruptions. The names below are the public API.
+spectra of models, perturbations and corruptions. The names below are the public API; each
+subpackage (``bandguard.attacks``, ``bandguard.defenses``, ``bandguard.spectral``) holds the rest.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from bandguard import fourier
+from bandguard import attacks, defenses, fourier, spectral
+from bandguard.attacks import (
+    FGM,
+    FGSM,
+    PGD,
+    AttackResult,
+    FoolboxAttack,
+    FourierAttack,
+    FourierGreedy,
+    adversarial_example_fn,
+    create_attack,
+    evaluate_attack,
+)
 from bandguard.data import ImageDataset, SampleDataWarning, load_dataset, make_loader
+from bandguard.defenses import (
+    HighPass,
+    LowPass,
+    PostAveraging,
+    build_defense,
+    defend,
+    filter_kernels,
+    kernel_high_frequency_penalty,
+    neighbor_weight_penalty,
+    smooth_kernels,
+)
 from bandguard.models import (
     Normalize,
     create_model,
@@ -17,17 +41,60 @@ from bandguard.models import (
     load_model,
     save_checkpoint,
 )
+from bandguard.spectral import (
+    FPrincipleMonitor,
+    attack_spectrum,
+    corrupt,
+    corruption_spectrum,
+    filtered_accuracy,
+    fourier_heatmap,
+    kernel_spectrum,
+    perturbation_spectrum,
+)
+from bandguard.training import TrainConfig, train
 
 __all__ = [
+    "FGM",
+    "FGSM",
+    "PGD",
+    "AttackResult",
+    "FPrincipleMonitor",
+    "FoolboxAttack",
+    "FourierAttack",
+    "FourierGreedy",
+    "HighPass",
     "ImageDataset",
+    "LowPass",
     "Normalize",
+    "PostAveraging",
     "SampleDataWarning",
+    "TrainConfig",
     "__version__",
+    "adversarial_example_fn",
+    "attack_spectrum",
+    "attacks",
+    "build_defense",
+    "corrupt",
+    "corruption_spectrum",
+    "create_attack",
     "create_model",
+    "defend",
+    "defenses",
+    "evaluate_attack",
+    "filter_kernels",
+    "filtered_accuracy",
     "fourier",
+    "fourier_heatmap",
+    "kernel_high_frequency_penalty",
+    "kernel_spectrum",
     "load_checkpoint",
     "load_dataset",
     "load_model",
     "make_loader",
+    "neighbor_weight_penalty",
+    "perturbation_spectrum",
     "save_checkpoint",
+    "smooth_kernels",
+    "spectral",
+    "train",
 ]
