@@ -7,7 +7,6 @@ Each subcommand is a pair of functions, ``_<name>_parser`` (declares arguments) 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from bandguard._io import write_json_atomic
 
 
 def parse_number(text: str) -> float:
@@ -31,16 +32,6 @@ def parse_number(text: str) -> float:
 def parse_numbers(text: str) -> list[float]:
     """Comma-separated numbers, e.g. ``"0.1,0.2,8/255"`` (argparse type)."""
     return [parse_number(part) for part in text.split(",") if part.strip()]
-
-
-def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write ``obj`` as JSON atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
-    return path
 
 
 def _device(name: str | None) -> torch.device:
@@ -210,7 +201,7 @@ def _demo_run(args: argparse.Namespace) -> int:
     summary = {"clean_accuracy": clean, "pgd": res.to_dict(), "defenses": table.to_dict(),
                "heatmap": {"eps": heat.eps, "n": heat.n, "clean_error": heat.clean, "max_error": worst},
                "seconds": time.perf_counter() - start}
-    write_json(out / "demo.json", summary)
+    write_json_atomic(out / "demo.json", summary)
     print(f"done in {summary['seconds']:.0f} s; summary {out / 'demo.json'}")
     print("next: bandguard attack --help | bandguard heatmap --help | bandguard train --help")
     return 0
@@ -363,7 +354,7 @@ def _attack_defenses(args: argparse.Namespace, model: torch.nn.Module, x: torch.
     print("transfer: crafted on the undefended model; adaptive: through the defense (EOT if randomized)")
     print(table.to_markdown())
     if args.out:
-        print(f"wrote {write_json(args.out, table.to_dict())}")
+        print(f"wrote {write_json_atomic(args.out, table.to_dict())}")
     return 0
 
 

@@ -42,7 +42,6 @@ import operator
 import os
 import pickle
 import tarfile
-import tempfile
 import types
 import warnings
 import zlib
@@ -56,6 +55,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from bandguard._checks import check_choice, check_int
+from bandguard._io import torch_save_atomic
 
 __all__ = [
     "ImageDataset",
@@ -418,7 +418,7 @@ def _cached(source: Path, name: str, split: str, decode: Any) -> ImageDataset:
     for s, (images, labels) in splits.items():
         blob = {"format": CACHE_FORMAT, "images": images, "labels": labels, "classes": list(classes)}
         try:
-            _atomic_save(blob, entry / f"{name}-{s}-{key}.pt")
+            torch_save_atomic(blob, entry / f"{name}-{s}-{key}.pt")
         except OSError as err:
             logger.warning("could not write the decoded cache in %s: %s", entry, err)
     images, labels = splits[split]
@@ -437,18 +437,6 @@ def _source_key(source: Path, expected: str | None) -> str:
         st = source.stat()
         h.update(f"\0{st.st_size}\0{st.st_mtime_ns}\0{expected}".encode())
     return h.hexdigest()[:20]
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _expected_checksum(source: Path) -> str | None:

@@ -12,7 +12,6 @@ import dataclasses
 import importlib
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from bandguard._checks import check_bounds
+from bandguard._io import torch_save_atomic
 from bandguard._registry import Registry
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
     "ModelInfo",
     "Normalize",
     "accuracy",
-    "atomic_torch_save",
     "checkpoint_payload",
     "create_model",
     "load_checkpoint",
@@ -260,7 +259,7 @@ def save_checkpoint(
         model, arch=arch, dataset=dataset, bounds=bounds, test_accuracy=test_accuracy,
         recipe=recipe, extra=extra,
     )
-    return atomic_torch_save(payload, path)
+    return torch_save_atomic(payload, path)
 
 
 def checkpoint_payload(
@@ -291,21 +290,6 @@ def checkpoint_payload(
     }
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return {"state_dict": state, "meta": meta}
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` to a temp file beside ``path``, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:

@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 
 from bandguard import fourier
 from bandguard._checks import check_choice, check_int, check_nonnegative, check_positive
-from bandguard.models import accuracy, atomic_torch_save, checkpoint_payload, load_checkpoint
+from bandguard._io import torch_save_atomic
+from bandguard.models import accuracy, checkpoint_payload, load_checkpoint
 
 __all__ = ["Callback", "TrainConfig", "TrainResult", "evaluate", "train"]
 
@@ -378,7 +379,7 @@ def _save_train_state(
         "generator": generator.get_state(),
         "history": history,
     }
-    atomic_torch_save(payload, os.fspath(config.checkpoint))  # type: ignore[arg-type]
+    torch_save_atomic(payload, os.fspath(config.checkpoint))  # type: ignore[arg-type]
 
 
 def _load_train_state(

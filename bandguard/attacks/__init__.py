@@ -28,7 +28,7 @@ from bandguard.attacks.base import (
     model_state,
     perturbation_norm,
 )
-from bandguard.attacks.evaluate import EvalResult, evaluate_attack, write_json_atomic
+from bandguard.attacks.evaluate import EvalResult, evaluate_attack
 from bandguard.attacks.fgsm import FGM, FGSM, fgm, fgsm
 from bandguard.attacks.foolbox_adapter import FoolboxAttack, foolbox_attack
 from bandguard.attacks.fourier_basis import (
@@ -72,7 +72,6 @@ __all__ = [
     "model_state",
     "perturbation_norm",
     "pgd",
-    "write_json_atomic",
 ]
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")

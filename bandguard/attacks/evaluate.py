@@ -8,9 +8,7 @@ it. Results are an :class:`EvalResult` with ``to_dict()`` and an atomic JSON wri
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,9 +18,10 @@ import torch
 from torch import nn
 
 from bandguard._checks import check_images, check_int, check_labels
+from bandguard._io import write_json_atomic
 from bandguard.attacks.base import Attack
 
-__all__ = ["EvalResult", "evaluate_attack", "write_json_atomic"]
+__all__ = ["EvalResult", "evaluate_attack"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,22 +76,6 @@ class EvalResult:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write :meth:`to_dict` as JSON to ``path`` atomically."""
         return write_json_atomic(path, self.to_dict())
-
-
-def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
-    """``json.dump`` to a temp file beside ``path``, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:

@@ -34,7 +34,7 @@ from einops import rearrange
 from torch import nn
 
 from bandguard._checks import check_images, check_int, check_labels, check_positive
-from bandguard.spectral._io import write_json_atomic
+from bandguard._io import write_json_atomic
 
 __all__ = [
     "FPrincipleMonitor",

@@ -21,7 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from bandguard.spectral._io import write_bytes_atomic, write_json_atomic
+from bandguard._io import write_bytes_atomic, write_json_atomic
 
 if TYPE_CHECKING:
     from bandguard.spectral.corruptions import CorruptionSpectra
