@@ -33,6 +33,7 @@ from bandguard._checks import (
     check_images,
     check_int,
     check_labels,
+    check_nonnegative,
 )
 
 __all__ = [
@@ -260,6 +261,18 @@ def _check_target(target: object, x: torch.Tensor) -> torch.Tensor | None:
     if target is None:
         return None
     return check_labels(target, x, "target")
+
+
+def _check_call(
+    model: object, x: object, y: object, target: object, eps: object, bounds: object
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, float, Bounds]:
+    """Validate the arguments every functional attack takes; returns them checked, ``x`` detached."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
+    bounds_ = check_bounds(bounds)
+    x_ = check_images(x, "x", bounds=bounds_)
+    y_ = check_labels(y, x_, "y")
+    return x_.detach(), y_, _check_target(target, x_), check_nonnegative(eps, "eps"), bounds_
 
 
 def _as_eps(eps: object) -> float | tuple[float, ...]:

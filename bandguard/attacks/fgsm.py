@@ -13,15 +13,11 @@ from torch import nn
 
 from bandguard._checks import (
     Bounds,
-    check_bounds,
     check_enum,
-    check_images,
     check_int,
-    check_labels,
-    check_nonnegative,
     check_positive,
 )
-from bandguard.attacks.base import Attack, Loss, Norm, _check_target, _Outcome, model_state
+from bandguard.attacks.base import Attack, Loss, Norm, _check_call, _Outcome, model_state
 from bandguard.attacks.pgd import _pgd_core
 
 __all__ = ["FGM", "FGSM", "fgm", "fgsm"]
@@ -51,18 +47,6 @@ def _one_step(
         random_start=random_start, restarts=1, loss=loss, targeted=targeted, eot=1,
         bounds=bounds, generator=generator,
     )
-
-
-def _validated(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, eps: float,
-    bounds: Bounds,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, float, Bounds]:
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
-    bounds = check_bounds(bounds)
-    x = check_images(x, "x", bounds=bounds)
-    y = check_labels(y, x, "y")
-    return x.detach(), y, _check_target(target, x), check_nonnegative(eps, "eps"), bounds
 
 
 def fgsm(
@@ -96,7 +80,7 @@ def fgsm(
     Returns:
         ``x_adv`` ``[N, C, H, W]``, detached, inside ``bounds`` and the eps-box.
     """
-    x, y, target, eps, bounds = _validated(model, x, y, target, eps, bounds)
+    x, y, target, eps, bounds = _check_call(model, x, y, target, eps, bounds)
     if step_size is not None:
         check_positive(step_size, "step_size")
     loss_ = check_enum(loss, Loss, "loss")
@@ -122,7 +106,7 @@ def fgm(
 
     Args and returns as :func:`fgsm`, with ``eps`` an L2 budget.
     """
-    x, y, target, eps, bounds = _validated(model, x, y, target, eps, bounds)
+    x, y, target, eps, bounds = _check_call(model, x, y, target, eps, bounds)
     loss_ = check_enum(loss, Loss, "loss")
     with model_state(model):
         return _one_step(

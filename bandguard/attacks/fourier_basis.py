@@ -23,15 +23,12 @@ from torch import nn
 
 from bandguard._checks import (
     Bounds,
-    check_bounds,
     check_enum,
-    check_images,
     check_int,
-    check_labels,
     check_nonnegative,
     check_positive,
 )
-from bandguard.attacks.base import Attack, Norm, _check_target, _is_adversarial, _Outcome, model_state
+from bandguard.attacks.base import Attack, Norm, _check_call, _is_adversarial, _Outcome, model_state
 from bandguard.fourier import distinct_frequencies, fourier_basis, radial_distance
 
 __all__ = [
@@ -153,18 +150,6 @@ def _fourier_core(
     return _Outcome(x_adv, success, pred, forwards, torch.zeros_like(forwards))
 
 
-def _check_common(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, eps: float,
-    bounds: Bounds,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, float, Bounds]:
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
-    bounds = check_bounds(bounds)
-    x = check_images(x, "x", bounds=bounds)
-    y = check_labels(y, x, "y")
-    return x.detach(), y, _check_target(target, x), check_nonnegative(eps, "eps"), bounds
-
-
 def _check_radii(radii: object) -> tuple[float, float] | None:
     if radii is None:
         return None
@@ -214,7 +199,7 @@ def fourier_attack(
     Returns:
         ``x_adv`` ``[N, C, H, W]``.
     """
-    x, y, target, eps, bounds = _check_common(model, x, y, target, eps, bounds)
+    x, y, target, eps, bounds = _check_call(model, x, y, target, eps, bounds)
     radii = _check_radii(radii)
     if max_queries is not None:
         check_int(max_queries, "max_queries", minimum=1)
@@ -335,7 +320,7 @@ def fourier_greedy(
     Returns:
         ``x_adv`` ``[N, C, H, W]`` with ``|x_adv - x|_2 <= eps``.
     """
-    x, y, target, eps, bounds = _check_common(model, x, y, target, eps, bounds)
+    x, y, target, eps, bounds = _check_call(model, x, y, target, eps, bounds)
     radii = _check_radii(radii)
     if step_size is not None:
         check_positive(step_size, "step_size")

@@ -14,19 +14,15 @@ from torch import nn
 
 from bandguard._checks import (
     Bounds,
-    check_bounds,
     check_enum,
-    check_images,
     check_int,
-    check_labels,
-    check_nonnegative,
     check_positive,
 )
 from bandguard.attacks.base import (
     Attack,
     Loss,
     Norm,
-    _check_target,
+    _check_call,
     _is_adversarial,
     _Outcome,
     _per_sample_loss,
@@ -262,13 +258,7 @@ def pgd(
     Example:
         >>> x_adv = pgd(model, x, y, eps=0.3, steps=40)  # doctest: +SKIP
     """
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
-    bounds = check_bounds(bounds)
-    x = check_images(x, "x", bounds=bounds)
-    y = check_labels(y, x, "y")
-    target = _check_target(target, x)
-    eps = check_nonnegative(eps, "eps")
+    x, y, target, eps, bounds = _check_call(model, x, y, target, eps, bounds)
     norm_ = check_enum(norm, Norm, "norm")
     loss_ = check_enum(loss, Loss, "loss")
     check_int(steps, "steps", minimum=0)
