@@ -40,7 +40,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def data_dir() -> Path | None:
     """``$BANDGUARD_DATA`` if set and present (CI sets it to ``../shared/data``)."""
     root = os.environ.get("BANDGUARD_DATA")
-    return Path(root) if root and Path(root).is_dir() else None
+    return Path(root).resolve() if root and Path(root).is_dir() else None
 
 
 @pytest.fixture(scope="session")

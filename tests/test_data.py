@@ -49,7 +49,8 @@ def data_dir() -> Path:
     value = os.environ.get("BANDGUARD_DATA")
     if not value or not Path(value).is_dir():
         pytest.skip("BANDGUARD_DATA is unset or not a directory")
-    return Path(value)
+    # Absolute: CI sets a relative path (../shared/data), and the tests link files into tmp dirs.
+    return Path(value).resolve()
 
 
 @pytest.fixture(scope="session")
