@@ -30,9 +30,7 @@ import argparse
 import os
 import platform
 import random
-import re
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -40,6 +38,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import cpu_name, sync, write_section
 
 from bandguard.attacks import PGD
 from bandguard.models import create_model, load_checkpoint
@@ -54,17 +53,6 @@ NOTE = (
     ' it does far less work (never a weaker result); foolbox is the slowest.'
 )
 SETTINGS = {"mnist_cnn": ("mnist", 0.3), "cifar_small": ("cifar10", 8 / 255)}
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        match = re.search(r"Model name:\s*(.+)", out)
-        if match:
-            return match.group(1).strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def load_model(arch: str, device: torch.device) -> tuple[torch.nn.Module, str]:
@@ -96,11 +84,6 @@ def load_batch(
         y = pred
     keep = (pred == y).nonzero().squeeze(1)[:n]
     return x[keep].contiguous(), y[keep].contiguous(), source
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def limit_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], torch.Tensor | None]:
@@ -237,16 +220,6 @@ def section(rows: list[str], metas: list[dict], repeats: int) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path) -> None:
-    """Replace our ``## Attack speed`` section in ``path`` (or append it); others stay as they are."""
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(r"^## Attack speed\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _: text + "\n", old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="mnist_cnn,cifar_small")
@@ -271,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     text = section(rows, metas, args.repeats)
     print(text)
     if args.write:
-        write_section(text, ROOT / "RESULTS.md")
+        write_section("Attack speed", text, ROOT / "RESULTS.md")
     return 0
 
 

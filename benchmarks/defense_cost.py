@@ -27,15 +27,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import re
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _common import cpu_name, sync, write_section
 from torch import nn
 
 from bandguard.defenses import (
@@ -53,17 +51,6 @@ RHOS = (0.1, 0.25, 0.5, 1.0)
 DATASETS = {"mnist_cnn": "mnist", "cifar_small": "cifar10"}
 
 
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        match = re.search(r"Model name:\s*(.+)", out)
-        if match:
-            return match.group(1).strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -77,11 +64,6 @@ def load_model(arch: str, device: torch.device) -> tuple[nn.Module, bool]:
         return load_checkpoint(found[-1]).build().to(device).eval(), True
     torch.manual_seed(0)
     return create_model(arch).to(device).eval(), False
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, float]:
@@ -197,16 +179,6 @@ def transfer_table(n: int, eps: tuple[float, ...], steps: int, eot: int) -> tupl
     start = time.perf_counter()
     table = evaluate_defenses(model, defenses, PGD(eps=eps, steps=steps, seed=0), x, y, eot_samples=eot)
     return table.to_markdown(), time.perf_counter() - start
-
-
-def write_section(title: str, text: str, path: Path) -> None:
-    """Replace the ``## title`` section of ``path`` (or append it); others stay as they are."""
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _: text + "\n", old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

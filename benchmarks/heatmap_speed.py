@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from _common import sync
 
 from bandguard import fourier
 from bandguard.models import create_model
@@ -39,11 +40,6 @@ from bandguard.spectral import fourier_heatmap, heatmap_signs
 from bandguard.spectral.heatmap import DEFAULT_MAX_BATCH, perturb_with_basis
 
 SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> float:
