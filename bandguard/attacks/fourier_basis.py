@@ -150,6 +150,17 @@ def _fourier_core(
     return _Outcome(x_adv, success, pred, forwards, torch.zeros_like(forwards))
 
 
+def _check_search_settings(attack: FourierAttack | FourierGreedy) -> None:
+    """Validate (and coerce) the settings both Fourier-basis attacks share."""
+    object.__setattr__(attack, "order", check_enum(attack.order, Order, "order"))
+    object.__setattr__(attack, "radii", _check_radii(attack.radii))
+    if attack.max_queries is not None:
+        check_int(attack.max_queries, "max_queries", minimum=1)
+    check_int(attack.batch_size, "batch_size", minimum=1)
+    if attack.seed is not None:
+        check_int(attack.seed, "seed")
+
+
 def _check_radii(radii: object) -> tuple[float, float] | None:
     if radii is None:
         return None
@@ -361,13 +372,7 @@ class FourierAttack(Attack):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "order", check_enum(self.order, Order, "order"))
-        object.__setattr__(self, "radii", _check_radii(self.radii))
-        if self.max_queries is not None:
-            check_int(self.max_queries, "max_queries", minimum=1)
-        check_int(self.batch_size, "batch_size", minimum=1)
-        if self.seed is not None:
-            check_int(self.seed, "seed")
+        _check_search_settings(self)
 
     def _run(
         self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float,
@@ -407,15 +412,9 @@ class FourierGreedy(Attack):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "order", check_enum(self.order, Order, "order"))
-        object.__setattr__(self, "radii", _check_radii(self.radii))
+        _check_search_settings(self)
         if self.step_size is not None:
             check_positive(self.step_size, "step_size")
-        if self.max_queries is not None:
-            check_int(self.max_queries, "max_queries", minimum=1)
-        check_int(self.batch_size, "batch_size", minimum=1)
-        if self.seed is not None:
-            check_int(self.seed, "seed")
 
     def _run(
         self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float,

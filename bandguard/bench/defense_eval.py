@@ -24,6 +24,7 @@ from torch import nn
 
 from bandguard._checks import check_images, check_int, check_labels
 from bandguard.attacks.base import Attack, AttackResult, model_state
+from bandguard.defenses.base import forward_cost, is_randomized
 
 __all__ = ["DefenseRow", "DefenseTable", "evaluate_defenses"]
 
@@ -220,8 +221,8 @@ def evaluate_defenses(
         if callback is not None:
             callback(name)
         start = time.perf_counter()
-        randomized = any(bool(getattr(m, "randomized", False)) for m in defense.modules())
-        cost = _forward_cost(defense)
+        randomized = is_randomized(defense)
+        cost = forward_cost(defense)
         size = max(1, min(batch_size, sample_budget // cost))
         adaptive_attack, eot = _adaptive_attack(attack, randomized, eot_samples)
         clean = _correct(defense, x, y, size)
@@ -238,14 +239,6 @@ def evaluate_defenses(
         ))
     return DefenseTable(attack=repr(attack), epsilons=attack.epsilons, n=int(x.shape[0]),
                         rows=tuple(rows), device=str(x.device))
-
-
-def _forward_cost(module: nn.Module) -> int:
-    for m in module.modules():
-        cost = getattr(m, "forward_cost", None)
-        if isinstance(cost, int) and not isinstance(cost, bool) and cost >= 1:
-            return cost
-    return 1
 
 
 def _one_line(module: nn.Module) -> str:

@@ -59,6 +59,6 @@ def forward_cost(model: nn.Module) -> int:
     """
     for m in model.modules():
         cost = getattr(m, "forward_cost", None)
-        if isinstance(cost, int) and not isinstance(cost, bool):
+        if isinstance(cost, int) and not isinstance(cost, bool) and cost >= 1:
             return cost
     return 1
