@@ -22,6 +22,7 @@ from torch import nn
 
 from bandguard._checks import check_bounds
 from bandguard._io import torch_save_atomic
+from bandguard._modes import model_mode
 from bandguard._registry import Registry
 
 __all__ = [
@@ -202,12 +203,8 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> tor
     Returns:
         Tensor ``[N, num_classes]`` on ``x``'s device.
     """
-    was_training = model.training
-    model.eval()
-    try:
+    with model_mode(model):
         return torch.cat([model(chunk) for chunk in x.split(batch_size)])
-    finally:
-        model.train(was_training)
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024) -> float:

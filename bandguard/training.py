@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from bandguard import fourier
 from bandguard._checks import check_choice, check_int, check_nonnegative, check_positive
 from bandguard._io import torch_save_atomic
+from bandguard._modes import model_mode
 from bandguard.models import accuracy, checkpoint_payload, load_checkpoint
 
 __all__ = ["Callback", "TrainConfig", "TrainResult", "evaluate", "train"]
@@ -355,13 +356,11 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_
 
 
 def _call_begin(callbacks: Sequence[Callback], model: nn.Module) -> None:
-    was_training = model.training
-    model.eval()
-    for cb in callbacks:
-        begin = getattr(cb, "on_train_begin", None)
-        if begin is not None:
-            begin(model)
-    model.train(was_training)
+    with model_mode(model):
+        for cb in callbacks:
+            begin = getattr(cb, "on_train_begin", None)
+            if begin is not None:
+                begin(model)
 
 
 def _save_train_state(

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from bandguard._modes import model_mode
 from bandguard.attacks import (
     ATTACKS,
     BPDA,
@@ -34,7 +35,6 @@ from bandguard.attacks import (
     fourier_attack,
     fourier_greedy,
     frequency_order,
-    model_state,
     pgd,
 )
 from bandguard.fourier import fourier_basis
@@ -212,14 +212,6 @@ def test_functions_and_adversary_leave_model_untouched() -> None:
     fourier_greedy(model, x, y, eps=1.0, max_queries=3)
     Adversary(kind="pgd", eps=0.1, steps=2)(model, x, y)
     assert_same(before, snapshot(model))
-
-
-def test_model_state_restores_after_an_exception() -> None:
-    model = tiny_model().train()
-    with pytest.raises(RuntimeError), model_state(model):
-        assert not model.training
-        raise RuntimeError
-    assert all(m.training for m in model.modules())
 
 
 # --------------------------------------------------------------------------- counts and semantics
@@ -527,7 +519,7 @@ def test_adversary_for_training(kind) -> None:
     x_adv = adv(model, x, y)
     within(x_adv, x, 0.1, "linf")
     assert model.training and all(m.training for m in model.modules())
-    with torch.no_grad(), model_state(model):
+    with torch.no_grad(), model_mode(model):
         loss = nn.functional.cross_entropy
         assert float(loss(model(x_adv), y)) > float(loss(model(x), y))
     again = adversarial_example_fn(kind, eps=0.1, steps=3, seed=0)(model, x, y)

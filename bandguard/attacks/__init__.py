@@ -25,7 +25,6 @@ from bandguard.attacks.base import (
     Norm,
     is_non_differentiable,
     is_randomized,
-    model_state,
     perturbation_norm,
 )
 from bandguard.attacks.evaluate import EvalResult, evaluate_attack
@@ -69,7 +68,6 @@ __all__ = [
     "frequency_order",
     "is_non_differentiable",
     "is_randomized",
-    "model_state",
     "perturbation_norm",
     "pgd",
 ]

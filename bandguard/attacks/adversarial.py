@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from bandguard._checks import Bounds, check_bounds, check_enum, check_int, check_nonnegative, check_positive
-from bandguard.attacks.base import Loss, Norm, _generator, model_state
+from bandguard._modes import model_mode
+from bandguard.attacks.base import Loss, Norm, _generator
 from bandguard.attacks.fgsm import RS_STEP
 from bandguard.attacks.pgd import _pgd_core, _resolve_step
 
@@ -97,7 +98,7 @@ class Adversary:
             steps, random_start = 1, self.kind is AdvKind.FGSM_RS
             default = RS_STEP * self.eps if random_start else self.eps
             step = default if self.step_size is None else self.step_size
-        with model_state(model):
+        with model_mode(model):
             return _pgd_core(
                 model, x, y, eps=self.eps, norm=self.norm, steps=steps, step_size=step,
                 random_start=random_start, restarts=1, loss=Loss.CE, targeted=False, eot=1,

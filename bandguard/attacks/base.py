@@ -15,11 +15,10 @@ forward, so gradients already flow through its declared approximation.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import enum
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -35,6 +34,7 @@ from bandguard._checks import (
     check_labels,
     check_nonnegative,
 )
+from bandguard._modes import model_mode
 
 __all__ = [
     "BPDA",
@@ -44,7 +44,6 @@ __all__ = [
     "Norm",
     "is_non_differentiable",
     "is_randomized",
-    "model_state",
     "perturbation_norm",
 ]
 
@@ -162,23 +161,6 @@ class _Outcome:
 
 
 # --------------------------------------------------------------------------- model handling
-
-
-@contextlib.contextmanager
-def model_state(model: nn.Module, *, train: bool = False) -> Iterator[nn.Module]:
-    """Put every submodule in eval (or train) mode for the block; restore each one's mode after.
-
-    Modes are restored per submodule, so a model with mixed modes comes back exactly as found.
-    Parameters and their ``requires_grad`` flags are not touched: attacks take gradients with
-    ``torch.autograd.grad`` with respect to the input only.
-    """
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.train(train)
-        yield model
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
 def is_randomized(model: nn.Module) -> bool:
@@ -350,7 +332,7 @@ class Attack:
         targeted = target is not None
         labels = target if targeted else y
         n = x.shape[0]
-        with model_state(model):
+        with model_mode(model):
             with torch.inference_mode():
                 clean_pred = model(x).argmax(1)
             clean_pred = clean_pred.clone()  # a normal tensor, usable outside inference mode

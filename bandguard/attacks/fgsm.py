@@ -17,7 +17,8 @@ from bandguard._checks import (
     check_int,
     check_positive,
 )
-from bandguard.attacks.base import Attack, Loss, Norm, _check_call, _Outcome, model_state
+from bandguard._modes import model_mode
+from bandguard.attacks.base import Attack, Loss, Norm, _check_call, _Outcome
 from bandguard.attacks.pgd import _pgd_core
 
 __all__ = ["FGM", "FGSM", "fgm", "fgsm"]
@@ -84,7 +85,7 @@ def fgsm(
     if step_size is not None:
         check_positive(step_size, "step_size")
     loss_ = check_enum(loss, Loss, "loss")
-    with model_state(model):
+    with model_mode(model):
         return _one_step(
             model, x, y if target is None else target, eps=eps, norm=Norm.LINF,
             random_start=random_start, step_size=step_size, loss=loss_, targeted=target is not None,
@@ -108,7 +109,7 @@ def fgm(
     """
     x, y, target, eps, bounds = _check_call(model, x, y, target, eps, bounds)
     loss_ = check_enum(loss, Loss, "loss")
-    with model_state(model):
+    with model_mode(model):
         return _one_step(
             model, x, y if target is None else target, eps=eps, norm=Norm.L2, random_start=False,
             step_size=None, loss=loss_, targeted=target is not None, bounds=bounds, generator=None,

@@ -28,7 +28,8 @@ from bandguard._checks import (
     check_nonnegative,
     check_positive,
 )
-from bandguard.attacks.base import Attack, Norm, _check_call, _is_adversarial, _Outcome, model_state
+from bandguard._modes import model_mode
+from bandguard.attacks.base import Attack, Norm, _check_call, _is_adversarial, _Outcome
 from bandguard.fourier import distinct_frequencies, fourier_basis, radial_distance
 
 __all__ = [
@@ -216,7 +217,7 @@ def fourier_attack(
         check_int(max_queries, "max_queries", minimum=1)
     check_int(batch_size, "batch_size", minimum=1)
     positions = frequency_order(*x.shape[-2:], order=order, radii=radii, generator=generator, device=x.device)
-    with model_state(model):
+    with model_mode(model):
         return _fourier_core(
             model, x, y if target is None else target, eps=eps, positions=positions[:max_queries],
             targeted=target is not None, bounds=bounds, generator=generator, batch_size=batch_size,
@@ -339,7 +340,7 @@ def fourier_greedy(
         check_int(max_queries, "max_queries", minimum=1)
     check_int(batch_size, "batch_size", minimum=1)
     positions = frequency_order(*x.shape[-2:], order=order, radii=radii, generator=generator, device=x.device)
-    with model_state(model):
+    with model_mode(model):
         return _greedy_core(
             model, x, y if target is None else target, eps=eps,
             step_size=eps / 5 if step_size is None else step_size, positions=positions,

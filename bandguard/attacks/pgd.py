@@ -18,6 +18,7 @@ from bandguard._checks import (
     check_int,
     check_positive,
 )
+from bandguard._modes import model_mode
 from bandguard.attacks.base import (
     Attack,
     Loss,
@@ -29,7 +30,6 @@ from bandguard.attacks.base import (
     _sum_loss,
     is_non_differentiable,
     is_randomized,
-    model_state,
 )
 
 __all__ = ["DEFAULT_EOT_SAMPLES", "PGD", "pgd"]
@@ -266,7 +266,7 @@ def pgd(
     if eot_samples is not None:
         check_int(eot_samples, "eot_samples", minimum=1)
     _check_step_args(step_size, rel_step_size)
-    with model_state(model):
+    with model_mode(model):
         outcome = _pgd_core(
             model, x.detach(), y if target is None else target,
             eps=eps, norm=norm_, steps=steps,

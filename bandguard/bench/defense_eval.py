@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from bandguard._checks import check_images, check_int, check_labels
-from bandguard.attacks.base import Attack, AttackResult, model_state
+from bandguard._modes import model_mode
+from bandguard.attacks.base import Attack, AttackResult
 from bandguard.defenses.base import forward_cost, is_randomized
 
 __all__ = ["DefenseRow", "DefenseTable", "evaluate_defenses"]
@@ -118,7 +119,7 @@ class DefenseTable:
 
 def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Bool ``[N]``: one forward of ``model`` (in eval mode, restored) per image is right."""
-    with model_state(model), torch.no_grad():
+    with model_mode(model), torch.no_grad():
         pred = torch.cat([model(xb).argmax(1) for xb in x.split(batch_size)])
     return pred == y
 

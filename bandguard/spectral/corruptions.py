@@ -26,6 +26,7 @@ from einops import rearrange
 from torch import nn
 
 from bandguard._checks import check_images, check_int, check_labels, check_nonnegative
+from bandguard._modes import model_mode
 from bandguard._registry import Registry
 from bandguard.spectral.perturbation import PerturbationSpectrum, _spectrum, default_radius
 
@@ -320,9 +321,7 @@ def corruption_spectrum(
     h, w = x.shape[-2:]
     radius = default_radius(h, w) if radius is None else check_nonnegative(radius, "radius")
 
-    was_training = model.training
-    model.eval()
-    try:
+    with model_mode(model):
         with torch.inference_mode():
 
             def accuracy(images: torch.Tensor) -> float:
@@ -344,6 +343,4 @@ def corruption_spectrum(
                         accuracy=accuracy(corrupted),
                     )
                 )
-    finally:
-        model.train(was_training)
     return CorruptionSpectra(results=tuple(results), clean_accuracy=clean, n=x.shape[0])

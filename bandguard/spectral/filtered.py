@@ -30,6 +30,7 @@ from bandguard._checks import (
     check_labels,
     check_nonnegative,
 )
+from bandguard._modes import model_mode
 from bandguard.fourier import filter_with_mask, lowpass_mask
 
 __all__ = ["FilterKind", "FilteredAccuracy", "filter_images", "filtered_accuracy"]
@@ -146,9 +147,7 @@ def filtered_accuracy(
         raise ValueError("radii must hold at least one radius, got an empty sequence")
     y = y.to(x.device)
 
-    was_training = model.training
-    model.eval()
-    try:
+    with model_mode(model):
         with torch.inference_mode():
 
             def correct(images: torch.Tensor, labels: torch.Tensor) -> int:
@@ -160,8 +159,6 @@ def filtered_accuracy(
                 for i, r in enumerate(radii):
                     filtered = filter_images(x_chunk, r, kind, bounds=bounds, rescale=rescale)
                     hits[i] += correct(filtered, y_chunk)
-    finally:
-        model.train(was_training)
     n = x.shape[0]
     return FilteredAccuracy(
         radii=radii,

@@ -35,6 +35,7 @@ from torch import nn
 
 from bandguard._checks import check_images, check_int, check_labels, check_positive
 from bandguard._io import write_json_atomic
+from bandguard._modes import model_mode
 
 __all__ = [
     "FPrincipleMonitor",
@@ -231,13 +232,8 @@ class FPrincipleMonitor:
 
     def record(self, model: nn.Module, epoch: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Evaluate ``model`` on the reference set and append ``(e_low, e_high)`` at ``epoch``."""
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.inference_mode():
-                logits = torch.cat([model(chunk) for chunk in self.x.split(self.batch_size)])
-        finally:
-            model.train(was_training)
+        with model_mode(model), torch.inference_mode():
+            logits = torch.cat([model(chunk) for chunk in self.x.split(self.batch_size)])
         if logits.shape != (self.n, self.num_classes):
             raise ValueError(
                 f"model must return logits [{self.n}, {self.num_classes}], got {tuple(logits.shape)}"

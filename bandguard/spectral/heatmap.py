@@ -34,6 +34,7 @@ from bandguard._checks import (
     check_labels,
     check_nonnegative,
 )
+from bandguard._modes import model_mode
 from bandguard.fourier import fourier_basis, frequency_orbits
 
 __all__ = [
@@ -283,32 +284,30 @@ def fourier_heatmap(
 
     capture = _Capture()
     handle = target.register_forward_hook(capture) if target is not None else None
-    was_training = model.training
-    model.eval()
     try:
-        with torch.inference_mode():
-            clean_values, clean_features = [], []
-            for chunk, labels in zip(x.split(max_batch), y.split(max_batch)):
-                clean_values.append(metric_fn(model(chunk), labels))
-                if capture.value is not None:
-                    clean_features.append(capture.value)
-            clean = torch.cat(clean_values)
-            reference = torch.cat(clean_features) if target is not None else None
+        with model_mode(model):
+            with torch.inference_mode():
+                clean_values, clean_features = [], []
+                for chunk, labels in zip(x.split(max_batch), y.split(max_batch)):
+                    clean_values.append(metric_fn(model(chunk), labels))
+                    if capture.value is not None:
+                        clean_features.append(capture.value)
+                clean = torch.cat(clean_values)
+                reference = torch.cat(clean_features) if target is not None else None
 
-            values = torch.empty(k * n, device=x.device, dtype=torch.float64)
-            starts = range(0, k * n, max_batch)
-            for start in tqdm(starts, disable=not progress, desc="heat map", unit="chunk"):
-                flat = torch.arange(start, min(start + max_batch, k * n), device=x.device)
-                ki, ni = flat // n, flat % n
-                batch = perturb_with_basis(x[ni], basis[ki], signs[ki, ni], eps, bounds)
-                logits = model(batch)
-                if reference is not None:
-                    out = torch.linalg.vector_norm(capture.value - reference[ni], dim=1)
-                else:
-                    out = metric_fn(logits, y[ni])
-                values[start : start + len(flat)] = _per_sample(out, len(flat), metric_name)
+                values = torch.empty(k * n, device=x.device, dtype=torch.float64)
+                starts = range(0, k * n, max_batch)
+                for start in tqdm(starts, disable=not progress, desc="heat map", unit="chunk"):
+                    flat = torch.arange(start, min(start + max_batch, k * n), device=x.device)
+                    ki, ni = flat // n, flat % n
+                    batch = perturb_with_basis(x[ni], basis[ki], signs[ki, ni], eps, bounds)
+                    logits = model(batch)
+                    if reference is not None:
+                        out = torch.linalg.vector_norm(capture.value - reference[ni], dim=1)
+                    else:
+                        out = metric_fn(logits, y[ni])
+                    values[start : start + len(flat)] = _per_sample(out, len(flat), metric_name)
     finally:
-        model.train(was_training)
         if handle is not None:
             handle.remove()
 
