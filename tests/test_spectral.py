@@ -1,5 +1,5 @@
-"""Contracts of bandguard.spectral: heat maps, perturbation and corruption spectra, filtered
-accuracy, kernel spectra and plots."""
+"""Contracts of bandguard.spectral: heat maps, perturbation spectra, filtered accuracy, kernel
+spectra and plots (corruptions: tests/test_spectral_corruptions.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,8 @@ from torch import nn
 
 from bandguard import fourier
 from bandguard.spectral import (
-    CORRUPTIONS,
     attack_spectrum,
     compare_attack_spectra,
-    corrupt,
     corruption_spectrum,
     filter_images,
     filtered_accuracy,
@@ -294,75 +292,6 @@ def test_filtered_accuracy_refuses_bad_arguments() -> None:
         filtered_accuracy(model, x, y, [-1.0])
     with pytest.raises(ValueError, match="at least one radius"):
         filtered_accuracy(model, x, y, [])
-
-
-# --------------------------------------------------------------------------- corruptions
-
-
-def test_registry_holds_the_nine_families() -> None:
-    assert CORRUPTIONS.names() == sorted([
-        "gaussian_noise", "shot_noise", "impulse_noise", "gaussian_blur", "contrast",
-        "brightness", "fog", "jpeg", "pixelate",
-    ])
-
-
-@pytest.mark.parametrize("name", CORRUPTIONS.names())
-def test_corruptions_stay_in_bounds_grow_with_severity_and_replay(name: str) -> None:
-    x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.1
-    changes = []
-    for severity in (1, 3, 5):
-        out = corrupt(x, name, severity, generator=torch.Generator().manual_seed(1))
-        assert out.shape == x.shape and out.dtype == x.dtype
-        assert float(out.min()) >= 0 and float(out.max()) <= 1
-        changes.append(float((out - x).abs().mean()))
-    assert changes[0] > 0 and changes[0] < changes[2], changes
-    again = corrupt(x, name, 3, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(again, corrupt(x, name, 3, generator=torch.Generator().manual_seed(1)))
-
-
-def test_corruptions_work_on_one_channel_and_other_sizes() -> None:
-    x = torch.rand(3, 1, 28, 20, generator=torch.Generator().manual_seed(0))
-    for name in CORRUPTIONS.names():
-        out = corrupt(x, name, 2, generator=torch.Generator().manual_seed(0))
-        assert out.shape == x.shape and 0 <= float(out.min()) <= float(out.max()) <= 1
-
-
-def test_brightness_keeps_hue_and_raises_value() -> None:
-    x = torch.tensor([0.2, 0.4, 0.1]).view(1, 3, 1, 1).expand(1, 3, 4, 4).clone()
-    out = corrupt(x, "brightness", 3)  # +0.15 on V = 0.4
-    torch.testing.assert_close(out[0, :, 0, 0], torch.tensor([0.2, 0.4, 0.1]) * 0.55 / 0.4)
-
-
-def test_corrupt_refuses_unknown_names_and_severities() -> None:
-    x = torch.rand(2, 3, 8, 8)
-    with pytest.raises(ValueError, match="unknown corruption 'snow'"):
-        corrupt(x, "snow", 1)
-    with pytest.raises(ValueError, match="severity must be one of"):
-        corrupt(x, "fog", 6)
-    with pytest.raises(ValueError, match="jpeg needs 1 or 3 channels"):
-        corrupt(torch.rand(2, 2, 8, 8), "jpeg", 1)
-    with pytest.raises(ValueError, match="bounds"):
-        corrupt(x * 3, "fog", 1)
-
-
-def test_corruption_spectra_separate_noise_from_fog(mnist_model, mnist_test) -> None:
-    x, y = mnist_test[0][:200], mnist_test[1][:200]
-    names = ["gaussian_noise", "fog", "contrast", "gaussian_blur"]
-    result = corruption_spectrum(mnist_model, x, y, names, severity=3,
-                                 generator=torch.Generator().manual_seed(0))
-    noise, fog = result["gaussian_noise"], result["fog"]
-    # clipping at 0 on MNIST's black background rectifies part of the noise, adding low
-    # frequencies, so the share stays below the white-noise area fraction (0.82) but well above fog
-    assert noise.high_fraction > 0.5
-    assert fog.high_fraction < 0.2
-    contrast = result["contrast"]
-    assert float(contrast.spectrum.mean[14, 14]) < 1e-4  # the channel mean is kept: no DC change
-    assert contrast.high_fraction < noise.high_fraction
-    assert result.clean_accuracy > 0.9
-    assert all(0 <= r.accuracy <= 1 for r in result.results)
-    assert [r.name for r in result.results] == names
-    with pytest.raises(ValueError, match="unknown corruption"):
-        corruption_spectrum(mnist_model, x, y, ["rain"])
 
 
 # --------------------------------------------------------------------------- kernels
