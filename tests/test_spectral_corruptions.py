@@ -318,6 +318,14 @@ def test_builtins_agree_in_float32_and_float64(name: str) -> None:
     assert float(differ.double().mean()) < 1e-3 and float((single.double() - double).abs().max()) <= 1 / 255 + 1e-6
 
 
+def test_half_precision_is_computed_in_float32() -> None:
+    x = images_8bit()
+    for name in ("contrast", "pixelate"):
+        expected = corrupt(x.float(), name, 3)
+        assert torch.equal(corrupt(x.bfloat16(), name, 3), corrupt(x.bfloat16().float(), name, 3).bfloat16())
+        assert float((corrupt(x.half(), name, 3).float() - expected).abs().max()) < 2 / 255
+
+
 def test_builtins_take_one_channel_and_other_sizes() -> None:
     x = images_8bit(n=3, size=(28, 20), channels=1)
     for name in BUILTIN:

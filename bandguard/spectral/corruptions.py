@@ -460,10 +460,14 @@ def corrupt(
             f"corruption {name!r} has no {chosen.value!r} source; it comes from "
             f"{', '.join(repr(s.value) for s in family.sources)} ({EXTRA_HINT})"
         )
+    # half precision cannot hold the 255 levels' arithmetic; work in float32 and give x's dtype back
+    work = x if x.dtype in (torch.float32, torch.float64) else x.float()
     if chosen is Source.IMAGECORRUPTIONS:
-        return _package_corrupt(x, name, severity, generator, progress)
-    assert family.cifar10c is not None  # sources says so
-    return _to_8bit(family.cifar10c(x, severity, generator))
+        out = _package_corrupt(work, name, severity, generator, progress)
+    else:
+        assert family.cifar10c is not None  # sources says so
+        out = _to_8bit(family.cifar10c(work, severity, generator))
+    return out.to(x.dtype)
 
 
 @dataclasses.dataclass(frozen=True)
