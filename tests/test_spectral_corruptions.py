@@ -27,8 +27,8 @@ from bandguard.spectral.corruptions import (
     corruption_spectrum,
 )
 
-BUILTIN = ("brightness", "contrast", "fog", "gaussian_blur", "gaussian_noise", "impulse_noise",
-           "jpeg_compression", "pixelate", "shot_noise", "speckle_noise")
+BUILTIN = ("brightness", "contrast", "defocus_blur", "fog", "gaussian_blur", "gaussian_noise", "impulse_noise",
+           "jpeg_compression", "pixelate", "saturate", "shot_noise", "speckle_noise", "zoom_blur")
 
 
 def images_8bit(n: int = 3, size: tuple[int, int] = (32, 32), channels: int = 3, seed: int = 0) -> torch.Tensor:
@@ -44,22 +44,23 @@ def hwc_uint8(x: torch.Tensor) -> np.ndarray:
     return (x * 255).round().permute(0, 2, 3, 1).numpy().astype(np.uint8)
 
 
-def assert_same_bytes(out: torch.Tensor, reference: np.ndarray) -> None:
+def assert_same_bytes(out: torch.Tensor, reference: np.ndarray, window: float = 1e-6) -> None:
     """``out`` (``[N, C, H, W]``) equals ``np.uint8(reference)`` (``[N, H, W, C]``, values in [0, 255]).
 
-    Where the float64 reference lies within 1e-6 of an integer (but not on it), summation order
-    alone decides the level; one level of difference is allowed there and nowhere else.
+    Where the reference lies within ``window`` of an integer (but not on it), summation order
+    alone decides the level; one level of difference is allowed there and nowhere else. The
+    default suits float64 formulas; the reference's float32 ones (zoom and defocus blur) need 1e-4.
     """
     scaled = (out.double() * 255).permute(0, 2, 3, 1).numpy()
     np.testing.assert_array_equal(scaled, np.round(scaled))  # the 8-bit grid
     levels = np.round(scaled).astype(np.int64)
     expected = np.uint8(reference).astype(np.int64)
     off_level = np.abs(reference - np.round(reference))
-    near_level = (off_level > 0) & (off_level < 1e-6)
+    near_level = (off_level > 0) & (off_level < window)
     exact = ~near_level
     np.testing.assert_array_equal(levels[exact], expected[exact])
     assert np.abs(levels - expected).max(initial=0) <= 1
-    assert near_level.mean() < 0.05  # the allowance stays an exception
+    assert near_level.mean() < 0.25  # the allowance stays an exception
 
 
 def seeded(seed: int) -> torch.Generator:
@@ -154,6 +155,75 @@ def test_gaussian_blur_follows_skimage_gaussian(severity: int, size: tuple[int, 
     assert_same_bytes(out, np.clip(blurred, 0, 1) * 255)
 
 
+def clipped_zoom(img: np.ndarray, zoom_factor: float) -> np.ndarray:
+    """make_cifar_c.py's ``clipped_zoom`` (square images)."""
+    h = img.shape[0]
+    ch = int(np.ceil(h / zoom_factor))
+    top = (h - ch) // 2
+    img = scipy.ndimage.zoom(img[top:top + ch, top:top + ch], (zoom_factor, zoom_factor, 1), order=1)
+    trim_top = (img.shape[0] - h) // 2
+    return img[trim_top:trim_top + h, trim_top:trim_top + h]
+
+
+@pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
+def test_zoom_blur_follows_make_cifar_c(severity: int) -> None:
+    x = images_8bit()
+    out = corrupt(x, "zoom_blur", severity)
+    c = [np.arange(1, 1.06, 0.01), np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01),
+         np.arange(1, 1.21, 0.01), np.arange(1, 1.26, 0.01)][severity - 1]
+    expected = []
+    for img in hwc_uint8(x):
+        img = (img / 255.).astype(np.float32)
+        acc = np.zeros_like(img)
+        for zoom_factor in c:
+            acc += clipped_zoom(img, zoom_factor)
+        expected.append(np.clip((img + acc) / (len(c) + 1), 0, 1) * 255)
+    assert_same_bytes(out, np.stack(expected).astype(np.float64), window=1e-4)
+
+
+def disk(radius: float, alias_blur: float) -> np.ndarray:
+    """make_cifar_c.py's ``disk`` (radius <= 8), with OpenCV's 3 x 3 GaussianBlur written out."""
+    grid = np.arange(-8, 8 + 1)
+    gx, gy = np.meshgrid(grid, grid)
+    aliased_disk = np.array((gx ** 2 + gy ** 2) <= radius ** 2, dtype=np.float32)
+    aliased_disk /= np.sum(aliased_disk)
+    taps = np.exp(-0.5 * np.array([1.0, 0.0, 1.0]) / alias_blur ** 2).astype(np.float32)
+    taps = (taps / taps.astype(np.float64).sum()).astype(np.float32)
+    # cv2.GaussianBlur: separable, reflect-101 borders (numpy's "reflect")
+    padded = np.pad(aliased_disk, 1, mode="reflect")
+    rows = taps[0] * padded[:, :-2] + taps[1] * padded[:, 1:-1] + taps[2] * padded[:, 2:]
+    return taps[0] * rows[:-2] + taps[1] * rows[1:-1] + taps[2] * rows[2:]
+
+
+@pytest.mark.parametrize("size", [(32, 32), (28, 20)])
+@pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
+def test_defocus_blur_follows_make_cifar_c(severity: int, size: tuple[int, int]) -> None:
+    x = images_8bit(size=size)
+    out = corrupt(x, "defocus_blur", severity)
+    c = [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)][severity - 1]
+    kernel = disk(radius=c[0], alias_blur=c[1])
+    img = hwc_uint8(x) / 255.
+    # cv2.filter2D per channel: correlation with reflect-101 borders (scipy's "mirror")
+    channels = np.stack([scipy.ndimage.correlate(img[..., d], kernel[None], mode="mirror") for d in range(3)], -1)
+    assert_same_bytes(out, np.clip(channels, 0, 1) * 255, window=1e-4)
+
+
+@pytest.mark.parametrize("severity", [1, 5])
+def test_defocus_blur_matches_opencv(severity: int) -> None:
+    cv2 = pytest.importorskip("cv2", reason="OpenCV comes with the optional extra bandguard[corruptions]")
+    x = images_8bit()
+    out = corrupt(x, "defocus_blur", severity)
+    radius, alias_blur = [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)][severity - 1]
+    grid = np.arange(-8, 8 + 1)
+    gx, gy = np.meshgrid(grid, grid)
+    aliased = np.array((gx ** 2 + gy ** 2) <= radius ** 2, dtype=np.float32)
+    aliased /= np.sum(aliased)
+    kernel = cv2.GaussianBlur(aliased, ksize=(3, 3), sigmaX=alias_blur)
+    expected = [np.stack([cv2.filter2D(img[:, :, d], -1, kernel) for d in range(3)], -1)
+                for img in hwc_uint8(x) / 255.]
+    assert_same_bytes(out, np.clip(np.stack(expected), 0, 1) * 255, window=1e-4)
+
+
 @pytest.mark.parametrize("severity", [1, 3, 5])
 def test_contrast_follows_make_cifar_c(severity: int) -> None:
     x = images_8bit()
@@ -198,6 +268,17 @@ def test_brightness_follows_the_hsv_round_trip(severity: int) -> None:
     c = [.05, .1, .15, .2, .3][severity - 1]
     hsv = rgb2hsv(hwc_uint8(x) / 255.)
     hsv[..., 2] = np.clip(hsv[..., 2] + c, 0, 1)
+    assert_same_bytes(out, np.clip(hsv2rgb(hsv), 0, 1) * 255)
+
+
+@pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
+def test_saturate_follows_the_hsv_round_trip(severity: int) -> None:
+    x = images_8bit()
+    x[0, :, :4, :4] = 77 / 255  # grey pixels: hue 0, saturation 0
+    out = corrupt(x, "saturate", severity)
+    c = [(0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)][severity - 1]
+    hsv = rgb2hsv(hwc_uint8(x) / 255.)
+    hsv[..., 1] = np.clip(hsv[..., 1] * c[0] + c[1], 0, 1)
     assert_same_bytes(out, np.clip(hsv2rgb(hsv), 0, 1) * 255)
 
 
@@ -308,22 +389,21 @@ def test_builtins_stay_on_the_8bit_grid_grow_with_severity_and_replay(name: str)
     assert torch.equal(corrupt(x, name, 3, generator=seeded(1)), corrupt(x, name, 3, generator=seeded(1)))
 
 
-# float32 and float64 uniform and normal draws differ, so only these can agree
-@pytest.mark.parametrize("name", sorted(set(BUILTIN) - {"gaussian_noise", "speckle_noise", "impulse_noise", "fog"}))
-def test_builtins_agree_in_float32_and_float64(name: str) -> None:
+@pytest.mark.parametrize("name", BUILTIN)
+def test_builtins_give_the_same_bytes_in_float32_and_float64(name: str) -> None:
     x = images_8bit()
     single = corrupt(x.float(), name, 4, generator=seeded(2))
-    double = corrupt(x, name, 4, generator=seeded(2))
-    differ = (single.double() * 255).round() != (double * 255).round()
-    assert float(differ.double().mean()) < 1e-3 and float((single.double() - double).abs().max()) <= 1 / 255 + 1e-6
+    assert single.dtype == torch.float32
+    assert torch.equal(single, corrupt(x, name, 4, generator=seeded(2)).float())
 
 
-def test_half_precision_is_computed_in_float32() -> None:
+def test_half_precision_inputs_come_back_in_their_dtype() -> None:
     x = images_8bit()
     for name in ("contrast", "pixelate"):
         expected = corrupt(x.float(), name, 3)
-        assert torch.equal(corrupt(x.bfloat16(), name, 3), corrupt(x.bfloat16().float(), name, 3).bfloat16())
-        assert float((corrupt(x.half(), name, 3).float() - expected).abs().max()) < 2 / 255
+        out = corrupt(x.half(), name, 3)
+        assert out.dtype == torch.float16
+        assert float((out.float() - expected).abs().max()) < 2 / 255
 
 
 def test_builtins_take_one_channel_and_other_sizes() -> None:

@@ -4,11 +4,16 @@ Nineteen families, each from one of two sources (:class:`Source`):
 
 - ``cifar10c``: batched torch transcriptions of the authors' ``make_cifar_c.py`` (repository
   hendrycks/robustness), with its CIFAR-10-C parameters per severity, its border handling and its
-  8-bit output (the authors save ``np.uint8`` of values in [0, 255], which truncates). Ten
-  families: gaussian_noise, shot_noise, impulse_noise, speckle_noise, gaussian_blur, contrast,
-  brightness, fog, jpeg_compression, pixelate. An image drawn from CIFAR-10 and corrupted here equals the authors'
-  file up to the random draws (the same draws give the same bytes; the tests pin this). The
-  parameters are in pixels of a 32 x 32 image and are used as they are on other sizes.
+  8-bit output (the authors save ``np.uint8`` of values in [0, 255], which truncates). Thirteen
+  families: gaussian_noise, shot_noise, impulse_noise, speckle_noise, gaussian_blur, defocus_blur,
+  zoom_blur, contrast, brightness, saturate, fog, jpeg_compression, pixelate. An image drawn from
+  CIFAR-10 and corrupted here equals the authors' file up to the random draws (the same draws give
+  the same bytes; the tests pin this). The parameters are in pixels of a 32 x 32 image and are
+  used as they are on other sizes. They compute in float64 as the reference does (zoom_blur in
+  float32, as the reference), on the input snapped to the 8-bit grid where it is within 1e-3 of a
+  level, so a float32 and a float64 copy of an image give the same bytes for the same generator.
+  Not built in: glass_blur (a sequential pixel shuffle), motion_blur and snow (ImageMagick's
+  motion blur), frost (photographs), spatter and elastic_transform (OpenCV pipelines).
 - ``imagecorruptions``: all nineteen families through the ``imagecorruptions-imaug`` package
   (the maintained fork of bethgelab's ``imagecorruptions``; ``pip install 'bandguard[corruptions]'``),
   which uses the ImageNet-C parameters and takes any image of at least 32 x 32. It runs one image
@@ -27,6 +32,7 @@ import contextlib
 import dataclasses
 import enum
 import inspect
+import math
 import types
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -115,12 +121,22 @@ def _draw(sample: Callable[..., torch.Tensor], shape: Sequence[int], like: torch
     return sample(*shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
 
 
+def _snap_to_8bit(x: torch.Tensor) -> torch.Tensor:
+    """Values within 1e-3 of a level of the 8-bit grid ``k / 255`` become ``k / 255`` exactly.
+
+    The built-in families compute in float64, as the reference does on ``uint8 / 255.``; a float32
+    copy of an 8-bit image is off its levels by ~1e-5 of a level, which is enough to move results
+    that sit on a level (a disk blur averaging a few pixels, say) to the level below.
+    """
+    levels = (x * 255).round()
+    return torch.where((x * 255 - levels).abs() < 1e-3, levels / 255, x)
+
+
 def _to_8bit(x: torch.Tensor) -> torch.Tensor:
     """Clip to [0, 1] and quantise as ``make_cifar_c.py`` saves: ``np.uint8(clip(x) * 255) / 255``.
 
-    ``np.uint8`` truncates. A value a few rounding errors below an integer level is that level
-    computed in a lower precision than the authors' float64, so it is lifted to it first (else an
-    unchanged 8-bit pixel in float32 could drop one level).
+    ``np.uint8`` truncates. A value a few rounding errors below a level is lifted to it first, so
+    an unchanged pixel cannot drop one level by rounding alone.
     """
     tol = 255 * 4 * torch.finfo(x.dtype).eps
     return torch.floor(x.clamp(0.0, 1.0) * 255 + tol).clamp(0, 255) / 255
@@ -185,18 +201,126 @@ def contrast(x: torch.Tensor, severity: int, generator: torch.Generator | None) 
     return (x - mean) * c + mean
 
 
-def brightness(x: torch.Tensor, severity: int, generator: torch.Generator | None) -> torch.Tensor:
-    """Add c (0.05 .. 0.3) to the HSV value, clipped to 1, through scikit-image's HSV round trip.
+def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    """scikit-image's ``rgb2hsv`` on ``[N, 3, H, W]``: hue, saturation, value along dim 1.
 
-    With hue and saturation fixed, RGB scales with ``V = max_c x``, so the round trip is
-    ``x * V' / V`` (and ``V'`` on every channel where ``V = 0``, where scikit-image sets the
-    saturation to 0). One channel gets ``clip(x + c)``, as ``imagecorruptions`` does for grey.
+    Where two channels tie for the maximum, blue's formula wins over green's over red's, as in
+    scikit-image's assignment order; grey pixels get hue and saturation 0.
+    """
+    r, g, b = x.unbind(1)
+    value = x.amax(dim=1)
+    delta = value - x.amin(dim=1)
+    grey = delta == 0
+    safe = torch.where(grey, torch.ones_like(delta), delta)
+    saturation = torch.where(grey, torch.zeros_like(delta), delta / torch.where(grey, torch.ones_like(value), value))
+    hue = torch.where(r == value, (g - b) / safe, torch.zeros_like(value))
+    hue = torch.where(g == value, 2.0 + (b - r) / safe, hue)
+    hue = torch.where(b == value, 4.0 + (r - g) / safe, hue)
+    hue = torch.where(grey, torch.zeros_like(hue), torch.remainder(hue / 6.0, 1.0))
+    return torch.stack([hue, saturation, value], dim=1)
+
+
+def _hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """scikit-image's ``hsv2rgb`` on ``[N, 3, H, W]`` (hue in [0, 1])."""
+    hue, sat, value = hsv.unbind(1)
+    sector = torch.floor(hue * 6)
+    f = hue * 6 - sector
+    p = value * (1 - sat)
+    q = value * (1 - f * sat)
+    t = value * (1 - (1 - f) * sat)
+    table = torch.stack([
+        torch.stack(rgb, dim=1)
+        for rgb in ((value, t, p), (q, value, p), (p, value, t), (p, q, value), (t, p, value), (value, p, q))
+    ])  # [6, N, 3, H, W]
+    index = torch.remainder(sector, 6).long()
+    return table.gather(0, index[None, :, None].expand(1, -1, 3, -1, -1)).squeeze(0)
+
+
+def _on_hsv(x: torch.Tensor, channel: int, change: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Change one HSV channel of RGB images; grey images go through as grey RGB, first channel kept."""
+    if x.shape[1] not in (1, 3):
+        raise ValueError(f"HSV corruptions need 1 or 3 channels, got {x.shape[1]}")
+    rgb = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+    hsv = _rgb_to_hsv(rgb)
+    hsv = torch.cat([hsv[:, :channel], change(hsv[:, channel:channel + 1]), hsv[:, channel + 1:]], dim=1)
+    return _hsv_to_rgb(hsv)[:, : x.shape[1]]
+
+
+def brightness(x: torch.Tensor, severity: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Add c (0.05 .. 0.3) to the HSV value, clipped to 1 (scikit-image's HSV round trip).
+
+    One channel gets ``clip(x + c)``, as ``imagecorruptions`` does for grey images (the same as
+    the round trip of a grey RGB image).
     """
     c = _param((0.05, 0.1, 0.15, 0.2, 0.3), severity)
-    value = x.amax(dim=1, keepdim=True)
-    brighter = (value + c).clamp(0.0, 1.0)
-    scaled = x * brighter / value.clamp_min(torch.finfo(x.dtype).tiny)
-    return torch.where(value > 0, scaled, brighter.expand_as(x))
+    if x.shape[1] == 1:
+        return (x + c).clamp(0.0, 1.0)
+    return _on_hsv(x, 2, lambda value: (value + c).clamp(0.0, 1.0))
+
+
+def saturate(x: torch.Tensor, severity: int, generator: torch.Generator | None) -> torch.Tensor:
+    """HSV saturation ``clip(s * a + b)``, (a, b) = (0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)."""
+    a, b = _param(((0.3, 0.0), (0.1, 0.0), (1.5, 0.0), (2.0, 0.1), (2.5, 0.2)), severity)
+    return _on_hsv(x, 1, lambda sat: (sat * a + b).clamp(0.0, 1.0))
+
+
+def _zoom_centre(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """``clipped_zoom`` of ``make_cifar_c.py``, per axis: crop the centre ``ceil(size / factor)``,
+    zoom it by ``factor`` as ``scipy.ndimage.zoom(order=1)`` (linear, corners on corners) and cut
+    the centre ``size`` back out."""
+    h, w = x.shape[-2:]
+    ch, cw = math.ceil(h / factor), math.ceil(w / factor)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    crop = x[..., top:top + ch, left:left + cw]
+    oh, ow = round(ch * factor), round(cw * factor)  # scipy's output shape
+    if (oh, ow) != (ch, cw):
+        crop = torch.nn.functional.interpolate(crop, size=(oh, ow), mode="bilinear", align_corners=True)
+    trim_top, trim_left = (oh - h) // 2, (ow - w) // 2
+    return crop[..., trim_top:trim_top + h, trim_left:trim_left + w]
+
+
+def zoom_blur(x: torch.Tensor, severity: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Mean of the image and its centre zooms by 1, 1.01, .. up to 1.05 .. 1.25 (``np.arange``
+    steps of 0.01), in float32 as the reference computes it."""
+    stop = _param((1.06, 1.11, 1.16, 1.21, 1.26), severity)
+    factors = np.arange(1, stop, 0.01).tolist()  # the reference's float steps, e.g. 1.0499999999999998
+    img = x.float()
+    out = torch.zeros_like(img)
+    for factor in factors:  # a few zoom factors, each batched over every image
+        out += _zoom_centre(img, factor)
+    return ((img + out) / (len(factors) + 1)).to(x.dtype)
+
+
+def _disk_kernel(radius: float, alias_blur: float, like: torch.Tensor) -> torch.Tensor:
+    """``disk`` of ``make_cifar_c.py``: the normalised 17 x 17 disk ``X^2 + Y^2 <= r^2`` (float32)
+    smoothed by OpenCV's 3 x 3 ``GaussianBlur`` of sigma ``alias_blur`` with reflect-101 borders,
+    cropped to its non-zero support (the rest adds exact zeros)."""
+    grid = torch.arange(-8, 9, dtype=torch.float32)
+    disk = ((grid[None, :] ** 2 + grid[:, None] ** 2) <= radius**2).float()
+    disk = disk / disk.sum()
+    # OpenCV's getGaussianKernel: double exp, rounded to float32, normalised
+    taps = torch.exp(-0.5 * torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64) / alias_blur**2).float()
+    taps = (taps.double() * (1.0 / taps.double().sum())).float()
+    padded = torch.nn.functional.pad(disk[None, None], (1, 1, 1, 1), mode="reflect")
+    kernel = torch.nn.functional.conv2d(padded, taps.view(1, 1, 1, 3))
+    kernel = torch.nn.functional.conv2d(kernel, taps.view(1, 1, 3, 1))[0, 0]
+    support = int((kernel != 0).nonzero().sub(8).abs().max())
+    return kernel[8 - support:9 + support, 8 - support:9 + support].to(device=like.device, dtype=like.dtype)
+
+
+def defocus_blur(x: torch.Tensor, severity: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Correlate every channel with an anti-aliased disk (OpenCV ``filter2D``, reflect-101 borders);
+    (radius, alias sigma) = (0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)."""
+    radius, alias_blur = _param(((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1.0, 0.2), (1.5, 0.1)), severity)
+    kernel = _disk_kernel(radius, alias_blur, x)
+    r = (kernel.shape[-1] - 1) // 2
+    if min(x.shape[-2:]) <= r:
+        raise ValueError(f"defocus_blur needs images larger than {r} x {r}, got {tuple(x.shape[-2:])}")
+    n, c = x.shape[:2]
+    planes = rearrange(x, "n c h w -> (n c) 1 h w")
+    planes = torch.nn.functional.pad(planes, (r, r, r, r), mode="reflect")
+    planes = torch.nn.functional.conv2d(planes, kernel[None, None])
+    return rearrange(planes, "(n c) 1 h w -> n c h w", n=n, c=c)
 
 
 def _plasma_fractal(
@@ -332,8 +456,11 @@ _CIFAR10C: types.MappingProxyType[str, CorruptionFn] = types.MappingProxyType({
     "impulse_noise": impulse_noise,
     "speckle_noise": speckle_noise,
     "gaussian_blur": gaussian_blur,
+    "defocus_blur": defocus_blur,
+    "zoom_blur": zoom_blur,
     "contrast": contrast,
     "brightness": brightness,
+    "saturate": saturate,
     "fog": fog,
     "jpeg_compression": jpeg_compression,
     "pixelate": pixelate,
@@ -416,12 +543,12 @@ def corrupt(
     Sources (``CORRUPTIONS.get(name).sources``; the first is the default):
 
     - ``"cifar10c"``, the default where it exists: gaussian_noise, shot_noise, impulse_noise,
-      speckle_noise, gaussian_blur, contrast, brightness, fog, jpeg_compression, pixelate as batched torch
-      transcriptions of the authors' ``make_cifar_c.py`` with its CIFAR-10-C parameters (in pixels
-      of a 32 x 32 image), its borders and its 8-bit output; any size, any device, no loop over
-      images.
-    - ``"imagecorruptions"``: all nineteen families (also defocus_blur, glass_blur, motion_blur,
-      zoom_blur, snow, frost, elastic_transform, spatter, saturate) through the
+      speckle_noise, gaussian_blur, defocus_blur, zoom_blur, contrast, brightness, saturate, fog,
+      jpeg_compression, pixelate as batched torch transcriptions of the authors' ``make_cifar_c.py``
+      with its CIFAR-10-C parameters (in pixels of a 32 x 32 image), its borders and its 8-bit
+      output, computed in float64; any size, any device, no loop over images.
+    - ``"imagecorruptions"``: all nineteen families (also glass_blur, motion_blur, snow, frost,
+      elastic_transform, spatter) through the
       ``imagecorruptions-imaug`` package with the ImageNet-C parameters; needs
       ``pip install 'bandguard[corruptions]'`` and images of at least 32 x 32. It runs on the CPU
       one image at a time with a progress bar; ``glass_blur`` is the slow one (a numba compile of
@@ -460,13 +587,11 @@ def corrupt(
             f"corruption {name!r} has no {chosen.value!r} source; it comes from "
             f"{', '.join(repr(s.value) for s in family.sources)} ({EXTRA_HINT})"
         )
-    # half precision cannot hold the 255 levels' arithmetic; work in float32 and give x's dtype back
-    work = x if x.dtype in (torch.float32, torch.float64) else x.float()
     if chosen is Source.IMAGECORRUPTIONS:
-        out = _package_corrupt(work, name, severity, generator, progress)
+        out = _package_corrupt(x, name, severity, generator, progress)
     else:
         assert family.cifar10c is not None  # sources says so
-        out = _to_8bit(family.cifar10c(work, severity, generator))
+        out = _to_8bit(family.cifar10c(_snap_to_8bit(x.double()), severity, generator))
     return out.to(x.dtype)
 
 
@@ -549,7 +674,7 @@ def corruption_spectrum(
         model: classifier on ``[B, C, H, W]`` in [0, 1]; run in eval mode and given back exactly
             as found.
         x: images ``[N, C, H, W]`` in [0, 1]; y: labels ``[N]`` int64.
-        names: corruptions to run; default the ten with a built-in ``cifar10c`` source (no
+        names: corruptions to run; default the thirteen with a built-in ``cifar10c`` source (no
             optional package needed).
         severity: 1 .. 5.
         generator: randomness for the random families.
