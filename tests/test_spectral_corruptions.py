@@ -401,6 +401,27 @@ def test_pixelate_gives_pil_box_resizes(severity: int, size: tuple[int, int]) ->
     assert_same_bytes(out, np.stack(expected).astype(np.float64))
 
 
+@pytest.mark.parametrize("severity", [1, 5])
+def test_builtins_match_scikit_image_itself(severity: int) -> None:
+    skimage = pytest.importorskip("skimage", reason="scikit-image comes with the optional extra bandguard[corruptions]")
+    from skimage.filters import gaussian
+
+    x = images_8bit()
+    x[0, :, :4, :4] = 77 / 255
+    img = hwc_uint8(x) / 255.
+    sigma = [.4, .6, 0.7, .8, 1][severity - 1]
+    blurred = np.stack([gaussian(i, sigma=sigma, channel_axis=-1) for i in img])
+    assert_same_bytes(corrupt(x, "gaussian_blur", severity), np.clip(blurred, 0, 1) * 255)
+    c = [.05, .1, .15, .2, .3][severity - 1]
+    hsv = skimage.color.rgb2hsv(img)
+    hsv[..., 2] = np.clip(hsv[..., 2] + c, 0, 1)
+    assert_same_bytes(corrupt(x, "brightness", severity), np.clip(skimage.color.hsv2rgb(hsv), 0, 1) * 255)
+    a, b = [(0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)][severity - 1]
+    hsv = skimage.color.rgb2hsv(img)
+    hsv[..., 1] = np.clip(hsv[..., 1] * a + b, 0, 1)
+    assert_same_bytes(corrupt(x, "saturate", severity), np.clip(skimage.color.hsv2rgb(hsv), 0, 1) * 255)
+
+
 # --------------------------------------------------------------------------- all built-ins
 
 
