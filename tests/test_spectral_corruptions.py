@@ -553,6 +553,8 @@ def test_corruption_spectra_separate_noise_from_fog(mnist_model, mnist_test) -> 
     assert all(r.source is Source.CIFAR10C for r in result.results)
     with pytest.raises(ValueError, match="unknown corruption"):
         corruption_spectrum(mnist_model, x, y, ["rain"])
+    with pytest.raises(ValueError, match="'snow' has no 'cifar10c' source"):
+        corruption_spectrum(mnist_model, x, y, ["fog", "snow"], source="cifar10c")
 
 
 def test_corruption_spectrum_defaults_to_the_builtins_and_keeps_the_model() -> None:

@@ -727,9 +727,11 @@ def corruption_spectrum(
     if names is None:
         names = [n for n in CORRUPTIONS.names() if CORRUPTIONS.get(n).cifar10c is not None]
     names = list(names)
-    for name in names:
-        CORRUPTIONS.get(name)  # unknown names fail before any work
     chosen = None if source is None else check_enum(source, Source, "source")
+    for name in names:  # unknown names and missing sources fail before any work
+        family = CORRUPTIONS.get(name)
+        if chosen is not None and chosen not in family.sources:
+            raise ValueError(f"corruption {name!r} has no {chosen.value!r} source")
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     h, w = x.shape[-2:]
     radius = default_radius(h, w) if radius is None else check_nonnegative(radius, "radius")
