@@ -3,7 +3,9 @@
 Each built-in family is pinned against a numpy transcription, written here from Hendrycks and
 Dietterich's ``make_cifar_c.py`` (arXiv 1903.12261), of the same formula on the same random draws:
 the transcriptions take 8-bit HWC arrays as the authors' script does and end with its
-``np.uint8(...)``. The PIL-based families (JPEG, pixelate) are compared with PIL itself.
+``np.uint8(...)``. The PIL-based families (JPEG, pixelate) are compared with PIL itself, and where
+the optional extra brings scikit-image and OpenCV, the blurs and HSV families with those too.
+The package-backed families run on two small images when ``imagecorruptions`` is installed.
 """
 
 from __future__ import annotations
