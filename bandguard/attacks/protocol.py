@@ -96,7 +96,10 @@ class Attack:
     bounds: Bounds = (0.0, 1.0)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "eps", tuple(check_epsilons(self.eps, "eps")))
+        eps = self.eps
+        if isinstance(eps, torch.Tensor) and eps.ndim == 0:
+            eps = eps.item()  # a 0-d tensor is one number (check_epsilons would iterate it)
+        object.__setattr__(self, "eps", tuple(check_epsilons(eps, "eps")))
         object.__setattr__(self, "bounds", check_bounds(self.bounds))
         seed = getattr(self, "seed", None)
         if seed is not None:
