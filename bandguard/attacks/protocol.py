@@ -1,10 +1,14 @@
 """The attack protocol: settings in a frozen dataclass, called as ``attack(model, x, y)``.
 
 An :class:`Attack` subclass implements one hook, :meth:`Attack._run` (one epsilon, on the samples
-still to attack, inputs trusted), and returns an :class:`Outcome`. The shared driver
+still to attack, inputs trusted), and returns an :class:`Outcome`; a score-based attack that
+starts from the clean output implements :meth:`Attack._run_from` instead, which also receives the
+driver's clean logits (so the clean forward is spent and counted once). The shared driver
 (:meth:`Attack.__call__`) does the rest once for every attack: validation, the model's mode (eval,
 every submodule's flag restored after), one clean forward, several epsilons in increasing order
 (each only on the samples no smaller eps broke), and the :class:`~bandguard.attacks.results.AttackResults`.
+:meth:`Attack.craft` is the adversarial-training entry: every sample, no bookkeeping, the model in
+whatever mode the training loop chose (:class:`~bandguard.training.TrainConfig`'s ``adversary_mode``).
 
 Defenses are read by duck typing (this package never imports ``bandguard.defenses``): a module
 with ``randomized = True`` makes gradient attacks average gradients over several forwards (EOT,
