@@ -240,9 +240,10 @@ def test_attack_spectrum_finds_the_attacks_frequency() -> None:
 
 def test_compare_attack_spectra_keeps_model_order() -> None:
     x = torch.full((3, 2, 8, 8), 0.5, dtype=torch.float64)
-    y = torch.zeros(3, dtype=torch.long)
-    cmp = compare_attack_spectra([tiny_model(seed=0), tiny_model(seed=1)], sinusoid_attack(2, 2), x, y)
+    y = torch.ones(3, dtype=torch.long)  # both models (seeds 0 and 2) predict class 1: both attacked
+    cmp = compare_attack_spectra([tiny_model(seed=0), tiny_model(seed=2)], sinusoid_attack(2, 2), x, y)
     assert cmp.names == ("natural", "adversarial") and len(cmp.spectra) == 2
+    assert float(cmp["natural"].mean.sum()) > 0
     torch.testing.assert_close(cmp["natural"].mean, cmp["adversarial"].mean)
     with pytest.raises(ValueError, match="2 models but 1 names"):
         compare_attack_spectra([tiny_model(), tiny_model()], sinusoid_attack(2, 2), x, y, names=["a"])
