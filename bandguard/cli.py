@@ -73,6 +73,7 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
                    help="weight regularizer, repeatable: neighbor:WEIGHT[:LAYERS] or "
                         "highfreq:RADIUS:WEIGHT[:LAYERS] (LAYERS: all, first or names joined by +)")
     from bandguard.attacks import ATTACK_PRESETS
+    from bandguard.training import AdversaryMode
 
     adv = p.add_argument_group("adversarial training")
     adv.add_argument("--adv", default=None, choices=["pgd", "fgsm"],
@@ -80,7 +81,7 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
     adv.add_argument("--adv-preset", default=None, choices=sorted(ATTACK_PRESETS),
                      help="published settings instead of --adv/--eps: madry_mnist (PGD 40 x 0.01, eps 0.3), "
                           "madry_cifar10 (PGD 7 x 2/255, eps 8/255), wong_fast_mnist, wong_fast_cifar10")
-    adv.add_argument("--adv-mode", default="train", choices=["train", "eval"],
+    adv.add_argument("--adv-mode", default=AdversaryMode.TRAIN.value, choices=[m.value for m in AdversaryMode],
                      help="model mode while crafting: train (BatchNorm batch statistics, as Madry et al. "
                           "and Wong et al.) or eval")
     adv.add_argument("--eps", type=parse_number, default=None, help="budget for --adv, e.g. 0.3 or 8/255")
