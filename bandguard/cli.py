@@ -72,14 +72,41 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reg", action="append", default=[], metavar="SPEC",
                    help="weight regularizer, repeatable: neighbor:WEIGHT[:LAYERS] or "
                         "highfreq:RADIUS:WEIGHT[:LAYERS] (LAYERS: all, first or names joined by +)")
+    from bandguard.attacks import ATTACK_PRESETS
+    from bandguard.training import AdversaryMode
+
     adv = p.add_argument_group("adversarial training")
     adv.add_argument("--adv", default=None, choices=["pgd", "fgsm"],
                      help="pgd: PGD-AT (Madry et al.); fgsm: fast FGSM with random start (Wong et al.)")
+    adv.add_argument("--adv-preset", default=None, choices=sorted(ATTACK_PRESETS),
+                     help="published settings instead of --adv/--eps: madry_mnist (PGD 40 x 0.01, eps 0.3), "
+                          "madry_cifar10 (PGD 7 x 2/255, eps 8/255), wong_fast_mnist, wong_fast_cifar10")
+    adv.add_argument("--adv-mode", default=AdversaryMode.TRAIN.value, choices=[m.value for m in AdversaryMode],
+                     help="model mode while crafting: train (BatchNorm batch statistics, as Madry et al. "
+                          "and Wong et al.) or eval")
     adv.add_argument("--eps", type=parse_number, default=None, help="budget for --adv, e.g. 0.3 or 8/255")
     adv.add_argument("--steps", type=int, default=10, help="PGD steps for --adv pgd")
     adv.add_argument("--step-size", type=parse_number, default=None,
-                     help="step (default 2.5*eps/steps for pgd, 1.25*eps for fgsm)")
+                     help="step (default 2.5*eps/steps for pgd, which is not Madry et al.'s: see "
+                          "--adv-preset; 1.25*eps for fgsm)")
     adv.add_argument("--norm", default="linf", choices=["linf", "l2"], help="threat model for --adv pgd")
+
+
+def _train_adversary(args: argparse.Namespace) -> Any:
+    """The attack ``--adv``/``--adv-preset`` ask for, or ``None``."""
+    from bandguard.attacks import FGSM, PGD, attack_preset
+
+    if args.adv_preset is not None:
+        if args.adv is not None:
+            raise ValueError("give --adv or --adv-preset, not both")
+        return attack_preset(args.adv_preset)
+    if args.adv is None:
+        return None
+    if args.eps is None:
+        raise ValueError("--adv needs --eps, e.g. --eps 0.3")
+    if args.adv == "pgd":
+        return PGD(eps=args.eps, steps=args.steps, step_size=args.step_size, norm=args.norm)
+    return FGSM(eps=args.eps, random_start=True, step_size=args.step_size)
 
 
 def _train_run(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> int:
@@ -92,15 +119,10 @@ def _train_run(args: argparse.Namespace, extra: dict[str, Any] | None = None) ->
     extra = dict(extra or {})
     if getattr(args, "reg", None):
         extra["regularizers"] = tuple(parse_regularizer(spec) for spec in args.reg)
-    if getattr(args, "adv", None):
-        from bandguard.attacks import adversarial_example_fn
-
-        if args.eps is None:
-            raise ValueError("--adv needs --eps, e.g. --eps 0.3")
-        extra["adversary"] = adversarial_example_fn(
-            "pgd" if args.adv == "pgd" else "fgsm_rs", eps=args.eps, steps=args.steps,
-            step_size=args.step_size, norm=args.norm, seed=args.seed,
-        )
+    if hasattr(args, "adv"):
+        adversary = _train_adversary(args)
+        if adversary is not None:
+            extra.update(adversary=adversary, adversary_mode=args.adv_mode)
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or (0.05 if is_mnist else 0.1),
         weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, mode=args.mode,
@@ -320,7 +342,9 @@ def _attack_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default=None, help="mnist, cifar10, ... (default: the checkpoint's)")
     p.add_argument("--attack", default="pgd",
                    help=f"{', '.join(ATTACKS.names())} or foolbox:<Name> (e.g. foolbox:LinfPGD)")
-    p.add_argument("--eps", type=parse_numbers, required=True, help="budgets, comma-separated: 0.1,0.2,8/255")
+    p.add_argument("--eps", type=parse_numbers, required=True,
+                   help="budgets, comma-separated: 0.1,0.2,8/255; for fourier and fourier_greedy the L2 "
+                        "norm per channel, as in Yin et al. and the heat map (4 on CIFAR-10)")
     p.add_argument("--norm", default=None, choices=["linf", "l2"], help="for pgd (default linf)")
     p.add_argument("--steps", type=int, default=None, help="iterations (pgd default 40)")
     p.add_argument("--step-size", type=parse_number, default=None, help="absolute step size")
@@ -369,7 +393,7 @@ def _attack_run(args: argparse.Namespace) -> int:
     options = {k: v for k, v in given.items() if v is not None}
     if not args.attack.startswith("foolbox:"):
         options["seed"] = args.seed
-    eps = args.eps[0] if len(args.eps) == 1 else tuple(args.eps)
+    eps = tuple(args.eps)
     if args.eot is not None and not args.defense:
         options["eot_samples"] = args.eot
     attack = create_attack(args.attack, eps=eps, **options)

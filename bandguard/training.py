@@ -2,9 +2,10 @@
 
 ``train(model, data, config)`` runs SGD with a one-cycle or cosine schedule in one of four input
 modes: natural images, Gaussian noise augmentation, low-pass or high-pass filtered images
-(Wang et al. 1905.13545, through :mod:`bandguard.fourier`). Optional hooks: an ``adversary``
-``(model, x, y) -> x_adv`` for adversarial training, weight ``regularizers`` ``(model) -> scalar``
-added to the loss, and callbacks with ``on_epoch_end(model, epoch, logs)``.
+(Wang et al. 1905.13545, through :mod:`bandguard.fourier`). Optional hooks: an ``adversary`` (any
+bandguard :class:`~bandguard.attacks.Attack`, e.g. ``PGD(eps=0.3)``) for adversarial training,
+weight ``regularizers`` ``(model) -> scalar`` added to the loss, and callbacks with
+``on_epoch_end(model, epoch, logs)``.
 
 Mixed precision (bf16 autocast) and channels_last are used on CUDA and on CPUs with native bf16;
 evaluation is always in float32. With ``checkpoint`` set, the full training state is written
@@ -15,6 +16,7 @@ bit-identical weights whether or not it was interrupted.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
 import math
 import os
@@ -29,12 +31,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bandguard import fourier
-from bandguard._checks import check_choice, check_int, check_nonnegative, check_positive
+from bandguard._checks import check_choice, check_enum, check_int, check_nonnegative, check_positive
 from bandguard._io import torch_save_atomic
 from bandguard._modes import model_mode
+from bandguard.attacks.protocol import Attack
 from bandguard.models import accuracy, checkpoint_payload, load_checkpoint
 
-__all__ = ["Callback", "TrainConfig", "TrainResult", "evaluate", "train"]
+__all__ = ["AdversaryMode", "Callback", "TrainConfig", "TrainResult", "evaluate", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +45,17 @@ MODES = ("natural", "gaussian", "lowpass", "highpass")
 SCHEDULES = ("onecycle", "cosine", "constant")
 AMP_CHOICES = ("auto", "off", "bf16")
 
-Adversary = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 Regularizer = Callable[[nn.Module], torch.Tensor]
+
+
+class AdversaryMode(str, enum.Enum):
+    """The mode the model is in while the training adversary is crafted."""
+
+    TRAIN = "train"  # as the training step sees it: BatchNorm batch statistics (Madry, Wong et al.)
+    EVAL = "eval"  # every submodule in eval mode: running statistics, no dropout
+
+    def __repr__(self) -> str:
+        return repr(self.value)
 
 
 class Callback(Protocol):
@@ -74,7 +86,17 @@ class TrainConfig:
         checkpoint: file written atomically after each epoch (a bandguard checkpoint with the
             training state added); ``None`` writes nothing.
         resume: continue from ``checkpoint`` if it exists.
-        adversary: ``(model, x, y) -> x_adv`` applied to every batch (adversarial training).
+        adversary: any bandguard attack with one eps (e.g. ``PGD(eps=0.3, steps=10)`` or a preset,
+            :func:`bandguard.attacks.attack_preset`); every batch is replaced by its adversarial
+            examples (:meth:`~bandguard.attacks.Attack.craft`: every sample attacked, the attack's
+            randomness drawn from the run's ``seed``).
+        adversary_mode: the model's mode while the adversary is crafted. ``"train"`` (default)
+            leaves the modes the training step uses, as Madry et al.'s (1706.06083) and Wong et
+            al.'s (2001.03994) code do: BatchNorm normalises with the statistics of the batch
+            being attacked and updates its running statistics on every attack forward, dropout
+            is active. ``"eval"`` crafts against the network as it will be evaluated (running
+            statistics, no dropout, running statistics untouched). Either way every flag comes
+            back exactly as it was.
         regularizers: ``(penalty, weight)`` pairs; ``weight * penalty(model)`` joins the loss.
         arch, dataset: recorded in the checkpoint metadata.
     """
@@ -96,7 +118,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     checkpoint: str | None = None
     resume: bool = False
-    adversary: Adversary | None = None
+    adversary: Attack | None = None
+    adversary_mode: AdversaryMode = AdversaryMode.TRAIN
     regularizers: Sequence[tuple[Regularizer, float]] = ()
     arch: str | None = None
     dataset: str | None = None
@@ -123,6 +146,12 @@ class TrainConfig:
             check_int(self.limit, "limit", minimum=1)
         if self.resume and self.checkpoint is None:
             raise ValueError("resume=True needs a checkpoint path, got checkpoint=None")
+        if self.adversary is not None:
+            if not isinstance(self.adversary, Attack):
+                raise TypeError(f"adversary must be a bandguard Attack, got {type(self.adversary).__name__}")
+            if len(self.adversary.epsilons) != 1:
+                raise ValueError(f"adversary must have one eps, got {self.adversary.epsilons}")
+        object.__setattr__(self, "adversary_mode", check_enum(self.adversary_mode, AdversaryMode, "adversary_mode"))
         for pair in self.regularizers:
             if not (isinstance(pair, tuple) and len(pair) == 2 and callable(pair[0])):
                 raise ValueError(f"regularizers must be (callable, weight) pairs, got {pair!r}")
@@ -134,6 +163,8 @@ class TrainConfig:
             value = getattr(self, field.name)
             if field.name == "adversary":
                 value = None if value is None else repr(value)
+            elif field.name == "adversary_mode":
+                value = value.value
             elif field.name == "regularizers":
                 value = [[getattr(fn, "__name__", repr(fn)), float(w)] for fn, w in value]
             out[field.name] = value
@@ -216,7 +247,7 @@ def train(
             y = labels[idx].to(device, non_blocking=True)
             x = _transform(x, config, generator)
             if config.adversary is not None:
-                x = config.adversary(model, x, y).detach()
+                x = _adversarial_batch(config.adversary, config.adversary_mode, model, x, y, generator)
             if use_bf16:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext():
@@ -340,6 +371,24 @@ def _crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> tor
     batch = torch.arange(n, device=x.device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # [N, H, W, C]
     return out.permute(0, 3, 1, 2).contiguous()
+
+
+def _adversarial_batch(
+    adversary: Attack, mode: AdversaryMode, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """The adversary's examples of one batch, crafted with the model in ``mode``.
+
+    The attack's randomness is seeded from the run's generator, so a seeded run (and a resumed
+    one) draws the same random starts, and each batch gets fresh ones.
+    """
+    seed = int(torch.randint(0, 2**62, (), generator=generator))
+    attack_generator = torch.Generator(device=x.device).manual_seed(seed)
+    train_mode = None if mode is AdversaryMode.TRAIN else False
+    # Input gradients only: frozen parameters keep autograd from storing what weight gradients
+    # would need; the training step after this sees every flag as it was.
+    with model_mode(model, train=train_mode, requires_grad=False):
+        return adversary.craft(model, x, y, generator=attack_generator)
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> Any:

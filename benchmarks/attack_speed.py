@@ -102,9 +102,9 @@ def methods(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     out: dict[str, Callable] = {}
 
     bg = PGD(eps=eps, steps=STEPS, step_size=step, seed=None)
-    out["bandguard PGD"] = lambda: bg(model, x, y).adv_pred == y
+    out["bandguard PGD"] = lambda: bg(model, x, y).robust[0]
     bg_early = PGD(eps=eps, steps=STEPS, step_size=step, seed=None, early_stop=True)
-    out["bandguard PGD, early_stop"] = lambda: bg_early(model, x, y).adv_pred == y
+    out["bandguard PGD, early_stop"] = lambda: bg_early(model, x, y).robust[0]
 
     try:
         import torchattacks

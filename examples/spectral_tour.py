@@ -25,8 +25,7 @@ from pathlib import Path
 
 import torch
 
-from bandguard.attacks import create_attack
-from bandguard.attacks.adversarial import Adversary
+from bandguard.attacks import FGSM, create_attack
 from bandguard.data import load_dataset
 from bandguard.models import create_model, load_checkpoint, save_checkpoint
 from bandguard.spectral import (
@@ -87,7 +86,7 @@ def main() -> None:
 
     # Fast adversarial training (FGSM with random start, Linf eps 0.2).
     adv_cfg = TrainConfig(epochs=3, batch_size=64, lr=0.02, seed=0, limit=args.train_limit, amp="off",
-                          adversary=Adversary(kind="fgsm_rs", eps=0.2, seed=0))
+                          adversary=FGSM(eps=0.2, random_start=True))
     adversarial = trained("fgsm_rs", train_set, adv_cfg)
     acc = {name: evaluate(m, x, y) for name, m in (("natural", natural), ("adversarial", adversarial))}
 

@@ -1,5 +1,5 @@
 """Attacks on real MNIST with the shared trained ``mnist_cnn``: strength, agreement with foolbox
-and torchattacks on identical settings, and adversarial training that measurably helps."""
+and torchattacks on identical settings, adversarial training that measurably helps, and the CLI."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 import torchattacks
 
-from bandguard.attacks import FGSM, PGD, adversarial_example_fn, evaluate_attack, fgsm
+from bandguard.attacks import FGSM, PGD, attack_preset, evaluate_attack, fgsm
 from bandguard.models import create_model
 from bandguard.training import TrainConfig, train
 
@@ -24,8 +24,7 @@ def _robust(model: torch.nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> flo
 
 def test_pgd_linf_03_leaves_at_most_2_percent(mnist_model, mnist_test) -> None:
     x, y = mnist_test
-    r = PGD(eps=0.3, steps=STEPS)(mnist_model, x, y)
-    print(f"mnist_cnn: clean {r.clean_accuracy:.3f}, PGD-40 Linf 0.3 robust {r.robust_accuracy:.3f}")
+    r = PGD(eps=0.3, steps=STEPS)(mnist_model, x, y)[0]
     assert r.clean_accuracy >= 0.97
     assert r.robust_accuracy <= 0.02
     assert float((r.x_adv - x).abs().max()) <= 0.3 + 1e-6
@@ -36,7 +35,7 @@ def test_linf_pgd_agrees_with_foolbox_and_torchattacks(mnist_model, mnist_test) 
     x, y = mnist_test
     eps = 0.1
     step = 2.5 * eps / STEPS
-    ours = PGD(eps=eps, steps=STEPS, step_size=step)(mnist_model, x, y).robust_accuracy
+    (ours,) = PGD(eps=eps, steps=STEPS, step_size=step)(mnist_model, x, y).robust_accuracy
     torch.manual_seed(0)  # both peers draw their random start from the global generator
     fmodel = fb.PyTorchModel(mnist_model, bounds=(0, 1))
     attack = fb.attacks.LinfPGD(steps=STEPS, abs_stepsize=step, random_start=True)
@@ -44,7 +43,6 @@ def test_linf_pgd_agrees_with_foolbox_and_torchattacks(mnist_model, mnist_test) 
     theirs_fb = _robust(mnist_model, clipped, y)
     ta = torchattacks.PGD(mnist_model, eps=eps, alpha=step, steps=STEPS, random_start=True)
     theirs_ta = _robust(mnist_model, ta(x, y), y)
-    print(f"Linf eps {eps}: bandguard {ours:.3f}, foolbox {theirs_fb:.3f}, torchattacks {theirs_ta:.3f}")
     assert 0.05 < ours < 0.95  # a regime where the attacks can disagree
     assert abs(ours - theirs_fb) <= 0.01
     assert abs(ours - theirs_ta) <= 0.01
@@ -55,13 +53,12 @@ def test_l2_pgd_agrees_with_foolbox(mnist_model, mnist_test) -> None:
     x, y = mnist_test
     eps = 1.5
     step = 2.5 * eps / STEPS
-    ours = PGD(eps=eps, norm="l2", steps=STEPS, step_size=step)(mnist_model, x, y)
+    ours = PGD(eps=eps, norm="l2", steps=STEPS, step_size=step)(mnist_model, x, y)[0]
     torch.manual_seed(0)
     fmodel = fb.PyTorchModel(mnist_model, bounds=(0, 1))
     attack = fb.attacks.L2PGD(steps=STEPS, abs_stepsize=step, random_start=True)
     _, clipped, _ = attack(fmodel, x, y, epsilons=eps)
     theirs = _robust(mnist_model, clipped, y)
-    print(f"L2 eps {eps}: bandguard {ours.robust_accuracy:.3f}, foolbox {theirs:.3f}")
     assert 0.05 < ours.robust_accuracy < 0.95
     assert abs(ours.robust_accuracy - theirs) <= 0.01
     assert float(ours.norms.max()) <= eps * (1 + 1e-5)
@@ -70,17 +67,16 @@ def test_l2_pgd_agrees_with_foolbox(mnist_model, mnist_test) -> None:
 def test_fgsm_predictions_equal_torchattacks(mnist_model, mnist_test) -> None:
     x, y = mnist_test
     eps = 0.15
-    ours = fgsm(mnist_model, x, y, eps=eps)
     theirs = torchattacks.FGSM(mnist_model, eps=eps)(x, y)
     with torch.no_grad():
-        p_ours, p_theirs = mnist_model(ours).argmax(1), mnist_model(theirs).argmax(1)
-    assert torch.equal(p_ours, p_theirs)
+        p_theirs = mnist_model(theirs).argmax(1)
     # The protocol leaves already-misclassified images alone and attacks the rest identically.
-    r = FGSM(eps=eps)(mnist_model, x, y)
+    r = FGSM(eps=eps)(mnist_model, x, y)[0]
     right = r.clean_pred == y
+    assert torch.equal(r.x_adv[right], theirs[right])
     assert torch.equal(r.adv_pred[right], p_theirs[right])
     assert torch.equal(r.x_adv[~right], x[~right])
-    print(f"FGSM eps {eps}: robust {r.robust_accuracy:.3f} (torchattacks {float((p_theirs == y).float().mean()):.3f})")
+    assert torch.equal(fgsm(mnist_model, x, y, eps=eps)[0].x_adv, r.x_adv)
 
 
 def test_fast_adversarial_training_is_measurably_more_robust(mnist_model, mnist_train, mnist_test) -> None:
@@ -89,7 +85,7 @@ def test_fast_adversarial_training_is_measurably_more_robust(mnist_model, mnist_
     eps = 0.1
     config = TrainConfig(
         epochs=1, batch_size=128, lr=0.05, seed=0, limit=12_000,
-        adversary=adversarial_example_fn("fgsm_rs", eps=eps, seed=0),
+        adversary=FGSM(eps=eps, random_start=True),
     )
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -98,8 +94,6 @@ def test_fast_adversarial_training_is_measurably_more_robust(mnist_model, mnist_
     attack = PGD(eps=eps, steps=10)
     natural = evaluate_attack(mnist_model, x, y, attack, batch_size=500)
     trained = evaluate_attack(robust_model, x, y, attack, batch_size=500)
-    print(f"PGD-10 Linf {eps}: natural {natural.robust_accuracy[0]:.3f} (clean {natural.clean_accuracy:.3f}), "
-          f"fast-AT {trained.robust_accuracy[0]:.3f} (clean {trained.clean_accuracy:.3f})")
     assert trained.clean_accuracy >= 0.9
     assert trained.robust_accuracy[0] >= natural.robust_accuracy[0] + 0.2
 
@@ -109,14 +103,13 @@ def test_pgd_at_adversary_trains_a_robust_model(mnist_train, mnist_test) -> None
     x, y = mnist_test
     config = TrainConfig(
         epochs=1, batch_size=128, lr=0.05, seed=0,
-        adversary=adversarial_example_fn("pgd", eps=0.3, steps=7, step_size=0.1 / 2, seed=0),
+        adversary=PGD(eps=0.3, steps=7, step_size=0.1 / 2),
     )
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = create_model("mnist_cnn")
     train(model, mnist_train, config, progress=False)
-    r = PGD(eps=0.3, steps=STEPS)(model, x, y)
-    print(f"PGD-AT (1 epoch, eps 0.3): clean {r.clean_accuracy:.3f}, PGD-40 robust {r.robust_accuracy:.3f}")
+    r = PGD(eps=0.3, steps=STEPS)(model, x, y)[0]
     assert r.robust_accuracy >= 0.3
 
 
@@ -148,5 +141,13 @@ def test_cli_train_with_adversary_records_it(mnist_train, data_root, tmp_path) -
                  "--batch-size", "128", "--out", str(out)])
     assert code == 0
     recipe = load_checkpoint(out).meta["recipe"]
-    assert "fgsm_rs" in recipe["adversary"] and "eps=0.1" in recipe["adversary"]
+    assert recipe["adversary"].startswith("FGSM(eps=(0.1,)") and "random_start=True" in recipe["adversary"]
+    assert recipe["adversary_mode"] == "train"
+    code = main(["train", "--adv-preset", "madry_mnist", "--adv-mode", "eval", "--epochs", "1", "--limit", "128",
+                 "--batch-size", "128", "--out", str(out)])
+    assert code == 0
+    recipe = load_checkpoint(out).meta["recipe"]
+    assert recipe["adversary"] == repr(attack_preset("madry_mnist")) and recipe["adversary_mode"] == "eval"
+    assert "step_size=0.01" in recipe["adversary"] and "steps=40" in recipe["adversary"]
     assert main(["train", "--adv", "pgd", "--epochs", "1", "--out", str(out)]) == 2  # no --eps
+    assert main(["train", "--adv", "pgd", "--adv-preset", "madry_mnist", "--out", str(out)]) == 2

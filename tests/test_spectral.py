@@ -3,6 +3,7 @@ spectra and plots (corruptions: tests/test_spectral_corruptions.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -198,26 +199,30 @@ def test_heatmap_of_a_trained_mnist_model(mnist_model, mnist_test) -> None:
 
 
 def sinusoid_attack(a: int, b: int, amplitude: float = 0.05):
-    """An 'attack' adding a fixed sinusoid at centred offset (a, b); returns an AttackResult-like."""
+    """An attack through the protocol's ``_run`` hook that adds a fixed sinusoid at centred offset
+    (a, b) (eps 1 in Linf: the sinusoid stays inside it)."""
+    from bandguard.attacks import Attack, Outcome
 
-    class Result:
-        def __init__(self, x_adv: torch.Tensor) -> None:
-            self.x_adv = x_adv
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Sinusoid(Attack):
+        norm = "linf"
 
-    def attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Result:
-        h, w = x.shape[-2:]
-        r = torch.arange(h, dtype=x.dtype)[:, None]
-        c = torch.arange(w, dtype=x.dtype)[None, :]
-        wave = amplitude * torch.cos(2 * math.pi * (a * r / h + b * c / w))
-        return Result(x + wave)
+        def _run(self, model, x, labels, targeted, eps, generator):
+            h, w = x.shape[-2:]
+            r = torch.arange(h, dtype=x.dtype)[:, None]
+            c = torch.arange(w, dtype=x.dtype)[None, :]
+            x_adv = x + amplitude * torch.cos(2 * math.pi * (a * r / h + b * c / w))
+            zeros = torch.zeros_like(labels)
+            return Outcome(x_adv, zeros.bool(), labels, zeros, zeros)
 
-    return attack
+    return Sinusoid(eps=1.0)
 
 
 def test_attack_spectrum_finds_the_attacks_frequency() -> None:
     model = tiny_model()
     x = torch.full((5, 2, 8, 8), 0.5, dtype=torch.float64)
-    y = torch.zeros(5, dtype=torch.long)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # every image is attacked (the protocol skips misclassified ones)
     spec = attack_spectrum(model, sinusoid_attack(3, 1), x, y, radius=2.0)
     peak = int(spec.mean.argmax())
     assert divmod(peak, 8) in {(4 + 3, 4 + 1), (4 - 3, 4 - 1)}
@@ -225,18 +230,18 @@ def test_attack_spectrum_finds_the_attacks_frequency() -> None:
     assert spec.per_channel.shape == (2, 8, 8) and spec.n == 5
     low = attack_spectrum(model, sinusoid_attack(1, 0), x, y, radius=2.0)
     assert low.high_fraction < 0.01
-    # a bare tensor is accepted too; a result without x_adv is refused
-    plain = attack_spectrum(model, lambda m, xs, ys: sinusoid_attack(3, 1)(m, xs, ys).x_adv, x, y, radius=2.0)
-    torch.testing.assert_close(plain.mean, spec.mean)
-    with pytest.raises(TypeError, match="x_adv"):
-        attack_spectrum(model, lambda m, xs, ys: 42, x, y)
+    # one eps only: a sweep has no single perturbation
+    sweep = dataclasses.replace(sinusoid_attack(3, 1), eps=(0.5, 1.0))
+    with pytest.raises(ValueError, match="one eps"):
+        attack_spectrum(model, sweep, x, y)
 
 
 def test_compare_attack_spectra_keeps_model_order() -> None:
     x = torch.full((3, 2, 8, 8), 0.5, dtype=torch.float64)
-    y = torch.zeros(3, dtype=torch.long)
-    cmp = compare_attack_spectra([tiny_model(seed=0), tiny_model(seed=1)], sinusoid_attack(2, 2), x, y)
+    y = torch.ones(3, dtype=torch.long)  # both models (seeds 0 and 2) predict class 1: both attacked
+    cmp = compare_attack_spectra([tiny_model(seed=0), tiny_model(seed=2)], sinusoid_attack(2, 2), x, y)
     assert cmp.names == ("natural", "adversarial") and len(cmp.spectra) == 2
+    assert float(cmp["natural"].mean.sum()) > 0
     torch.testing.assert_close(cmp["natural"].mean, cmp["adversarial"].mean)
     with pytest.raises(ValueError, match="2 models but 1 names"):
         compare_attack_spectra([tiny_model(), tiny_model()], sinusoid_attack(2, 2), x, y, names=["a"])

@@ -1,10 +1,15 @@
-"""Attacks: one protocol, ``attack(model, x, y) -> AttackResult``, and a registry by name.
+"""Attacks: one protocol, ``attack(model, x, y) -> AttackResults``, and a registry by name.
+
+Every attack is a frozen dataclass of settings (:class:`PGD`, :class:`FGSM`, ...) with a plain
+function twin (:func:`pgd`, :func:`fgsm`, ...) taking the same settings as keywords; both return
+:class:`AttackResults` (one :class:`AttackResult` per eps) whatever ``eps`` is.
 
 White-box: :class:`PGD` (Linf/L2, restarts, EOT, targeted), :class:`FGSM`, :class:`FGM`.
-Black-box in the Fourier basis: :class:`FourierAttack` (Yin et al. 1906.08988) and
-:class:`FourierGreedy` (SimBA-style, Guo et al. 1905.07121). Any foolbox 3 attack through
-:class:`FoolboxAttack`. Adversarial training hooks: :func:`adversarial_example_fn`. Robust
-accuracy over a data set: :func:`evaluate_attack`.
+Black-box in the Fourier basis, ``eps`` the L2 norm per channel as in Yin et al. (1906.08988):
+:class:`FourierAttack` and :class:`FourierGreedy` (SimBA-style, Guo et al. 1905.07121). Any
+foolbox 3 attack through :class:`FoolboxAttack`. Published settings by name:
+:data:`ATTACK_PRESETS`. Robust accuracy over a data set: :func:`evaluate_attack`. Adversarial
+training takes any attack: ``TrainConfig(adversary=PGD(eps=0.3))``.
 
 ``create_attack("pgd", eps=0.3, steps=40)`` builds any registered attack by name; names are
 ``ATTACKS.names()`` plus ``"foolbox:<Name>"`` for ``foolbox.attacks.<Name>``.
@@ -16,17 +21,6 @@ import dataclasses
 from typing import Any
 
 from bandguard._registry import Registry
-from bandguard.attacks.adversarial import Adversary, AdvKind, adversarial_example_fn
-from bandguard.attacks.base import (
-    BPDA,
-    Attack,
-    AttackResult,
-    Loss,
-    Norm,
-    is_non_differentiable,
-    is_randomized,
-    perturbation_norm,
-)
 from bandguard.attacks.evaluate import EvalResult, evaluate_attack
 from bandguard.attacks.fgsm import FGM, FGSM, fgm, fgsm
 from bandguard.attacks.foolbox_adapter import FoolboxAttack, foolbox_attack
@@ -38,18 +32,22 @@ from bandguard.attacks.fourier_basis import (
     fourier_greedy,
     frequency_order,
 )
+from bandguard.attacks.losses import Loss
+from bandguard.attacks.norms import Norm, perturbation_norm
 from bandguard.attacks.pgd import PGD, pgd
+from bandguard.attacks.presets import ATTACK_PRESETS, attack_preset
+from bandguard.attacks.protocol import Attack, Outcome, is_non_differentiable, is_randomized
+from bandguard.attacks.results import AttackResult, AttackResults
 
 __all__ = [
     "ATTACKS",
-    "BPDA",
+    "ATTACK_PRESETS",
     "FGM",
     "FGSM",
     "PGD",
-    "AdvKind",
-    "Adversary",
     "Attack",
     "AttackResult",
+    "AttackResults",
     "EvalResult",
     "FoolboxAttack",
     "FourierAttack",
@@ -57,7 +55,8 @@ __all__ = [
     "Loss",
     "Norm",
     "Order",
-    "adversarial_example_fn",
+    "Outcome",
+    "attack_preset",
     "create_attack",
     "evaluate_attack",
     "fgm",
@@ -80,25 +79,23 @@ del _cls
 FOOLBOX_PREFIX = "foolbox:"
 
 
-def create_attack(name: str, *, eps: float | tuple[float, ...], **kwargs: Any) -> Attack:
+def create_attack(name: str, *, eps: float | tuple[float, ...], **settings: Any) -> Attack:
     """Build an attack by registry name, e.g. ``create_attack("pgd", eps=0.3, norm="l2")``.
 
-    ``"foolbox:<Name>"`` wraps ``foolbox.attacks.<Name>(**kwargs)`` in :class:`FoolboxAttack`
+    ``"foolbox:<Name>"`` wraps ``foolbox.attacks.<Name>(**settings)`` in :class:`FoolboxAttack`
     (``bounds`` goes to the wrapper, everything else to the foolbox attack).
+
+    Raises:
+        ValueError: an unknown name or setting (the message lists the known ones).
     """
     if isinstance(name, str) and name.startswith(FOOLBOX_PREFIX):
-        bounds = kwargs.pop("bounds", (0.0, 1.0))
-        try:
-            inner = foolbox_attack(name[len(FOOLBOX_PREFIX):], **kwargs)
-        except TypeError as err:
-            raise ValueError(f"attack {name!r}: {err}") from None
-        return FoolboxAttack(attack=inner, eps=eps, bounds=bounds)
+        return FoolboxAttack.from_name(name[len(FOOLBOX_PREFIX):], eps=eps, **settings)
     cls = ATTACKS.get(name)
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(kwargs) - known)
+    unknown = sorted(set(settings) - known)
     if unknown:
         raise ValueError(
             f"attack {name!r} takes no option {', '.join(map(repr, unknown))}; "
             f"its options are {', '.join(sorted(known - {'eps'}))}"
         )
-    return cls(eps=eps, **kwargs)
+    return cls(eps=eps, **settings)

@@ -1,7 +1,7 @@
 """Robust accuracy of any model under one attack, over a data set in batches.
 
 :func:`evaluate_attack` takes any ``nn.Module`` (a bare network or a defended one) and any
-:class:`~bandguard.attacks.base.Attack`; the CLI's ``bandguard attack`` is argument parsing around
+:class:`~bandguard.attacks.protocol.Attack`; the CLI's ``bandguard attack`` is argument parsing around
 it. Results are an :class:`EvalResult` with ``to_dict()`` and an atomic JSON writer.
 """
 
@@ -19,7 +19,8 @@ from torch import nn
 
 from bandguard._checks import check_images, check_int, check_labels
 from bandguard._io import write_json_atomic
-from bandguard.attacks.base import Attack
+from bandguard.attacks.norms import Norm
+from bandguard.attacks.protocol import Attack
 
 __all__ = ["EvalResult", "evaluate_attack"]
 
@@ -114,9 +115,9 @@ def evaluate_attack(
         An :class:`EvalResult`.
     """
     if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if not isinstance(attack, Attack):
-        raise ValueError(f"attack must be a bandguard Attack, got {type(attack).__name__}")
+        raise TypeError(f"attack must be a bandguard Attack, got {type(attack).__name__}")
     x = check_images(x, "x", bounds=attack.bounds)
     y = check_labels(y, x, "y")
     check_int(batch_size, "batch_size", minimum=1)
@@ -129,7 +130,6 @@ def evaluate_attack(
     for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
         xb, yb = xb.to(device), yb.to(device)
         results = attack(model, xb, yb)
-        results = results if isinstance(results, list) else [results]
         clean += int((results[0].clean_pred == yb).sum())
         for i, r in enumerate(results):
             robust[i] += int((r.adv_pred == yb).sum())
@@ -143,7 +143,7 @@ def evaluate_attack(
     return EvalResult(
         attack=repr(attack),
         name=attack.name,
-        norm=_norm_name(attack),
+        norm=Norm(attack.norm).value,  # type: ignore[attr-defined]
         epsilons=attack.epsilons,
         n=n,
         clean_accuracy=clean / n,
@@ -155,9 +155,3 @@ def evaluate_attack(
         seconds=time.perf_counter() - start,
         device=str(device),
     )
-
-
-def _norm_name(attack: Attack) -> str:
-    norm = attack.norm
-    return str(getattr(norm, "value", norm))
-

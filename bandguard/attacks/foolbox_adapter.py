@@ -3,8 +3,10 @@
 ``FoolboxAttack(attack=fb.attacks.LinfPGD(), eps=0.1)(model, x, y)`` builds
 ``fb.PyTorchModel(model, bounds=...)`` around a thin counting wrapper (so forwards and gradient
 evaluations are counted exactly), runs the attack with the model in eval mode (every submodule's
-mode restored after) and returns the same :class:`~bandguard.attacks.base.AttackResult` as
-bandguard's own attacks.
+mode restored after) and returns the same :class:`~bandguard.attacks.results.AttackResults` as
+bandguard's own attacks. :func:`foolbox_attack` is the same in one call, and
+:meth:`FoolboxAttack.from_name` builds ``foolbox.attacks.<Name>`` by name (the registry's
+``"foolbox:<Name>"``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from bandguard.attacks.base import Attack, Norm, _empty_outcome, _is_adversarial, _Outcome
+from bandguard._checks import Bounds
+from bandguard._modes import model_mode
+from bandguard.attacks.losses import is_adversarial
+from bandguard.attacks.norms import Norm
+from bandguard.attacks.protocol import Attack, Outcome
+from bandguard.attacks.results import AttackResults
 
 __all__ = ["FoolboxAttack", "foolbox_attack"]
 
@@ -55,16 +62,6 @@ def _norm_of(attack: Any) -> Norm:
     )
 
 
-def foolbox_attack(name: str, **kwargs: Any) -> Any:
-    """Build ``foolbox.attacks.<name>(**kwargs)``; an unknown name raises ``ValueError``."""
-    import foolbox as fb
-
-    cls = getattr(fb.attacks, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, fb.attacks.base.Attack)):
-        raise ValueError(f"unknown foolbox attack {name!r}; see dir(foolbox.attacks)")
-    return cls(**kwargs)
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class FoolboxAttack(Attack):
     """A foolbox 3 attack behind the bandguard protocol.
@@ -93,6 +90,22 @@ class FoolboxAttack(Attack):
             raise ValueError(f"attack must be a foolbox 3 attack instance, got {self.attack!r}")
         _norm_of(self.attack)
 
+    @classmethod
+    def from_name(
+        cls, name: str, *, eps: float | tuple[float, ...], bounds: Bounds = (0.0, 1.0), **settings: Any
+    ) -> FoolboxAttack:
+        """Wrap ``foolbox.attacks.<name>(**settings)``; an unknown name or setting raises ``ValueError``."""
+        import foolbox as fb
+
+        found = getattr(fb.attacks, name, None)
+        if not (isinstance(found, type) and issubclass(found, fb.attacks.base.Attack)):
+            raise ValueError(f"unknown foolbox attack {name!r}; see dir(foolbox.attacks)")
+        try:
+            inner = found(**settings)
+        except TypeError as err:
+            raise ValueError(f"foolbox attack {name!r}: {err}") from None
+        return cls(attack=inner, eps=eps, bounds=bounds)
+
     @property
     def norm(self) -> Norm:  # type: ignore[override]
         """The norm of the wrapped attack's distance."""
@@ -107,15 +120,16 @@ class FoolboxAttack(Attack):
         epsilons: Sequence[float],
         done: torch.Tensor,
         generator: torch.Generator | None,
-    ) -> list[tuple[torch.Tensor, _Outcome]]:
+        clean_logits: torch.Tensor,
+    ) -> list[tuple[torch.Tensor, Outcome]]:
         import foolbox as fb
 
         if isinstance(self.attack, fb.attacks.base.FixedEpsilonAttack):
-            return super()._run_many(model, x, labels, targeted, epsilons, done, generator)
+            return super()._run_many(model, x, labels, targeted, epsilons, done, generator, clean_logits)
         # A minimization attack: one run on every sample the model gets right, clipped per eps.
         idx = (~done).nonzero().squeeze(1)
         if idx.numel() == 0:
-            return [(idx, _empty_outcome(x, labels)) for _ in epsilons]
+            return [(idx, Outcome.empty(x, labels)) for _ in epsilons]
         xs, ls = x[idx], labels[idx]
         counter = _Counting(model)
         clipped = self._foolbox(counter, xs, ls, targeted, list(epsilons))
@@ -127,7 +141,7 @@ class FoolboxAttack(Attack):
     def _run(
         self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float,
         generator: torch.Generator | None,
-    ) -> _Outcome:
+    ) -> Outcome:
         counter = _Counting(model)
         (x_adv,) = self._foolbox(counter, x, labels, targeted, [eps])
         return self._outcome(model, counter, x_adv, labels, targeted)
@@ -139,28 +153,45 @@ class FoolboxAttack(Attack):
 
         fmodel = fb.PyTorchModel(counter, bounds=self.bounds, device=x.device)
         criterion = fb.criteria.TargetedMisclassification(labels) if targeted else labels
-        # foolbox backpropagates into the parameters too (filling their .grad): switch that off
-        # for the run, which also saves the weight gradients, and restore every flag after.
-        params = [p for p in counter.model.parameters() if p.requires_grad]
-        try:
-            for p in params:
-                p.requires_grad_(False)
+        # foolbox backpropagates into the parameters too (filling their .grad): freeze them for
+        # the run, which also saves the weight gradients; every flag comes back after.
+        with model_mode(counter.model, train=None, requires_grad=False):
             _, clipped, _ = self.attack(fmodel, x, criterion, epsilons=epsilons)
-        finally:
-            for p in params:
-                p.requires_grad_(True)
         return [c.detach() for c in clipped]
 
     def _outcome(
         self, model: nn.Module, counter: _Counting, x_adv: torch.Tensor, labels: torch.Tensor, targeted: bool
-    ) -> _Outcome:
+    ) -> Outcome:
         n = x_adv.shape[0]
         with torch.no_grad():
             pred = model(x_adv).argmax(1)
         forwards = counter.calls if counter.samples == counter.calls * n else -(-counter.samples // n)
         long = torch.ones(n, dtype=torch.long, device=x_adv.device)
-        return _Outcome(
-            x_adv, _is_adversarial(pred, labels, targeted), pred,
+        return Outcome(
+            x_adv, is_adversarial(pred, labels, targeted), pred,
             long * (forwards + 1), long * counter.grad_calls,
         )
 
+
+
+def foolbox_attack(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    attack: Any,
+    eps: float | tuple[float, ...],
+    bounds: Bounds = (0.0, 1.0),
+    target: torch.Tensor | None = None,
+) -> AttackResults:
+    """Run the foolbox 3 attack instance ``attack`` through the bandguard protocol in one call.
+
+    Args:
+        model: maps ``[N, C, H, W]`` to logits; x: images ``[N, C, H, W]``; y: int64 labels ``[N]``.
+        attack, eps, bounds: the settings of :class:`FoolboxAttack`.
+        target: int64 ``[N]`` target classes, or ``None``.
+
+    Returns:
+        :class:`~bandguard.attacks.results.AttackResults`, one per eps.
+    """
+    return FoolboxAttack(attack=attack, eps=eps, bounds=bounds)(model, x, y, target=target)

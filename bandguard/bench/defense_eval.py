@@ -24,7 +24,7 @@ from torch import nn
 
 from bandguard._checks import check_images, check_int, check_labels
 from bandguard._modes import model_mode
-from bandguard.attacks.base import Attack, AttackResult
+from bandguard.attacks.protocol import Attack
 from bandguard.defenses.base import forward_cost, is_randomized
 
 __all__ = ["DefenseRow", "DefenseTable", "evaluate_defenses"]
@@ -124,16 +124,12 @@ def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return pred == y
 
 
-def _as_list(results: AttackResult | list[AttackResult]) -> list[AttackResult]:
-    return results if isinstance(results, list) else [results]
-
-
 def _attack_in_batches(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                        batch_size: int) -> list[torch.Tensor]:
     """``x_adv`` per eps, attacking ``batch_size`` images at a time."""
     per_eps: list[list[torch.Tensor]] = [[] for _ in attack.epsilons]
     for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
-        for i, r in enumerate(_as_list(attack(model, xb, yb))):
+        for i, r in enumerate(attack(model, xb, yb)):
             per_eps[i].append(r.x_adv)
     return [torch.cat(parts) for parts in per_eps]
 

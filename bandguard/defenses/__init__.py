@@ -7,6 +7,7 @@ Every defense is an ``nn.Module`` (or returns one) following the protocol of
 from __future__ import annotations
 
 from bandguard.defenses.base import Defense, bpda, forward_cost, is_randomized
+from bandguard.defenses.bpda import BPDA
 from bandguard.defenses.compose import (
     DEFENSES,
     RECOMMENDED,
@@ -45,6 +46,7 @@ from bandguard.defenses.regularizers import (
 )
 
 __all__ = [
+    "BPDA",
     "DEFENSES",
     "RECOMMENDED",
     "Defended",

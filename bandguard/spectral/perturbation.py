@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from einops import reduce
@@ -17,6 +17,9 @@ from torch import nn
 
 from bandguard._checks import check_bounds, check_images, check_labels, check_nonnegative
 from bandguard.fourier import amplitude_spectrum, high_frequency_fraction, radial_profile
+
+if TYPE_CHECKING:  # spectral code reads attack results by duck typing, it never imports attacks
+    from bandguard.attacks.results import AttackResults
 
 __all__ = [
     "PerturbationSpectrum",
@@ -27,7 +30,7 @@ __all__ = [
     "perturbation_spectrum",
 ]
 
-AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], Any]
+AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], "AttackResults"]
 
 
 def default_radius(h: int, w: int) -> float:
@@ -106,16 +109,11 @@ def perturbation_spectrum(delta: torch.Tensor, *, radius: float | None = None) -
 
 
 def _adversarial(attack: AttackFn, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Run ``attack`` and take ``.x_adv`` from its result (or the result itself if a tensor)."""
-    out = attack(model, x, y)
-    if isinstance(out, (list, tuple)) and len(out) == 1:  # an attack run with one eps in a tuple
-        out = out[0]
-    x_adv = out if isinstance(out, torch.Tensor) else getattr(out, "x_adv", None)
-    if not isinstance(x_adv, torch.Tensor):
-        raise TypeError(
-            "attack must return an object with an x_adv tensor (an AttackResult, one eps) or a tensor, "
-            f"got {type(out).__name__}"
-        )
+    """Run ``attack`` (one eps) and take ``x_adv`` from its one result."""
+    results = attack(model, x, y)
+    if len(results) != 1:
+        raise ValueError(f"attack must have one eps, got {len(results)} results (eps {results.epsilons})")
+    x_adv = results[0].x_adv
     if x_adv.shape != x.shape:
         raise ValueError(f"attack returned x_adv of shape {tuple(x_adv.shape)}, expected {tuple(x.shape)}")
     return x_adv.detach()
@@ -134,8 +132,8 @@ def attack_spectrum(
 
     Args:
         model: the classifier attacked.
-        attack: any callable ``(model, x, y)`` returning an object with ``.x_adv`` (every
-            bandguard attack returns an ``AttackResult``) or the adversarial tensor itself.
+        attack: a bandguard attack with one eps (any callable ``(model, x, y)`` returning
+            :class:`~bandguard.attacks.AttackResults` of length one).
         x: images ``[N, C, H, W]`` in ``bounds``.
         y: labels ``[N]`` int64.
         radius: low/high cut-off for ``high_fraction``; default :func:`default_radius`.

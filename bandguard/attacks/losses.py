@@ -1,0 +1,48 @@
+"""The objectives gradient attacks ascend and the success criterion every attack shares."""
+
+from __future__ import annotations
+
+import enum
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["Loss", "is_adversarial", "per_sample_loss", "sum_loss"]
+
+
+class Loss(str, enum.Enum):
+    """Cross-entropy, or the logit margin of Carlini and Wagner (1608.04644)."""
+
+    CE = "ce"
+    MARGIN = "margin"
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor, loss: Loss, targeted: bool) -> torch.Tensor:
+    """The objective to ascend, ``[N]`` from logits ``[N, K]``: larger is closer to success.
+
+    Untargeted, ``labels`` are the true classes and the loss grows as the model errs; targeted,
+    they are the targets and the loss grows as the target wins.
+    """
+    if loss is Loss.CE:
+        value = F.cross_entropy(logits, labels, reduction="none")
+        return -value if targeted else value
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    other = logits.scatter(1, labels[:, None], float("-inf")).amax(1)
+    return true - other if targeted else other - true
+
+
+def sum_loss(logits: torch.Tensor, labels: torch.Tensor, loss: Loss, targeted: bool) -> torch.Tensor:
+    """Sum of :func:`per_sample_loss` over the batch: one ``autograd.grad`` serves every sample
+    (the samples do not interact, so each one's input gradient is that of its own loss)."""
+    if loss is Loss.CE:
+        value = F.cross_entropy(logits, labels, reduction="sum")
+        return -value if targeted else value
+    return per_sample_loss(logits, labels, loss, targeted).sum()
+
+
+def is_adversarial(pred: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
+    """Bool ``[N]``: untargeted, the prediction differs from the label; targeted, it is the target."""
+    return pred == labels if targeted else pred != labels
