@@ -133,3 +133,23 @@ def test_evaluate_defenses_table_on_a_tiny_net() -> None:
         evaluate_defenses(net, {"f": lambda t: t}, PGD(eps=0.1, steps=1), x, y)  # type: ignore[dict-item]
     with pytest.raises(ValueError, match="no defense 'jpeg'"):
         table.row("jpeg")
+
+
+def test_cli_help_lists_the_registries(capsys: pytest.CaptureFixture[str]) -> None:
+    from bandguard.cli import build_parser
+    from bandguard.defenses import RegularizerKind
+    from bandguard.training import TrainMode
+
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["attack", "--help"])
+    attack_help = " ".join(capsys.readouterr().out.split())
+    assert all(name in attack_help for name in DEFENSES.names())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--help"])
+    train_help = " ".join(capsys.readouterr().out.split())
+    assert all(kind.value in train_help for kind in RegularizerKind)
+    assert all(mode.value in train_help for mode in TrainMode) and "square" in train_help
+    args = parser.parse_args(["train", "--out", "m.pt", "--mode", "highpass", "--radius", "4",
+                              "--filter-shape", "square", "--reg", "highfreq:1e-2,radius=4"])
+    assert (args.mode, args.filter_shape, args.reg) == ("highpass", "square", ["highfreq:1e-2,radius=4"])
