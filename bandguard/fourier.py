@@ -92,14 +92,11 @@ KERNEL_GRID = 32
 
 def _coerce(value: object, enum_type: type[E], name: str) -> E:
     """A member of ``enum_type`` from itself or its (case-insensitive) value; else ``ValueError``."""
-    if isinstance(value, enum_type):
-        return value
-    if isinstance(value, str):
-        for member in enum_type:
-            if value.lower() == member.value:
-                return member
-    choices = ", ".join(repr(m.value) for m in enum_type)
-    raise ValueError(f"unknown {name} {value!r}; expected one of {choices}")
+    try:
+        return enum_type(value.lower() if isinstance(value, str) else value)
+    except ValueError:
+        choices = ", ".join(repr(m.value) for m in enum_type)
+        raise ValueError(f"unknown {name} {value!r}; expected one of {choices}") from None
 
 
 def _check_radius(radius: object) -> float:
