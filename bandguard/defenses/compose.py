@@ -40,10 +40,11 @@ RECOMMENDED: Mapping[str, Mapping[str, float]] = MappingProxyType({
 within 1.5 points of the undefended reference net of the test fixtures (measured in
 ``benchmarks/RESULTS.md``, ``## Defense cost``; asserted in ``tests/test_defenses_data.py``):
 
-- ``lowpass``: ideal low-pass radius (index units). MNIST 28 x 28: 10 (-0.2 points on 1,000 test
-  images; radius 6 costs 3.3 points). CIFAR-10 32 x 32: 18 (-0.4 points; 16 costs 3.4, 12 costs
-  10, 8 costs 32): the naturally trained CIFAR net leans on high frequencies (Wang et al.'s point),
-  so only the outermost ring (the corner lies at 22.6) can go for free.
+- ``lowpass``: ideal disc low-pass radius (frequency-index units), output clipped to (0, 1) (the
+  ``LowPass`` default). MNIST 28 x 28: 10 (-0.1 points on 1,000 test images; radius 6 costs 2.1
+  points, 3.3 unclipped). CIFAR-10 32 x 32: 18 (+0.0 points; 16 costs 2.5, 14 costs 4.8; earlier,
+  unclipped: 12 costs 10, 8 costs 32): the naturally trained CIFAR net leans on high frequencies
+  (Wang et al.'s point), so only the outermost ring (the corner lies at 22.6) can go for free.
 - ``post_average``: outer L2 radius ``radius_l2`` in ``[0, 1]`` pixel space with ``K = 15``. MNIST: 3.0
   (per-pixel noise scale ``3 / 28 ~ 0.11``, which the MNIST net ignores). CIFAR-10: 0.5 (about
   Lin et al.'s normalized-space ``R = 2.2``); their ``R = 6`` (1.35 here) costs the short-trained
