@@ -49,7 +49,10 @@ def _cache_dir() -> Path:
 
 
 def _train_parser(p: argparse.ArgumentParser) -> None:
+    from bandguard.defenses import RegularizerKind
+    from bandguard.fourier import MaskShape
     from bandguard.models import MODELS
+    from bandguard.training import Schedule, TrainMode
 
     p.add_argument("--dataset", default="mnist", help="mnist, cifar10 or an ImageFolder path")
     p.add_argument("--arch", default="mnist_cnn", choices=MODELS.names())
@@ -57,10 +60,15 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.05 MNIST, 0.1 else)")
     p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--schedule", default="onecycle", choices=["onecycle", "cosine", "constant"])
-    p.add_argument("--mode", default="natural", choices=["natural", "gaussian", "lowpass", "highpass"])
+    p.add_argument("--schedule", default="onecycle", choices=[s.value for s in Schedule])
+    p.add_argument("--mode", default="natural", choices=[m.value for m in TrainMode])
     p.add_argument("--sigma", type=parse_number, default=0.0, help="noise level for --mode gaussian")
-    p.add_argument("--radius", type=float, default=None, help="cut-off for --mode lowpass/highpass")
+    p.add_argument("--radius", type=float, default=None,
+                   help="cut-off for --mode lowpass/highpass, in frequency-index units")
+    p.add_argument("--filter-shape", default="disc", choices=[m.value for m in MaskShape],
+                   help="filter of --mode lowpass/highpass: disc (Wang et al.) or square (Yin et al.)")
+    p.add_argument("--filter-rescale", action="store_true",
+                   help="divide each filtered image by its maximum (Wang et al.'s x / max(x))")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random crop + flip (default on for CIFAR-10)")
     p.add_argument("--limit", type=int, default=None, help="train on the first N images only")
@@ -70,8 +78,9 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="checkpoint path (written every epoch)")
     p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     p.add_argument("--reg", action="append", default=[], metavar="SPEC",
-                   help="weight regularizer, repeatable: neighbor:WEIGHT[:LAYERS] or "
-                        "highfreq:RADIUS:WEIGHT[:LAYERS] (LAYERS: all, first or names joined by +)")
+                   help="weight regularizer, repeatable: NAME:WEIGHT[,key=value...] with NAME one of "
+                        f"{', '.join(k.value for k in RegularizerKind)}, e.g. neighbor:1e-3 or "
+                        "highfreq:1e-2,radius=8,layers=first (layers: all, first or names joined by +)")
     from bandguard.attacks import ATTACK_PRESETS
     from bandguard.training import AdversaryMode
 
@@ -126,7 +135,8 @@ def _train_run(args: argparse.Namespace, extra: dict[str, Any] | None = None) ->
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or (0.05 if is_mnist else 0.1),
         weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, mode=args.mode,
-        sigma=args.sigma, radius=args.radius, limit=args.limit, amp=args.amp,
+        sigma=args.sigma, radius=args.radius, filter_shape=args.filter_shape,
+        filter_rescale=args.filter_rescale, limit=args.limit, amp=args.amp,
         augment=(not is_mnist) if args.augment is None else args.augment,
         checkpoint=args.out, resume=args.resume, arch=args.arch, dataset=args.dataset, **extra,
     )
@@ -337,6 +347,7 @@ def _spectrum_run(args: argparse.Namespace) -> int:
 
 def _attack_parser(p: argparse.ArgumentParser) -> None:
     from bandguard.attacks import ATTACKS
+    from bandguard.defenses import DEFENSES
 
     p.add_argument("--model", required=True, help="checkpoint path or model spec")
     p.add_argument("--dataset", default=None, help="mnist, cifar10, ... (default: the checkpoint's)")
@@ -357,8 +368,9 @@ def _attack_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="JSON file for the results (written atomically)")
     p.add_argument("--defense", action="append", default=[], metavar="SPEC",
-                   help="defense spec, repeatable (e.g. lowpass:8, post_average:K=15,R=1.35, smooth:0.25): "
-                        "reports clean, transfer and adaptive robust accuracy per defense side by side")
+                   help=f"defense spec NAME[:VALUE][,key=value...], repeatable; NAME one of "
+                        f"{', '.join(DEFENSES.names())} (e.g. lowpass:8, post_average:1.35,K=15, "
+                        "smooth:0.25): reports clean, transfer and adaptive robust accuracy side by side")
     p.add_argument("--eot", type=int, default=None,
                    help="gradient samples per step (EOT) against randomized defenses (default 10)")
 

@@ -7,7 +7,8 @@ This is the one module that knows about centred spectra. Conventions, shared by 
   1906.08988). For even sizes row/column 0 holds the Nyquist frequency.
 - The *mirror* of index ``p`` along an axis of length ``d`` is ``(d - p) % d`` for even ``d`` and
   ``d - 1 - p`` for odd ``d``: the position of the conjugate frequency.
-- Radial distances are measured from the centre in index units.
+- Distances are measured from the centre in frequency-index units: Euclidean for the disc
+  masks (Wang et al.), Chebyshev for the square masks (Yin et al.); see :class:`MaskShape`.
 
 Imports nothing else of bandguard. Every function follows the device and dtype of its input;
 factories take keyword-only ``device`` and ``dtype``.
@@ -15,30 +16,96 @@ factories take keyword-only ``device`` and ``dtype``.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import math
+from typing import TypeVar
+
 import torch
 from einops import rearrange
 
 __all__ = [
+    "KERNEL_GRID",
+    "FilterKind",
+    "FrequencyFilter",
+    "MaskProfile",
+    "MaskShape",
     "amplitude_spectrum",
     "bandpass_mask",
     "distinct_frequencies",
     "fft2c",
     "filter_with_mask",
     "fourier_basis",
+    "frequency_filter",
+    "frequency_mask",
     "frequency_orbits",
     "high_frequency_fraction",
-    "highpass",
-    "highpass_mask",
     "ifft2c",
-    "lowpass",
-    "lowpass_mask",
+    "kernel_frequency_response",
     "mirror_positions",
     "radial_distance",
     "radial_profile",
-    "split_frequencies",
+    "rescale_by_max",
 ]
 
-SMOOTH_KINDS = ("ideal", "gaussian", "butterworth")
+E = TypeVar("E", bound=enum.Enum)
+
+
+class MaskShape(str, enum.Enum):
+    """Which distance from the centre a frequency mask thresholds.
+
+    ``DISC``: the Euclidean distance, a centred disc (Wang et al. 1905.13545, HFC's
+    ``mask_radial``: distance from ``(H/2, W/2)`` strictly below ``r``). ``SQUARE``: the Chebyshev
+    distance ``max(|i - H/2|, |j - W/2|)``, a centred square (Yin et al. 1906.08988 low-pass with
+    bandwidth ``B = 2 * radius``).
+    """
+
+    DISC = "disc"
+    SQUARE = "square"
+
+
+class MaskProfile(str, enum.Enum):
+    """How a mask falls off with the distance ``d`` from the centre (``r`` the radius).
+
+    ``IDEAL``: 1 where ``d < r``, else 0 (both papers). ``GAUSSIAN``: ``exp(-d^2 / (2 r^2))``.
+    ``BUTTERWORTH``: ``1 / (1 + (d / r)^(2 order))``.
+    """
+
+    IDEAL = "ideal"
+    GAUSSIAN = "gaussian"
+    BUTTERWORTH = "butterworth"
+
+
+class FilterKind(str, enum.Enum):
+    """Which part of the spectrum a filter keeps: ``LOW`` the mask, ``HIGH`` one minus the mask."""
+
+    LOW = "low"
+    HIGH = "high"
+
+
+#: Side of the FFT grid every conv-kernel spectrum is read on (:func:`kernel_frequency_response`):
+#: a kernel is zero-padded to ``KERNEL_GRID x KERNEL_GRID``, so frequency index ``k`` means
+#: ``k / 32`` cycles per pixel, as on a CIFAR-10 input; a kernel "radius" names the same frequencies
+#: in kernel filtering, the kernel regularizer and the kernel spectrum.
+KERNEL_GRID = 32
+
+
+def _coerce(value: object, enum_type: type[E], name: str) -> E:
+    """A member of ``enum_type`` from itself or its (case-insensitive) value; else ``ValueError``."""
+    try:
+        return enum_type(value.lower() if isinstance(value, str) else value)
+    except ValueError:
+        choices = ", ".join(repr(m.value) for m in enum_type)
+        raise ValueError(f"unknown {name} {value!r}; expected one of {choices}") from None
+
+
+def _check_radius(radius: object) -> float:
+    if isinstance(radius, bool) or not isinstance(radius, (int, float)):
+        raise TypeError(f"radius must be a real number, got {type(radius).__name__} {radius!r}")
+    r = float(radius)
+    if not math.isfinite(r) or r < 0:
+        raise ValueError(f"radius must be >= 0 and finite, got {radius!r}")
+    return r
 
 
 # --------------------------------------------------------------------------- transforms
@@ -70,58 +137,100 @@ def amplitude_spectrum(x: torch.Tensor) -> torch.Tensor:
 
 
 def radial_distance(
-    h: int, w: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    h: int,
+    w: int,
+    *,
+    shape: str | MaskShape = MaskShape.DISC,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Distance of every centred frequency position from the centre ``(h // 2, w // 2)``.
+
+    Args:
+        h, w: grid size.
+        shape: ``"disc"`` for the Euclidean distance, ``"square"`` for the Chebyshev distance
+            ``max(|di|, |dj|)`` (see :class:`MaskShape`). In frequency-index units.
 
     Returns:
         Tensor ``[h, w]``.
     """
+    shape = _coerce(shape, MaskShape, "shape")
     dtype = dtype or torch.get_default_dtype()
-    rows = torch.arange(h, device=device, dtype=dtype) - h // 2
-    cols = torch.arange(w, device=device, dtype=dtype) - w // 2
-    return torch.sqrt(rows[:, None] ** 2 + cols[None, :] ** 2)
+    rows = (torch.arange(h, device=device, dtype=dtype) - h // 2)[:, None]
+    cols = (torch.arange(w, device=device, dtype=dtype) - w // 2)[None, :]
+    if shape is MaskShape.SQUARE:
+        return torch.maximum(rows.abs(), cols.abs())
+    return torch.sqrt(rows**2 + cols**2)
 
 
-def lowpass_mask(
+def frequency_mask(
     h: int,
     w: int,
     radius: float,
     *,
-    smooth: str = "ideal",
+    kind: str | FilterKind = FilterKind.LOW,
+    shape: str | MaskShape = MaskShape.DISC,
+    profile: str | MaskProfile = MaskProfile.IDEAL,
     order: int = 2,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Radial low-pass mask in centred coordinates.
+    """Low- or high-pass mask in centred coordinates: the one mask every filter in bandguard uses.
 
-    ``ideal`` keeps positions at distance strictly below ``radius`` (Wang et al. 1905.13545, HFC);
-    ``gaussian`` is ``exp(-d^2 / (2 radius^2))``; ``butterworth`` is ``1 / (1 + (d / radius)^(2 order))``.
-    All three are point-symmetric, so filtering a real image gives a real image.
+    With ``shape="disc"`` and ``profile="ideal"`` the low-pass keeps the positions whose distance
+    from ``(H/2, W/2)`` is strictly below ``radius``: Wang et al.'s mask (1905.13545, HFC
+    ``mask_radial``). With ``shape="square"`` it keeps ``max(|i - H/2|, |j - W/2|) < radius``:
+    Yin et al.'s centred square (1906.08988) of bandwidth ``B = 2 * radius``. The high-pass mask is
+    one minus the low-pass one, so the two parts of an image add up to it. Every mask depends only
+    on ``|i - H/2|`` and ``|j - W/2|``, so it equals its mirror (the Nyquist row and column of even
+    sizes are their own mirrors) and filtering a real image gives a real image.
+
+    Args:
+        h, w: grid size.
+        radius: cut-off distance in frequency-index units, >= 0 (for 32 x 32 the disc's corner
+            lies at ``16 * sqrt(2) ~ 22.6``, the square's at 16).
+        kind: ``"low"`` or ``"high"``.
+        shape: ``"disc"`` (Wang et al.) or ``"square"`` (Yin et al.).
+        profile: ``"ideal"``, ``"gaussian"`` or ``"butterworth"`` (see :class:`MaskProfile`).
+        order: Butterworth order, >= 1.
 
     Returns:
         Tensor ``[h, w]`` with values in [0, 1].
+
+    Raises:
+        ValueError: an unknown ``kind``, ``shape`` or ``profile`` (whatever the radius), a negative
+            radius or an order below 1.
     """
-    d = radial_distance(h, w, device=device, dtype=dtype)
-    if smooth == "ideal":
-        return (d < radius).to(d.dtype)
-    if radius == 0:
-        return torch.zeros_like(d)
-    if smooth == "gaussian":
-        return torch.exp(-(d**2) / (2 * radius**2))
-    if smooth == "butterworth":
-        return 1.0 / (1.0 + (d / radius) ** (2 * order))
-    raise ValueError(f"unknown smooth {smooth!r}; expected one of {SMOOTH_KINDS}")
+    kind = _coerce(kind, FilterKind, "kind")
+    profile = _coerce(profile, MaskProfile, "profile")
+    radius = _check_radius(radius)
+    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
+        raise ValueError(f"order must be an int >= 1, got {order!r}")
+    d = radial_distance(h, w, shape=shape, device=device, dtype=dtype)
+    if profile is MaskProfile.IDEAL:
+        low = (d < radius).to(d.dtype)
+    elif radius == 0:
+        low = torch.zeros_like(d)
+    elif profile is MaskProfile.GAUSSIAN:
+        low = torch.exp(-(d**2) / (2 * radius**2))
+    else:
+        low = 1.0 / (1.0 + (d / radius) ** (2 * order))
+    return low if kind is FilterKind.LOW else 1.0 - low
 
 
-def highpass_mask(h: int, w: int, radius: float, **kwargs: object) -> torch.Tensor:
-    """``1 - lowpass_mask(...)``: keeps positions at distance >= ``radius``. Tensor ``[h, w]``."""
-    return 1.0 - lowpass_mask(h, w, radius, **kwargs)  # type: ignore[arg-type]
-
-
-def bandpass_mask(h: int, w: int, inner: float, outer: float, **kwargs: object) -> torch.Tensor:
-    """Keeps ``inner <= d < outer`` (ideal) or the difference of two smooth low-passes."""
-    return lowpass_mask(h, w, outer, **kwargs) - lowpass_mask(h, w, inner, **kwargs)  # type: ignore[arg-type]
+def bandpass_mask(
+    h: int,
+    w: int,
+    inner: float,
+    outer: float,
+    *,
+    shape: str | MaskShape = MaskShape.DISC,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Ideal band mask keeping ``inner <= d < outer`` (``d`` as in :func:`radial_distance`). ``[h, w]``."""
+    outer_mask = frequency_mask(h, w, outer, shape=shape, device=device, dtype=dtype)
+    return outer_mask - frequency_mask(h, w, inner, shape=shape, device=device, dtype=dtype)
 
 
 # --------------------------------------------------------------------------- filtering
@@ -130,8 +239,8 @@ def bandpass_mask(h: int, w: int, inner: float, outer: float, **kwargs: object) 
 def filter_with_mask(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Multiply the centred spectrum of each channel by ``mask`` and return to pixel space.
 
-    Uses the real FFT: valid for real ``x`` and a point-symmetric ``mask`` (every radial mask
-    above is one), where it equals ``ifft2c(fft2c(x) * mask).real`` at half the cost.
+    Uses the real FFT: for real ``x`` and a mask equal to its mirror (every
+    :func:`frequency_mask` is one) it equals ``ifft2c(fft2c(x) * mask).real`` at half the cost.
 
     Args:
         x: real tensor ``[..., H, W]``.
@@ -146,25 +255,152 @@ def filter_with_mask(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfft2(spectrum * half.to(spectrum.real.dtype), s=(h, w))
 
 
-def lowpass(x: torch.Tensor, radius: float, *, smooth: str = "ideal", order: int = 2) -> torch.Tensor:
-    """Low-frequency part of each channel of ``x`` ``[..., H, W]`` (see :func:`lowpass_mask`)."""
-    h, w = x.shape[-2:]
-    mask = lowpass_mask(h, w, radius, smooth=smooth, order=order, device=x.device, dtype=x.dtype)
-    return filter_with_mask(x, mask)
+def rescale_by_max(x: torch.Tensor) -> torch.Tensor:
+    """Divide each image of ``x`` ``[..., C, H, W]`` by its own maximum over ``C, H, W``.
 
-
-def highpass(x: torch.Tensor, radius: float, *, smooth: str = "ideal", order: int = 2) -> torch.Tensor:
-    """High-frequency part of ``x``: ``x - lowpass(x, radius)``. Shape ``[..., H, W]``."""
-    return x - lowpass(x, radius, smooth=smooth, order=order)
-
-
-def split_frequencies(x: torch.Tensor, radius: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split ``x`` ``[..., H, W]`` into ``(low, high)`` with ``low + high == x`` (Wang et al. HFC).
-
-    ``low`` keeps centred frequencies at distance < ``radius``; ``high`` is the rest.
+    Exactly Wang et al.'s ``x / max(x)`` (1905.13545, HFC scripts: ``x / max(x) * 255`` on 0..255
+    pixels), so the brightest value of every image becomes 1 and the rest keep their sign. An image
+    whose maximum is <= 0 (nothing to scale by) is returned unchanged.
     """
-    low = lowpass(x, radius)
-    return low, x - low
+    if x.ndim < 3:
+        raise ValueError(f"rescale needs images [..., C, H, W], got shape {tuple(x.shape)}")
+    peak = x.amax(dim=(-3, -2, -1), keepdim=True)
+    positive = peak > 0
+    return torch.where(positive, x / torch.where(positive, peak, torch.ones_like(peak)), x)
+
+
+def frequency_filter(
+    x: torch.Tensor,
+    radius: float,
+    *,
+    kind: str | FilterKind = FilterKind.LOW,
+    shape: str | MaskShape = MaskShape.DISC,
+    profile: str | MaskProfile = MaskProfile.IDEAL,
+    order: int = 2,
+    rescale: bool = False,
+    clip: tuple[float, float] | None = None,
+) -> torch.Tensor:
+    """Low- or high-pass filter each channel of ``x``: bandguard's one frequency filter.
+
+    The spectrum of every channel is multiplied by :func:`frequency_mask`; then, only if asked,
+    the result is clipped to ``clip`` and divided by its per-image maximum (:func:`rescale_by_max`),
+    in that order. The defaults give the raw filtered image, as Wang et al.'s HFC code makes it
+    (``np.real(ifft(mask * fft(x)))``, never clipped): a high-pass image is small and mostly
+    negative. ``rescale=True`` is their scripts' ``x / max(x)``. Differentiable (a fixed linear map
+    before the optional clip and rescale).
+
+    Args:
+        x: real images ``[..., H, W]`` (``[N, C, H, W]`` for ``rescale``).
+        radius: cut-off in frequency-index units (see :func:`frequency_mask`).
+        kind, shape, profile, order: see :func:`frequency_mask`.
+        rescale: divide each image by its maximum (Wang et al.).
+        clip: ``(lo, hi)`` to clamp to, or ``None`` (default: no clipping, as both papers).
+
+    Returns:
+        Tensor shaped like ``x``, dtype of ``x``.
+
+    Example:
+        >>> low = frequency_filter(x, 8)                      # Wang et al. disc, r = 8
+        >>> high = frequency_filter(x, 8, kind="high")        # low + high == x
+        >>> yin = frequency_filter(x, 4, shape="square")      # Yin et al. square, B = 8
+    """
+    h, w = x.shape[-2:]
+    mask = frequency_mask(h, w, radius, kind=kind, shape=shape, profile=profile, order=order,
+                          device=x.device, dtype=x.dtype)
+    out = filter_with_mask(x, mask)
+    if clip is not None:
+        out = out.clamp(clip[0], clip[1])
+    return rescale_by_max(out) if rescale else out
+
+
+@dataclasses.dataclass(frozen=True)
+class FrequencyFilter:
+    """Settings of :func:`frequency_filter`, validated once; calling it filters a batch.
+
+    The one transform behind the ``LowPass``/``HighPass`` defenses, the filtered-data training
+    modes and ``filtered_accuracy``, so each of them filters identically for equal settings.
+
+    Attributes:
+        radius: cut-off in frequency-index units, >= 0.
+        kind: ``"low"`` or ``"high"``.
+        shape: ``"disc"`` (Wang et al. 1905.13545) or ``"square"`` (Yin et al. 1906.08988).
+        profile: ``"ideal"``, ``"gaussian"`` or ``"butterworth"``.
+        order: Butterworth order.
+        rescale: Wang et al.'s per-image ``x / max(x)``.
+        clip: ``(lo, hi)`` or ``None`` (no clipping).
+    """
+
+    radius: float
+    kind: FilterKind = FilterKind.LOW
+    shape: MaskShape = MaskShape.DISC
+    profile: MaskProfile = MaskProfile.IDEAL
+    order: int = 2
+    rescale: bool = False
+    clip: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "radius", _check_radius(self.radius))
+        object.__setattr__(self, "kind", _coerce(self.kind, FilterKind, "kind"))
+        object.__setattr__(self, "shape", _coerce(self.shape, MaskShape, "shape"))
+        object.__setattr__(self, "profile", _coerce(self.profile, MaskProfile, "profile"))
+        if isinstance(self.order, bool) or not isinstance(self.order, int) or self.order < 1:
+            raise ValueError(f"order must be an int >= 1, got {self.order!r}")
+        if not isinstance(self.rescale, bool):
+            raise TypeError(f"rescale must be a bool, got {self.rescale!r}")
+        if self.clip is not None:
+            lo, hi = (float(v) for v in self.clip)
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise ValueError(f"clip must be finite (lo, hi) with lo < hi, got {self.clip!r}")
+            object.__setattr__(self, "clip", (lo, hi))
+
+    def mask(self, h: int, w: int, *, device: torch.device | str | None = None,
+             dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The mask these settings apply, ``[h, w]``."""
+        return frequency_mask(h, w, self.radius, kind=self.kind, shape=self.shape,
+                              profile=self.profile, order=self.order, device=device, dtype=dtype)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Filter ``x`` ``[..., H, W]`` (see :func:`frequency_filter`)."""
+        return frequency_filter(x, self.radius, kind=self.kind, shape=self.shape,
+                                profile=self.profile, order=self.order, rescale=self.rescale,
+                                clip=self.clip)
+
+    def describe(self) -> str:
+        """Settings that differ from the defaults, as ``key=value`` text (for ``repr``)."""
+        parts = [f"radius={self.radius:g}"]
+        for field in dataclasses.fields(self)[1:]:
+            value = getattr(self, field.name)
+            if value != field.default:
+                if field.name == "order" and self.profile is not MaskProfile.BUTTERWORTH:
+                    continue
+                shown = value.value if isinstance(value, enum.Enum) else value
+                parts.append(f"{field.name}={shown!r}")
+        return ", ".join(parts)
+
+
+# --------------------------------------------------------------------------- conv kernels
+
+
+def kernel_frequency_response(weight: torch.Tensor) -> torch.Tensor:
+    """Centred spectrum of conv kernels on the :data:`KERNEL_GRID` grid (one grid for all kernels).
+
+    Each ``kh x kw`` kernel is zero-padded at the bottom and right to ``KERNEL_GRID x KERNEL_GRID``
+    (32 x 32) and transformed with :func:`fft2c`: the kernel's response to the frequencies of a
+    32 x 32 input, so index ``k`` from the centre is ``k / 32`` cycles per pixel whatever the
+    kernel size. Where the kernel sits in the canvas changes only the phase. Used by kernel
+    filtering, the kernel high-frequency regularizer and the kernel spectrum.
+
+    Args:
+        weight: kernels ``[..., kh, kw]`` with ``kh, kw <= KERNEL_GRID``.
+
+    Returns:
+        Complex tensor ``[..., KERNEL_GRID, KERNEL_GRID]``, zero frequency at ``(16, 16)``.
+    """
+    kh, kw = weight.shape[-2:]
+    if kh > KERNEL_GRID or kw > KERNEL_GRID:
+        raise ValueError(f"kernels must be at most {KERNEL_GRID} x {KERNEL_GRID}, got {kh} x {kw}")
+    canvas = torch.nn.functional.pad(weight, (0, KERNEL_GRID - kw, 0, KERNEL_GRID - kh))
+    return fft2c(canvas)
 
 
 # --------------------------------------------------------------------------- Fourier basis
@@ -297,6 +533,6 @@ def high_frequency_fraction(spectrum: torch.Tensor, radius: float) -> torch.Tens
     """
     h, w = spectrum.shape[-2:]
     energy = spectrum.abs() ** 2
-    high = highpass_mask(h, w, radius, device=spectrum.device, dtype=energy.dtype)
+    high = frequency_mask(h, w, radius, kind=FilterKind.HIGH, device=spectrum.device, dtype=energy.dtype)
     total = energy.sum(dim=(-2, -1))
     return (energy * high).sum(dim=(-2, -1)) / total.clamp_min(torch.finfo(energy.dtype).tiny)

@@ -30,19 +30,37 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from bandguard import fourier
 from bandguard._checks import check_choice, check_enum, check_int, check_nonnegative, check_positive
 from bandguard._io import torch_save_atomic
 from bandguard._modes import model_mode
 from bandguard.attacks.protocol import Attack
+from bandguard.fourier import FilterKind, FrequencyFilter, MaskShape
 from bandguard.models import accuracy, checkpoint_payload, load_checkpoint
 
-__all__ = ["AdversaryMode", "Callback", "TrainConfig", "TrainResult", "evaluate", "train"]
+__all__ = ["AdversaryMode", "Callback", "Schedule", "TrainConfig", "TrainMode", "TrainResult", "evaluate", "train"]
 
 log = logging.getLogger(__name__)
 
-MODES = ("natural", "gaussian", "lowpass", "highpass")
-SCHEDULES = ("onecycle", "cosine", "constant")
+
+
+class TrainMode(str, enum.Enum):
+    """What the model is trained on."""
+
+    NATURAL = "natural"  # the images as they are
+    GAUSSIAN = "gaussian"  # plus N(0, sigma^2) noise, clipped to [0, 1]
+    LOWPASS = "lowpass"  # low-pass filtered (Wang et al. 1905.13545), via fourier.FrequencyFilter
+    HIGHPASS = "highpass"  # high-pass filtered, likewise
+
+
+class Schedule(str, enum.Enum):
+    """Learning-rate schedule, stepped per batch."""
+
+    ONECYCLE = "onecycle"
+    COSINE = "cosine"
+    CONSTANT = "constant"
+
+
+FILTERED_MODES = (TrainMode.LOWPASS, TrainMode.HIGHPASS)
 AMP_CHOICES = ("auto", "off", "bf16")
 
 Regularizer = Callable[[nn.Module], torch.Tensor]
@@ -75,10 +93,15 @@ class TrainConfig:
         momentum, nesterov, weight_decay: SGD settings.
         schedule: ``"onecycle"``, ``"cosine"`` or ``"constant"``, stepped per batch.
         seed: drives shuffling, augmentation and noise (model initialisation is the caller's).
-        mode: ``"natural"``, ``"gaussian"`` (add N(0, sigma^2) noise, clip to [0, 1]),
-            ``"lowpass"`` or ``"highpass"`` (keep centred frequencies below / from ``radius``).
+        mode: a :class:`TrainMode` value: ``"natural"``, ``"gaussian"`` (add N(0, sigma^2) noise,
+            clip to [0, 1]), ``"lowpass"`` or ``"highpass"`` (the images filtered by
+            :meth:`frequency_filter`: the same transform ``filtered_accuracy`` applies).
         sigma: noise level for ``"gaussian"``.
-        radius: cut-off for the filtered modes.
+        radius: cut-off of the filtered modes, in frequency-index units.
+        filter_shape: ``"disc"`` (Wang et al. 1905.13545, default) or ``"square"`` (Yin et al.
+            1906.08988) for the filtered modes.
+        filter_rescale: Wang et al.'s per-image ``x / max(x)`` after filtering (default off: the
+            raw filtered image, never clipped, as their HFC code makes it).
         augment: random crop (4-pixel zero padding) and horizontal flip, for CIFAR-like data.
         limit: train on the first ``limit`` images only (quick runs); ``None`` uses all.
         amp: ``"auto"`` (bf16 autocast where the device supports it), ``"off"`` or ``"bf16"``.
@@ -112,6 +135,8 @@ class TrainConfig:
     mode: str = "natural"
     sigma: float = 0.0
     radius: float | None = None
+    filter_shape: str = "disc"
+    filter_rescale: bool = False
     augment: bool = False
     limit: int | None = None
     amp: str = "auto"
@@ -132,13 +157,17 @@ class TrainConfig:
         check_nonnegative(self.weight_decay, "weight_decay")
         check_nonnegative(self.label_smoothing, "label_smoothing")
         check_int(self.seed, "seed")
-        object.__setattr__(self, "schedule", check_choice(self.schedule, SCHEDULES, "schedule"))
-        object.__setattr__(self, "mode", check_choice(self.mode, MODES, "mode"))
+        # Stored as plain strings: checkpoint metadata must load with weights_only=True.
+        object.__setattr__(self, "schedule", check_enum(self.schedule, Schedule, "schedule").value)
+        object.__setattr__(self, "mode", check_enum(self.mode, TrainMode, "mode").value)
+        object.__setattr__(self, "filter_shape", check_enum(self.filter_shape, MaskShape, "filter_shape").value)
+        if not isinstance(self.filter_rescale, bool):
+            raise TypeError(f"filter_rescale must be a bool, got {self.filter_rescale!r}")
         object.__setattr__(self, "amp", check_choice(self.amp, AMP_CHOICES, "amp"))
         check_nonnegative(self.sigma, "sigma")
         if self.mode == "gaussian" and self.sigma == 0:
             raise ValueError("mode 'gaussian' needs sigma > 0, got sigma=0")
-        if self.mode in ("lowpass", "highpass"):
+        if self.mode in FILTERED_MODES:
             if self.radius is None:
                 raise ValueError(f"mode {self.mode!r} needs a radius, got radius=None")
             check_nonnegative(self.radius, "radius")
@@ -155,6 +184,19 @@ class TrainConfig:
         for pair in self.regularizers:
             if not (isinstance(pair, tuple) and len(pair) == 2 and callable(pair[0])):
                 raise ValueError(f"regularizers must be (callable, weight) pairs, got {pair!r}")
+
+    def frequency_filter(self) -> FrequencyFilter | None:
+        """The input filter of the filtered modes (``None`` in the others).
+
+        ``filtered_accuracy(model, x, y, [radius], kind=..., shape=filter_shape,
+        rescale=filter_rescale)`` applies the very same transform, so its accuracy equals the
+        epoch log's ``test_acc_filtered`` for the same model and images.
+        """
+        if self.mode not in FILTERED_MODES:
+            return None
+        kind = FilterKind.LOW if self.mode == TrainMode.LOWPASS else FilterKind.HIGH
+        return FrequencyFilter(float(self.radius), kind=kind, shape=self.filter_shape,  # type: ignore[arg-type]
+                               rescale=self.filter_rescale)
 
     def recipe(self) -> dict[str, Any]:
         """The settings as plain values, for checkpoint metadata (callables by name)."""
@@ -266,7 +308,7 @@ def train(
         logs = {"epoch": epoch + 1, "loss": total_loss / seen, "train_acc": correct / seen}
         if test is not None:
             logs["test_acc"] = evaluate(model, *test, device=device)
-            if config.mode in ("lowpass", "highpass"):
+            if config.mode in FILTERED_MODES:
                 logs["test_acc_filtered"] = evaluate(model, *test, device=device, config=config)
         history.append(logs)
         log.info("epoch %d: %s", epoch + 1, logs)
@@ -293,14 +335,16 @@ def evaluate(
 ) -> float:
     """Clean float32 accuracy of ``model`` on ``images`` (uint8 or float ``[N, C, H, W]``), in [0, 1].
 
-    With ``config`` in a filtered mode, the images are filtered the same way first.
+    With ``config`` in a filtered mode, the images are first filtered by
+    ``config.frequency_filter()``, as in training.
     """
+    transform = config.frequency_filter() if config is not None else None
     device = torch.device(device) if device is not None else _model_device(model)
     correct = 0
     for xb, yb in zip(images.split(batch_size), labels.split(batch_size)):
         x = _to_float(xb).to(device)
-        if config is not None and config.mode in ("lowpass", "highpass"):
-            x = _transform(x, config, None)
+        if transform is not None:
+            x = transform(x)
         correct += round(accuracy(model, x, yb.to(device)) * len(yb))
     return correct / len(labels)
 
@@ -351,10 +395,8 @@ def _transform(x: torch.Tensor, config: TrainConfig, generator: torch.Generator 
     if config.mode == "gaussian" and generator is not None:
         noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
         x = (x + config.sigma * noise).clamp_(0, 1)
-    elif config.mode == "lowpass":
-        x = fourier.lowpass(x, float(config.radius))  # type: ignore[arg-type]
-    elif config.mode == "highpass":
-        x = fourier.highpass(x, float(config.radius))  # type: ignore[arg-type]
+    elif config.mode in FILTERED_MODES:
+        x = config.frequency_filter()(x)  # type: ignore[misc]
     return x
 
 

@@ -96,7 +96,7 @@ def speed_one(arch: str, shape: tuple[int, ...], device: torch.device, batch: in
         "filter": lambda: lowpass[0](x),
     }
     for c in chunks:
-        pa = PostAveraging(model, radius=1.0, K=K, max_batch=c, generator=torch.Generator().manual_seed(0))
+        pa = PostAveraging(model, radius_l2=1.0, K=K, max_batch=c, generator=torch.Generator().manual_seed(0))
         fns[f"pa{c}"] = lambda p=pa: p(x)
     t = interleaved(fns, repeats, device)
     rows = [lowpass_row(device, arch, batch, t)]
@@ -149,8 +149,8 @@ def accuracy_one(arch: str, dataset: str, n: int, n_pa: int) -> list[str]:
     for r in (rec["lowpass"] - 4, rec["lowpass"] - 2, rec["lowpass"] + 2):
         row(f"lowpass:{r:g}", nn.Sequential(LowPass(r), model), n, base)
     base_pa = accuracy(model, x[:n_pa], y[:n_pa])
-    pa = PostAveraging(model, radius=rec["post_average"], generator=torch.Generator().manual_seed(0))
-    row(f"post_average:K=15,R={rec['post_average']:g} (recommended)", pa, n_pa, base_pa, batch=64)
+    pa = PostAveraging(model, radius_l2=rec["post_average"], generator=torch.Generator().manual_seed(0))
+    row(f"post_average:{rec['post_average']:g},K=15 (recommended)", pa, n_pa, base_pa, batch=64)
     for rho in RHOS:
         row(f"smooth:{rho:g} (first conv)", smooth_kernels(model, rho), n, base)
     return rows
@@ -173,7 +173,7 @@ def transfer_table(n: int, eps: tuple[float, ...], steps: int, eot: int) -> tupl
         raise SystemExit("no trained mnist_cnn in the test cache: run the MNIST tests first")
     x, y = load_dataset("mnist", "test", download=False).tensors(n)
     rec = RECOMMENDED["mnist"]
-    specs = [f"lowpass:{rec['lowpass']:g}", "lowpass:6", f"post_average:K=15,R={rec['post_average']:g},seed=0",
+    specs = [f"lowpass:{rec['lowpass']:g}", "lowpass:6", f"post_average:{rec['post_average']:g},K=15,seed=0",
              "smooth:0.25", "smooth:1.0"]
     defenses = {s: build_defense(s, model) for s in specs}
     start = time.perf_counter()

@@ -38,7 +38,7 @@ def test_recommended_lowpass_keeps_clean_accuracy(dataset: str, request: pytest.
 
 def test_recommended_post_averaging_keeps_clean_accuracy_mnist(mnist_model, mnist_test) -> None:
     x, y = mnist_test[0][:100], mnist_test[1][:100]
-    pa = PostAveraging(mnist_model, radius=RECOMMENDED["mnist"]["post_average"],
+    pa = PostAveraging(mnist_model, radius_l2=RECOMMENDED["mnist"]["post_average"],
                        generator=torch.Generator().manual_seed(0))
     base, acc = _gap(mnist_model, pa, x, y)
     assert acc >= base - MAX_GAP
@@ -50,7 +50,7 @@ def test_recommended_post_averaging_keeps_clean_accuracy_1000(dataset: str, requ
     prefix = "mnist" if dataset == "mnist" else "cifar"
     model = request.getfixturevalue(f"{prefix}_model")
     x, y = request.getfixturevalue(f"{prefix}_test")
-    pa = PostAveraging(model, radius=RECOMMENDED[dataset]["post_average"],
+    pa = PostAveraging(model, radius_l2=RECOMMENDED[dataset]["post_average"],
                        generator=torch.Generator().manual_seed(0))
     base, acc = _gap(model, pa, x, y)
     assert acc >= base - MAX_GAP
@@ -62,13 +62,16 @@ def test_kernel_smoothing_cost_is_measured_and_small_rho_is_cheap(mnist_model, m
     accs = {rho: accuracy(smooth_kernels(mnist_model, rho), x, y) for rho in (0.1, 0.25, 0.5, 1.0)}
     print("MNIST clean accuracy after smoothing the first conv:", base, accs)
     assert accs[0.1] >= base - MAX_GAP
-    assert all(0.0 < a <= 1.0 for a in accs.values())
+    # rho = 1 does change the model: some predictions move.
+    with torch.no_grad():
+        moved = (smooth_kernels(mnist_model, 1.0)(x).argmax(1) != mnist_model(x).argmax(1)).sum()
+    assert int(moved) > 0
 
 
 def test_adaptive_eot_attack_beats_transfer_on_post_averaged_model(mnist_model, mnist_test) -> None:
     # A cheap post-averaging (K=2, 13 forwards) keeps the test fast; the mechanism is the same.
     x, y = mnist_test[0][:32], mnist_test[1][:32]
-    pa = build_defense(f"post_average:K=2,R={RECOMMENDED['mnist']['post_average']},seed=0", mnist_model)
+    pa = build_defense(f"post_average:{RECOMMENDED['mnist']['post_average']},K=2,seed=0", mnist_model)
     attack = PGD(eps=0.12, steps=8, seed=0)
     table = evaluate_defenses(mnist_model, {"post_average": pa}, attack, x, y, eot_samples=2)
     row = table.row("post_average")

@@ -17,6 +17,7 @@ from bandguard.spectral.fprinciple import (
     gaussian_filter_kernel,
     squared_distances,
 )
+from bandguard.spectral.plots import plot_fprinciple
 from bandguard.training import TrainConfig, train
 
 
@@ -76,7 +77,7 @@ def test_monitor_records_restores_mode_and_saves(mnist_train, tmp_path) -> None:
     x, y = mnist_reference(mnist_train, 300)
     torch.manual_seed(0)
     model = create_model("mnist_cnn").train()
-    monitor = FPrincipleMonitor(x, y, deltas=(10.0, 30.0), out_dir=tmp_path)
+    monitor = FPrincipleMonitor(x, y, deltas=(10.0, 30.0), out_dir=tmp_path, plot=plot_fprinciple)
     assert monitor.kernel.shape == (2, 300, 300) and monitor.kernel.device == x.device
     monitor.on_train_begin(model)
     monitor.on_epoch_end(model, 0, {"loss": 1.0})
@@ -87,6 +88,8 @@ def test_monitor_records_restores_mode_and_saves(mnist_train, tmp_path) -> None:
     saved = json.loads((tmp_path / "fprinciple.json").read_text())
     assert saved["deltas"] == [10.0, 30.0] and saved["e_high"] == [list(r) for r in result.e_high]
     assert (tmp_path / "fprinciple.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(TypeError, match="plot must be callable"):
+        FPrincipleMonitor(x, y, deltas=(10.0,), plot="png")  # type: ignore[arg-type]
 
 
 def test_low_frequencies_are_fitted_first_on_mnist(mnist_train) -> None:

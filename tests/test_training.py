@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from bandguard.cli import main
+from bandguard.fourier import FrequencyFilter
 from bandguard.models import create_model, load_checkpoint
-from bandguard.training import TrainConfig, evaluate, train
+from bandguard.spectral import filtered_accuracy
+from bandguard.training import Schedule, TrainConfig, TrainMode, evaluate, train
 
 
 def _fresh(name: str = "mnist_cnn", seed: int = 0) -> torch.nn.Module:
@@ -100,8 +102,12 @@ def test_regularizer_joins_the_loss(mnist_small) -> None:
     assert first_conv_energy(regularized) < 0.5 * first_conv_energy(plain)
 
 
-@pytest.mark.parametrize(("mode", "extra"), [("gaussian", {"sigma": 0.3}), ("lowpass", {"radius": 6.0}),
-                                             ("highpass", {"radius": 2.0})])
+@pytest.mark.parametrize(("mode", "extra"), [
+    ("gaussian", {"sigma": 0.3}),
+    ("lowpass", {"radius": 6.0}),
+    ("highpass", {"radius": 2.0}),
+    ("highpass", {"radius": 2.0, "filter_shape": "square", "filter_rescale": True}),
+], ids=["gaussian", "lowpass", "highpass", "highpass-square-rescaled"])
 def test_filtered_and_noisy_modes_train_and_are_logged(mode, extra, mnist_small) -> None:
     train_set, test_set = mnist_small
     model = _fresh()
@@ -110,9 +116,25 @@ def test_filtered_and_noisy_modes_train_and_are_logged(mode, extra, mnist_small)
     logs = result.history[0]
     if mode == "gaussian":
         assert logs["test_acc"] > 0.5  # far above chance (0.1): it learned from the noisy inputs
-    else:
-        assert logs["test_acc_filtered"] > 0.5
-        assert logs["test_acc_filtered"] == evaluate(model, *test_set, config=config)
+        assert config.frequency_filter() is None
+        return
+    assert logs["test_acc_filtered"] > 0.5
+    assert logs["test_acc_filtered"] == evaluate(model, *test_set, config=config)
+    # The epoch log and filtered_accuracy apply the one transform: same model, same radius, same number.
+    transform = config.frequency_filter()
+    assert transform.kind.value == mode[:-4] and transform.radius == extra["radius"]
+    x, y = test_set[0].float() / 255, test_set[1]
+    measured = filtered_accuracy(model, x, y, [extra["radius"]], kind=mode[:-4], shape=transform.shape,
+                                 rescale=transform.rescale, batch_size=1000)
+    assert measured.accuracy[0] == logs["test_acc_filtered"]
+
+
+def test_training_vocabularies_are_enums_stored_as_plain_values() -> None:
+    config = TrainConfig(mode=TrainMode.HIGHPASS, radius=3.0, schedule=Schedule.COSINE, filter_shape="SQUARE")
+    assert (config.mode, config.schedule, config.filter_shape) == ("highpass", "cosine", "square")
+    assert type(config.mode) is str  # checkpoint metadata loads with weights_only=True
+    assert config.frequency_filter() == FrequencyFilter(3.0, kind="high", shape="square")
+    assert config.recipe()["filter_shape"] == "square"
 
 
 def test_lowpass_mode_beyond_the_corner_is_natural_training(mnist_small) -> None:
@@ -132,6 +154,8 @@ def test_lowpass_mode_beyond_the_corner_is_natural_training(mnist_small) -> None
     ({"epochs": 0}, "epochs must be >= 1"),
     ({"lr": -1.0}, "lr must be > 0"),
     ({"schedule": "step"}, "unknown schedule 'step'"),
+    ({"mode": "lowpass", "radius": 2.0, "filter_shape": "ring"}, "unknown filter_shape 'ring'"),
+    ({"mode": "lowpass", "radius": -2.0}, "radius must be >= 0"),
     ({"resume": True}, "needs a checkpoint path"),
 ])
 def test_bad_settings_are_refused(kwargs, message) -> None:

@@ -1,7 +1,8 @@
-"""Frequency-domain defenses: input low-pass, post-averaging, kernel smoothing, regularizers.
+"""Frequency-domain defenses: input low/high-pass, post-averaging, kernel smoothing, regularizers.
 
 Every defense is an ``nn.Module`` (or returns one) following the protocol of
-:mod:`bandguard.defenses.base`: ``randomized``, ``differentiable`` and ``forward_cost``.
+:mod:`bandguard.defenses.base`: ``randomized``, ``differentiable`` and ``forward_cost``. Defenses
+and regularizers are named by one spec grammar (:mod:`bandguard.defenses.spec`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from bandguard.defenses.compose import (
     Defended,
     build_defense,
     defend,
-    parse_defense_spec,
 )
 from bandguard.defenses.kernel_smoothing import (
     SmoothSettings,
@@ -23,14 +23,9 @@ from bandguard.defenses.kernel_smoothing import (
     smooth_kernel,
     smooth_kernels,
 )
-from bandguard.defenses.lowpass import (
-    HighPass,
-    LowPass,
-    LowPassSettings,
-    highpass_filter,
-    lowpass_filter,
-)
+from bandguard.defenses.lowpass import DEFENSE_CLIP, HighPass, LowPass
 from bandguard.defenses.post_averaging import (
+    MAX_CHUNK_VALUES,
     PostAverageSettings,
     PostAveraging,
     Reduce,
@@ -39,40 +34,45 @@ from bandguard.defenses.post_averaging import (
     sample_directions,
 )
 from bandguard.defenses.regularizers import (
+    KERNEL_HIGH_RADIUS,
     Penalty,
+    RegularizerKind,
     kernel_high_frequency_penalty,
     neighbor_weight_penalty,
     parse_regularizer,
 )
+from bandguard.defenses.spec import Spec, parse_spec
 
 __all__ = [
     "BPDA",
     "DEFENSES",
+    "DEFENSE_CLIP",
+    "KERNEL_HIGH_RADIUS",
+    "MAX_CHUNK_VALUES",
     "RECOMMENDED",
     "Defended",
     "Defense",
     "HighPass",
     "LowPass",
-    "LowPassSettings",
     "Penalty",
     "PostAverageSettings",
     "PostAveraging",
     "Reduce",
+    "RegularizerKind",
     "SmoothSettings",
+    "Spec",
     "bpda",
     "build_defense",
     "defend",
     "filter_kernel",
     "filter_kernels",
     "forward_cost",
-    "highpass_filter",
     "is_randomized",
     "kernel_high_frequency_penalty",
-    "lowpass_filter",
     "neighbor_weight_penalty",
     "neighbours",
-    "parse_defense_spec",
     "parse_regularizer",
+    "parse_spec",
     "post_average",
     "sample_directions",
     "smooth_kernel",

@@ -8,6 +8,23 @@ from torch import nn
 
 LayerSpec = str | Sequence[str]
 
+_KEYWORDS = ("first", "all")
+
+
+def layer_spec(layers: object, name: str = "layers") -> str | tuple[str, ...]:
+    """Normalise a layer selection: ``"first"``, ``"all"`` or a tuple of module names.
+
+    A single name (a spec's ``layers=0`` arrives as the int 0) becomes a one-name tuple; a list of
+    names becomes a tuple of strings, so settings holding it stay hashable.
+    """
+    if isinstance(layers, str):
+        return layers if layers in _KEYWORDS else (layers,)
+    if isinstance(layers, int) and not isinstance(layers, bool):
+        return (str(layers),)
+    if isinstance(layers, Sequence):
+        return tuple(str(layer) for layer in layers)
+    raise TypeError(f"{name} must be 'first', 'all' or module names, got {type(layers).__name__} {layers!r}")
+
 
 def select_convs(model: nn.Module, layers: LayerSpec, *, name: str = "layers") -> list[tuple[str, nn.Conv2d]]:
     """The ``nn.Conv2d`` modules of ``model`` named by ``layers``, in ``named_modules`` order.

@@ -4,9 +4,8 @@ Attacks and benchmarks read these by duck typing (they never import ``bandguard.
 
 - ``randomized``: the output depends on fresh randomness per call, so gradient attacks must use
   expectation over transformation (EOT) (Athalye et al. 1802.00420).
-- ``differentiable``: if ``False`` the module implements BPDA itself: its forward returns
-  ``approx(x) + (f(x) - approx(x)).detach()`` so gradients flow through a declared differentiable
-  approximation (the identity by default), see :func:`bpda`.
+- ``differentiable``: if ``False``, a BPDA approximation (Athalye et al. 1802.00420) is declared
+  beside the defense so that gradient attacks can pass through it (see :func:`bpda`).
 - ``forward_cost``: forwards of the wrapped model per input image.
 """
 
@@ -28,10 +27,6 @@ class Defense(nn.Module):
     randomized: bool = False
     differentiable: bool = True
     forward_cost: int = 1
-
-    def approx(self, x: torch.Tensor) -> torch.Tensor:
-        """The differentiable approximation BPDA uses when ``differentiable`` is ``False``."""
-        return x
 
 
 def bpda(exact: torch.Tensor, approx: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,8 @@ input low-pass in front of the model, then post-averaging around the whole::
     PostAveraging(Sequential(LowPass(r), smooth_kernels(model, rho)))
 
 The CLI and the benchmark spec build defenses from strings such as ``"lowpass:8"``,
-``"post_average:K=15,R=1.35"`` or ``"smooth:0.25"`` through :func:`build_defense`.
+``"post_average:1.35,K=15"`` or ``"smooth:0.25"`` through :func:`build_defense` (the grammar of
+:mod:`bandguard.defenses.spec`).
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from torch import nn
 from bandguard._registry import Registry
 from bandguard.defenses.base import Defense, forward_cost, is_randomized
 from bandguard.defenses.kernel_smoothing import SmoothSettings, filter_kernels, smooth_kernels
-from bandguard.defenses.lowpass import HighPass, LowPass, LowPassSettings
+from bandguard.defenses.lowpass import HighPass, LowPass
 from bandguard.defenses.post_averaging import PostAverageSettings, PostAveraging
+from bandguard.defenses.spec import parse_spec
+from bandguard.fourier import FrequencyFilter
 
-__all__ = ["DEFENSES", "RECOMMENDED", "Defended", "build_defense", "defend", "parse_defense_spec"]
+__all__ = ["DEFENSES", "RECOMMENDED", "Defended", "build_defense", "defend"]
 
 S = TypeVar("S")
 
@@ -37,11 +40,12 @@ RECOMMENDED: Mapping[str, Mapping[str, float]] = MappingProxyType({
 within 1.5 points of the undefended reference net of the test fixtures (measured in
 ``benchmarks/RESULTS.md``, ``## Defense cost``; asserted in ``tests/test_defenses_data.py``):
 
-- ``lowpass``: ideal low-pass radius (index units). MNIST 28 x 28: 10 (-0.2 points on 1,000 test
-  images; radius 6 costs 3.3 points). CIFAR-10 32 x 32: 18 (-0.4 points; 16 costs 3.4, 12 costs
-  10, 8 costs 32): the naturally trained CIFAR net leans on high frequencies (Wang et al.'s point),
-  so only the outermost ring (the corner lies at 22.6) can go for free.
-- ``post_average``: outer radius ``R`` in ``[0, 1]`` pixel space with ``K = 15``. MNIST: 3.0
+- ``lowpass``: ideal disc low-pass radius (frequency-index units), output clipped to (0, 1) (the
+  ``LowPass`` default). MNIST 28 x 28: 10 (-0.1 points on 1,000 test images; radius 6 costs 2.1
+  points, 3.3 unclipped). CIFAR-10 32 x 32: 18 (+0.0 points; 16 costs 2.5, 14 costs 4.8; earlier,
+  unclipped: 12 costs 10, 8 costs 32): the naturally trained CIFAR net leans on high frequencies
+  (Wang et al.'s point), so only the outermost ring (the corner lies at 22.6) can go for free.
+- ``post_average``: outer L2 radius ``radius_l2`` in ``[0, 1]`` pixel space with ``K = 15``. MNIST: 3.0
   (per-pixel noise scale ``3 / 28 ~ 0.11``, which the MNIST net ignores). CIFAR-10: 0.5 (about
   Lin et al.'s normalized-space ``R = 2.2``); their ``R = 6`` (1.35 here) costs the short-trained
   ``cifar_small`` 6.5 points (62.0 vs 68.5 % on 200 images), so it is not the default.
@@ -95,33 +99,50 @@ def _coerce(value: object, settings_type: type[S], first_field: str, name: str) 
     )
 
 
+def _lowpass(value: object) -> LowPass:
+    """``defend``'s ``lowpass``: a radius, :class:`LowPass` options, or a low-pass FrequencyFilter."""
+    if isinstance(value, FrequencyFilter):
+        return LowPass.from_filter(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return LowPass(value)
+    if isinstance(value, Mapping):
+        try:
+            return LowPass(**dict(value))
+        except TypeError as err:
+            raise ValueError(f"bad options for lowpass {dict(value)!r} ({err})") from None
+    raise TypeError(
+        f"lowpass must be a number, a dict of options or a FrequencyFilter, got {type(value).__name__} {value!r}"
+    )
+
+
 def defend(
     model: nn.Module,
     *,
-    lowpass: float | Mapping[str, Any] | LowPassSettings | None = None,
+    lowpass: float | Mapping[str, Any] | FrequencyFilter | None = None,
     post_average: float | Mapping[str, Any] | PostAverageSettings | None = None,
     smooth: float | Mapping[str, Any] | SmoothSettings | None = None,
     generator: torch.Generator | None = None,
 ) -> Defended:
     """Compose bandguard's defenses around ``model`` into one module.
 
-    Order: ``smooth`` (Wang et al. 1905.13545) changes a copy of the weights, ``lowpass``
-    (HFC input filter) acts in front of the model, ``post_average`` (Lin et al. 1905.12797)
-    averages the whole filtered model over random neighbours of the input.
+    Order: ``smooth`` (kernel smoothing, Wang et al. 1905.13545) changes a copy of the weights,
+    ``lowpass`` (input filter) acts in front of the model, ``post_average`` (Lin et al.
+    1905.12797) averages the whole filtered model over random neighbours of the input.
 
     Args:
         model: classifier taking ``[N, C, H, W]`` in its bounds, returning logits.
-        lowpass: radius, options of :class:`LowPassSettings`, or the settings.
-        post_average: outer radius ``R`` (pixel space), options of :class:`PostAverageSettings`,
-            or the settings.
-        smooth: ``rho``, options of :class:`SmoothSettings`, or the settings.
+        lowpass: radius in frequency-index units, options of :class:`LowPass` (``shape``,
+            ``profile``, ``clip``, ...), or a low-pass :class:`~bandguard.fourier.FrequencyFilter`.
+        post_average: outer L2 radius ``radius_l2`` (pixel space), options of
+            :class:`PostAverageSettings`, or the settings.
+        smooth: kernel-smoothing ``rho``, options of :class:`SmoothSettings`, or the settings.
         generator: randomness for post-averaging.
 
     Returns:
         :class:`Defended`, ``[N, C, H, W] -> [N, num_classes]``; ``model`` itself is untouched.
 
     Example:
-        >>> d = defend(model, lowpass=8, post_average={"radius": 1.35, "K": 15}, smooth=0.25)
+        >>> d = defend(model, lowpass=8, post_average={"radius_l2": 1.35, "K": 15}, smooth=0.25)
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -131,10 +152,9 @@ def defend(
         net = smooth_kernels(net, s.rho, s.layers)
         weights = f"smooth_kernels(rho={s.rho:g}, layers={s.layers!r})"
     if lowpass is not None:
-        lp = _coerce(lowpass, LowPassSettings, "radius", "lowpass")
-        net = nn.Sequential(LowPass(lp.radius, smooth=lp.smooth, order=lp.order, rescale=lp.rescale), net)
+        net = nn.Sequential(_lowpass(lowpass), net)
     if post_average is not None:
-        pa = _coerce(post_average, PostAverageSettings, "radius", "post_average")
+        pa = _coerce(post_average, PostAverageSettings, "radius_l2", "post_average")
         net = PostAveraging.from_settings(net, pa, generator=generator)
     return Defended(net, weights=weights)
 
@@ -158,18 +178,10 @@ def _build_highpass(model: nn.Module, radius: float, **options: Any) -> nn.Modul
 
 
 @DEFENSES.register("post_average")
-def _build_post_average(model: nn.Module, radius: float | None = None, *,
-                        seed: int | None = None, **options: Any) -> nn.Module:
-    if "R" in options:
-        if radius is not None:
-            raise ValueError("post_average: give the radius once (positionally or as R=)")
-        radius = options.pop("R")
-    if radius is None:
-        raise ValueError("post_average needs a radius, e.g. 'post_average:K=15,R=1.35'")
-    generator = None
-    if seed is not None:
-        generator = torch.Generator().manual_seed(int(seed))
-    return defend(model, post_average={"radius": radius, **options}, generator=generator)
+def _build_post_average(model: nn.Module, radius_l2: float, *, seed: int | None = None,
+                        **options: Any) -> nn.Module:
+    generator = None if seed is None else torch.Generator().manual_seed(int(seed))
+    return defend(model, post_average={"radius_l2": radius_l2, **options}, generator=generator)
 
 
 @DEFENSES.register("smooth")
@@ -184,56 +196,21 @@ def _build_filter_kernels(model: nn.Module, radius: float, **options: Any) -> nn
     return Defended(new, weights=f"filter_kernels(radius={radius:g}, layers={layers!r})")
 
 
-def _parse_value(text: str) -> Any:
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low == "none":
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    if "+" in text:  # layer lists: "layers=1.0+1.4"
-        return tuple(t.strip() for t in text.split("+"))
-    return text.strip()
-
-
-def parse_defense_spec(spec: str) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
-    """Split ``"name:arg,key=value,..."`` into ``(name, args, options)``.
-
-    Values become ints, floats, booleans (``true``/``false``), ``None`` or strings; ``a+b`` gives
-    a tuple (layer lists). ``"post_average:K=15,R=1.35"`` ->
-    ``("post_average", (), {"K": 15, "R": 1.35})``.
-    """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"defense spec must be a non-empty string, got {spec!r}")
-    name, _, rest = spec.strip().partition(":")
-    DEFENSES.get(name)  # unknown names raise, listing the known ones
-    args: list[Any] = []
-    options: dict[str, Any] = {}
-    for item in filter(None, (p.strip() for p in rest.split(","))):
-        key, eq, value = item.partition("=")
-        if eq:
-            if not key.strip().isidentifier():
-                raise ValueError(f"bad option {item!r} in defense spec {spec!r}")
-            options[key.strip()] = _parse_value(value)
-        elif options:
-            raise ValueError(f"positional value {item!r} after options in defense spec {spec!r}")
-        else:
-            args.append(_parse_value(item))
-    return name, tuple(args), options
-
-
 def build_defense(spec: str, model: nn.Module) -> nn.Module:
-    """Build the defense a spec string names around ``model`` (see :func:`parse_defense_spec`).
+    """Build the defense a spec string names around ``model``.
+
+    The grammar is :func:`bandguard.defenses.spec.parse_spec`'s (shared with regularizers):
+    ``name:first_value,key=value,...``, the first value being the defense's main setting
+    (``lowpass``/``highpass``: ``radius``; ``post_average``: ``radius_l2``; ``smooth``: ``rho``;
+    ``filter_kernels``: ``radius``), which may also be given by name.
 
     Example:
-        >>> build_defense("post_average:K=15,R=1.35,seed=0", model)
+        >>> build_defense("post_average:1.35,K=15,seed=0", model)
+        >>> build_defense("lowpass:radius=4,shape=square", model)
     """
-    name, args, options = parse_defense_spec(spec)
+    parsed = parse_spec(spec, what="defense")
+    builder = DEFENSES.get(parsed.name)  # unknown names raise, listing the known ones
     try:
-        return DEFENSES.get(name)(model, *args, **options)
+        return builder(model, *parsed.args, **parsed.options)
     except TypeError as err:
         raise ValueError(f"bad arguments in defense spec {spec!r}: {err}") from None

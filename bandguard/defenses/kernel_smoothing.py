@@ -35,8 +35,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from bandguard import fourier
-from bandguard._checks import check_int, check_nonnegative
-from bandguard.defenses._layers import LayerSpec, select_convs
+from bandguard._checks import check_nonnegative
+from bandguard.defenses._layers import LayerSpec, layer_spec, select_convs
 
 __all__ = ["SmoothSettings", "filter_kernel", "filter_kernels", "smooth_kernel", "smooth_kernels", "smoothing_mask"]
 
@@ -55,8 +55,7 @@ class SmoothSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rho", check_nonnegative(self.rho, "rho"))
-        if not isinstance(self.layers, str):
-            object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "layers", layer_spec(self.layers))
 
 
 def smoothing_mask(rho: float, *, device: torch.device | str | None = None,
@@ -89,29 +88,28 @@ def smooth_kernel(weight: torch.Tensor, rho: float) -> torch.Tensor:
     return F.conv2d(padded, mask).reshape(weight.shape)
 
 
-def filter_kernel(weight: torch.Tensor, radius: float, *, size: int = 32) -> torch.Tensor:
-    """Remove the high frequencies of each kernel through its zero-padded FFT.
+def filter_kernel(weight: torch.Tensor, radius: float) -> torch.Tensor:
+    """Remove the high frequencies of each kernel on the :data:`bandguard.fourier.KERNEL_GRID` grid.
 
-    Each ``kh x kw`` kernel is zero-padded to ``size x size`` (default 32, a CIFAR input: the grid
-    on which a conv layer's frequency response is usually read), multiplied in the centred spectrum
-    by the ideal low-pass disc of :func:`bandguard.fourier.lowpass_mask` (distance ``< radius`` in
-    the frequency units of that grid), transformed back and cropped to ``kh x kw``. Filtering is
-    circular, so where the kernel sits in the canvas does not matter; what the low-pass spreads
-    beyond the ``kh x kw`` window is dropped. A radius beyond the corner (``> size / sqrt(2)``) is
-    the identity.
+    The kernel's spectrum on the 32 x 32 grid (:func:`bandguard.fourier.kernel_frequency_response`,
+    the grid the kernel regularizer and ``kernel_spectrum`` read too) is multiplied by the ideal
+    low-pass disc (distance ``< radius`` in frequency-index units of that grid), transformed back
+    and cropped to ``kh x kw``. Filtering is circular, so what the low-pass spreads beyond the
+    ``kh x kw`` window is dropped. A radius beyond the corner (``> 16 sqrt(2) ~ 22.6``) is the
+    identity.
 
     Args:
-        weight: ``[..., kh, kw]``.
+        weight: ``[..., kh, kw]`` with ``kh, kw <= 32``.
         radius: cut-off, >= 0.
-        size: padded size, >= max(kh, kw).
 
     Returns:
         Tensor shaped like ``weight``.
     """
     kh, kw = weight.shape[-2:]
-    canvas = F.pad(weight, (0, size - kw, 0, size - kh))
-    mask = fourier.lowpass_mask(size, size, radius, device=weight.device, dtype=weight.dtype)
-    return fourier.filter_with_mask(canvas, mask)[..., :kh, :kw]
+    spectrum = fourier.kernel_frequency_response(weight)
+    mask = fourier.frequency_mask(fourier.KERNEL_GRID, fourier.KERNEL_GRID, radius,
+                                  device=weight.device, dtype=weight.dtype)
+    return fourier.ifft2c(spectrum * mask).real[..., :kh, :kw].to(weight.dtype)
 
 
 def _apply_to_convs(model: nn.Module, layers: LayerSpec, fn) -> nn.Module:  # type: ignore[no-untyped-def]
@@ -143,23 +141,20 @@ def smooth_kernels(model: nn.Module, rho: float, layers: LayerSpec = "first") ->
     return _apply_to_convs(model, layers, lambda w: smooth_kernel(w, rho))
 
 
-def filter_kernels(model: nn.Module, radius: float, layers: LayerSpec = "first", *,
-                   size: int = 32) -> nn.Module:
+def filter_kernels(model: nn.Module, radius: float, layers: LayerSpec = "first") -> nn.Module:
     """A copy of ``model`` whose conv kernels are low-pass filtered (see :func:`filter_kernel`).
 
     Args:
-        model: a model with at least one ``nn.Conv2d``.
-        radius: cut-off in the frequency units of a ``size x size`` grid, >= 0.
+        model: a model with at least one ``nn.Conv2d`` (kernels at most 32 x 32).
+        radius: cut-off in frequency-index units of the 32 x 32 kernel grid, >= 0.
         layers: ``"first"``, ``"all"`` or a list of module names.
-        size: zero-padded size of each kernel before its FFT (default 32).
 
     Returns:
         A new model; ``model`` is untouched.
     """
     radius = check_nonnegative(radius, "radius")
-    check_int(size, "size", minimum=1)
     convs = select_convs(model, layers)
     biggest = max(max(c.kernel_size) for _, c in convs)
-    if size < biggest:
-        raise ValueError(f"size must be >= the largest kernel ({biggest}), got {size}")
-    return _apply_to_convs(model, layers, lambda w: filter_kernel(w, radius, size=size))
+    if biggest > fourier.KERNEL_GRID:
+        raise ValueError(f"kernels must be at most {fourier.KERNEL_GRID} wide, got {biggest}")
+    return _apply_to_convs(model, layers, lambda w: filter_kernel(w, radius))

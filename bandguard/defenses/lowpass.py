@@ -1,160 +1,79 @@
-"""Input low-pass and high-pass filters as defenses (Wang et al. 1905.13545, HFC).
+"""Input low-pass and high-pass filters as defenses (Wang et al. 1905.13545; Yin et al. 1906.08988).
 
-Each channel's centred 2-D spectrum is multiplied by a radial mask from :mod:`bandguard.fourier`
-(the one place that builds masks): ``ideal`` keeps frequencies at distance ``< radius`` from the
-centre ``(H/2, W/2)`` as in Wang et al.'s HFC code; ``gaussian`` and ``butterworth`` roll off
-smoothly. Works on any ``H x W``, is differentiable (a fixed linear map), and composes as
-``nn.Sequential(LowPass(8), model)``.
+Each defense holds one :class:`bandguard.fourier.FrequencyFilter` (the one filter implementation,
+shared with the filtered-data training modes and ``filtered_accuracy``) and applies it in front of
+the model: ``nn.Sequential(LowPass(8), model)``.
+
+A defense is not the papers' data construction: it feeds a model that expects images in its bounds,
+so by default its output is clipped to ``(0, 1)``, the bounds of bandguard's models (the ringing of
+an ideal low-pass overshoots them by a few percent). ``clip=None`` gives the raw filtered image, as
+Wang et al. build their filtered data; ``clip=(lo, hi)`` other bounds. Works on any ``H x W``, is
+differentiable (a fixed linear map, then the clip), and composes with ``torch.compile``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
-from bandguard import fourier
-from bandguard._checks import check_choice, check_int, check_nonnegative
 from bandguard.defenses.base import Defense
+from bandguard.fourier import FilterKind, FrequencyFilter, MaskProfile, MaskShape
 
-__all__ = [
-    "HighPass",
-    "LowPass",
-    "LowPassSettings",
-    "highpass_filter",
-    "lowpass_filter",
-    "rescale_to_unit_max",
-]
+__all__ = ["DEFENSE_CLIP", "HighPass", "LowPass"]
 
-SMOOTH_KINDS = fourier.SMOOTH_KINDS
+#: Default output range of the filter defenses: the pixel bounds of bandguard's models.
+DEFENSE_CLIP = (0.0, 1.0)
 
 
-@dataclasses.dataclass(frozen=True)
-class LowPassSettings:
-    """Settings of :class:`LowPass` (also accepted by :func:`~bandguard.defenses.compose.defend`).
+class _BandFilter(Defense):
+    """Shared body of :class:`LowPass` and :class:`HighPass`: one :class:`FrequencyFilter`."""
 
-    Attributes:
-        radius: cut-off distance from the spectrum's centre, in frequency index units.
-        smooth: ``"ideal"`` (HFC's hard disc), ``"gaussian"`` or ``"butterworth"``.
-        order: Butterworth order.
-        rescale: HFC's analysis quirk: rescale each filtered image to a maximum of 1.
-    """
+    kind = FilterKind.LOW
+    randomized = False
+    differentiable = True
+    forward_cost = 1
 
-    radius: float
-    smooth: str = "ideal"
-    order: int = 2
-    rescale: bool = False
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "radius", check_nonnegative(self.radius, "radius"))
-        object.__setattr__(self, "smooth", check_choice(self.smooth, SMOOTH_KINDS, "smooth"))
-        check_int(self.order, "order", minimum=1)
-        if not isinstance(self.rescale, bool):
-            raise TypeError(f"rescale must be a bool, got {self.rescale!r}")
-
-
-def rescale_to_unit_max(x: torch.Tensor) -> torch.Tensor:
-    """Divide each image of ``x`` ``[N, C, H, W]`` by its maximum over ``C, H, W``.
-
-    Wang et al.'s HFC scripts rescale every filtered image to a maximum of 255; in bandguard's
-    ``[0, 1]`` space that is a maximum of 1. An image whose maximum is <= 0 is left unchanged.
-    """
-    peak = x.amax(dim=(-3, -2, -1), keepdim=True)
-    return torch.where(peak > 0, x / torch.where(peak > 0, peak, torch.ones_like(peak)), x)
-
-
-def lowpass_filter(
-    x: torch.Tensor, radius: float, *, smooth: str = "ideal", order: int = 2, rescale: bool = False
-) -> torch.Tensor:
-    """Low-frequency part of each channel of ``x`` (functional twin of :class:`LowPass`).
-
-    Args:
-        x: images ``[N, C, H, W]`` (any ``[..., H, W]`` works).
-        radius: cut-off; a radius beyond the corner of the spectrum keeps everything.
-        smooth: mask kind, see :func:`bandguard.fourier.lowpass_mask`.
-        order: Butterworth order.
-        rescale: HFC per-image rescaling to a maximum of 1 (analysis only).
-
-    Returns:
-        Tensor shaped like ``x``.
-    """
-    s = LowPassSettings(radius, smooth, order, rescale)
-    h, w = x.shape[-2:]
-    mask = fourier.lowpass_mask(h, w, s.radius, smooth=s.smooth, order=s.order,
-                                device=x.device, dtype=x.dtype)
-    out = fourier.filter_with_mask(x, mask)
-    return rescale_to_unit_max(out) if s.rescale else out
-
-
-def highpass_filter(
-    x: torch.Tensor, radius: float, *, smooth: str = "ideal", order: int = 2, rescale: bool = False
-) -> torch.Tensor:
-    """High-frequency part of each channel of ``x``: the complement of :func:`lowpass_filter`.
-
-    Without rescaling, ``lowpass_filter(x, r) + highpass_filter(x, r) == x`` up to rounding.
-    Shapes as in :func:`lowpass_filter`.
-    """
-    s = LowPassSettings(radius, smooth, order, rescale)
-    h, w = x.shape[-2:]
-    mask = fourier.highpass_mask(h, w, s.radius, smooth=s.smooth, order=s.order,
-                                 device=x.device, dtype=x.dtype)
-    out = fourier.filter_with_mask(x, mask)
-    return rescale_to_unit_max(out) if s.rescale else out
-
-
-class _MaskFilter(Defense):
-    """Shared body of :class:`LowPass` and :class:`HighPass`: a cached mask times the spectrum."""
-
-    _high: bool = False
-
-    def __init__(self, radius: float, *, smooth: str = "ideal", order: int = 2,
-                 rescale: bool = False) -> None:
+    def __init__(
+        self,
+        radius: float,
+        *,
+        shape: str | MaskShape = MaskShape.DISC,
+        profile: str | MaskProfile = MaskProfile.IDEAL,
+        order: int = 2,
+        rescale: bool = False,
+        clip: tuple[float, float] | None = DEFENSE_CLIP,
+    ) -> None:
         super().__init__()
-        self.settings = LowPassSettings(radius, smooth, order, rescale)
-        # Non-persistent: a cache, rebuilt when H, W, device or dtype change; never in state_dict.
-        self.register_buffer("mask", torch.empty(0), persistent=False)
+        self.filter = FrequencyFilter(radius, kind=self.kind, shape=shape, profile=profile,
+                                      order=order, rescale=rescale, clip=clip)
 
-    def _build_mask(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.settings
-        h, w = x.shape[-2:]
-        make = fourier.highpass_mask if self._high else fourier.lowpass_mask
-        return make(h, w, s.radius, smooth=s.smooth, order=s.order, device=x.device, dtype=x.dtype)
-
-    def _mask_for(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling():
-            # Inside a compiled graph the mask is a traced constant; mutating a buffer would
-            # only cost graph breaks.
-            return self._build_mask(x)
-        m = self.mask
-        if m.shape != x.shape[-2:] or m.device != x.device or m.dtype != x.dtype:
-            self.mask = self._build_mask(x)
-        return self.mask
+    @classmethod
+    def from_filter(cls, settings: FrequencyFilter) -> _BandFilter:
+        """The defense applying ``settings`` exactly (its ``kind`` must match the class)."""
+        if settings.kind is not cls.kind:
+            raise ValueError(f"{cls.__name__} needs a kind={cls.kind.value!r} filter, got {settings.kind.value!r}")
+        s = settings
+        return cls(s.radius, shape=s.shape, profile=s.profile, order=s.order, rescale=s.rescale, clip=s.clip)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = fourier.filter_with_mask(x, self._mask_for(x))
-        return rescale_to_unit_max(out) if self.settings.rescale else out
+        return self.filter(x)
 
     def extra_repr(self) -> str:
-        s = self.settings
-        parts = [f"radius={s.radius:g}", f"smooth={s.smooth!r}"]
-        if s.smooth == "butterworth":
-            parts.append(f"order={s.order}")
-        if s.rescale:
-            parts.append("rescale=True")
-        return ", ".join(parts)
+        text = self.filter.describe().replace(f", kind={self.kind.value!r}", "")
+        return text if self.filter.clip is not None else f"{text}, clip=None"
 
 
-class LowPass(_MaskFilter):
-    """Keep the low frequencies of each input channel (Wang et al. 1905.13545, HFC).
+class LowPass(_BandFilter):
+    """Keep the low frequencies of each input channel (Wang et al. 1905.13545; Yin et al. 1906.08988).
 
     Args:
-        radius: cut-off distance from the centre of the spectrum (index units); ``ideal`` keeps
-            distances ``< radius``. For 32 x 32 inputs the corner lies at ``16 * sqrt(2) ~ 22.6``,
-            so ``radius > 22.7`` is the identity.
-        smooth: ``"ideal"``, ``"gaussian"`` or ``"butterworth"``.
+        radius: cut-off in frequency-index units from the centre of the spectrum. The ideal disc
+            keeps distances ``< radius``; for 32 x 32 inputs the corner lies at ``16 * sqrt(2) ~
+            22.6``, so ``radius > 22.7`` keeps everything.
+        shape: ``"disc"`` (Wang et al.) or ``"square"`` (Yin et al., bandwidth ``2 * radius``).
+        profile: ``"ideal"`` (both papers), ``"gaussian"`` or ``"butterworth"``.
         order: Butterworth order.
-        rescale: HFC's per-image rescaling to a maximum of 1 (for analysis; off by default, and
-            it leaves the model's bounds meaningless for attacks).
+        rescale: Wang et al.'s per-image ``x / max(x)`` (analysis; off by default).
+        clip: output range, default ``(0, 1)`` (the model's bounds); ``None`` keeps the raw filter.
 
     Shape:
         ``[N, C, H, W] -> [N, C, H, W]``, any ``H, W``.
@@ -163,13 +82,15 @@ class LowPass(_MaskFilter):
         >>> defended = nn.Sequential(LowPass(8), model)
     """
 
-    _high = False
+    kind = FilterKind.LOW
 
 
-class HighPass(_MaskFilter):
+class HighPass(_BandFilter):
     """Keep the high frequencies of each input channel: the complement of :class:`LowPass`.
 
-    Arguments and shapes as in :class:`LowPass`; ``HighPass(r)(x) + LowPass(r)(x) == x``.
+    Arguments and shapes as in :class:`LowPass`. With ``clip=None``,
+    ``HighPass(r, clip=None)(x) + LowPass(r, clip=None)(x) == x``; with the default clip a
+    high-pass image (mostly negative) loses its negative half.
     """
 
-    _high = True
+    kind = FilterKind.HIGH

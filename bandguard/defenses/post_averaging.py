@@ -8,7 +8,7 @@ L2 norm (uniform on the sphere, not orthogonalised), used with both signs at rad
 outputs are averaged and the class is the argmax.
 
 Radii. Lin et al. state ``R`` in the model's normalized input space (ImageNet mean/std):
-CIFAR-10 ``R = 6``, ImageNet ``R = 30``. bandguard models normalize inside, so ``radius`` here is in
+CIFAR-10 ``R = 6``, ImageNet ``R = 30``. bandguard models normalize inside, so ``radius_l2`` here is an L2 distance in
 ``[0, 1]`` pixel units; a normalized-space distance is the pixel distance divided by the std, so
 multiply by about 0.225: CIFAR ``R = 6`` is about 1.35, ImageNet ``R = 30`` about 6.8.
 
@@ -17,7 +17,7 @@ the valid image range. bandguard does the same by default (``bounds=None``); pas
 to clip every neighbour (then a neighbour's distance to the input can be below its radius).
 
 Sampling is kept apart from the deterministic apply step: :func:`sample_directions` draws the
-directions and :func:`post_average` is a pure function of ``(model, x, directions, radii)``, so a
+directions and :func:`post_average` is a pure function of ``(model, x, directions, radii_l2)``, so a
 call of :class:`PostAveraging` can be replayed exactly.
 """
 
@@ -36,7 +36,7 @@ from bandguard._checks import check_bounds, check_enum, check_int, check_nonnega
 from bandguard.defenses.base import Defense
 
 __all__ = [
-    "DEFAULT_SAMPLE_BUDGET",
+    "MAX_CHUNK_VALUES",
     "PostAverageSettings",
     "PostAveraging",
     "Reduce",
@@ -46,10 +46,10 @@ __all__ = [
     "sample_directions",
 ]
 
-# Model inputs per chunk are bounded by this many float values (C*H*W each): about 256 CIFAR or
-# 1,000 MNIST samples. One giant batch of every sample is much slower on CPU than chunks of a
+#: Unit: float values (model inputs x C*H*W) per model call of post-averaging: about 256 CIFAR or
+#: 1,000 MNIST neighbours. One giant batch of every sample is much slower on CPU than chunks of a
 # few hundred (cache misses); see benchmarks/defense_cost.py.
-DEFAULT_SAMPLE_BUDGET = 2**20
+MAX_CHUNK_VALUES = 2**20
 
 
 class Reduce(str, enum.Enum):
@@ -65,10 +65,10 @@ class PostAverageSettings:
     """Settings of :class:`PostAveraging` (also accepted by :func:`~bandguard.defenses.compose.defend`).
 
     Attributes:
-        radius: outer radius ``R`` in the model's input (pixel) space; radii default to
+        radius_l2: outer radius ``R``, an L2 distance in the model's input (pixel) space; radii default to
             ``(R/3, 2R/3, R)``.
         K: number of random directions (each used with both signs if ``antithetic``).
-        radii: explicit radii, overriding ``radius``.
+        radii_l2: explicit L2 radii, overriding ``radius_l2``.
         antithetic: use every direction with both signs, as Lin et al. do.
         include_original: also classify the input itself.
         reduce: ``"probs"`` (default), ``"logits"`` or ``"vote"``.
@@ -77,9 +77,9 @@ class PostAverageSettings:
             (:func:`default_max_batch`).
     """
 
-    radius: float
+    radius_l2: float
     K: int = 15
-    radii: tuple[float, ...] | None = None
+    radii_l2: tuple[float, ...] | None = None
     antithetic: bool = True
     include_original: bool = True
     reduce: Reduce = Reduce.PROBS
@@ -87,13 +87,13 @@ class PostAverageSettings:
     max_batch: int | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "radius", check_nonnegative(self.radius, "radius"))
+        object.__setattr__(self, "radius_l2", check_nonnegative(self.radius_l2, "radius_l2"))
         check_int(self.K, "K", minimum=1)
-        if self.radii is not None:
-            radii = tuple(check_nonnegative(r, "radii") for r in self.radii)
-            if not radii:
-                raise ValueError(f"radii must hold at least one radius, got {self.radii!r}")
-            object.__setattr__(self, "radii", radii)
+        if self.radii_l2 is not None:
+            radii_l2 = tuple(check_nonnegative(r, "radii_l2") for r in self.radii_l2)
+            if not radii_l2:
+                raise ValueError(f"radii_l2 must hold at least one radius, got {self.radii_l2!r}")
+            object.__setattr__(self, "radii_l2", radii_l2)
         object.__setattr__(self, "reduce", check_enum(self.reduce, Reduce, "reduce"))
         if self.bounds is not None:
             object.__setattr__(self, "bounds", check_bounds(self.bounds))
@@ -104,22 +104,22 @@ class PostAverageSettings:
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
     @property
-    def effective_radii(self) -> tuple[float, ...]:
-        """The radii used: ``radii`` if given, else ``(R/3, 2R/3, R)``."""
-        if self.radii is not None:
-            return self.radii
-        return (self.radius / 3, 2 * self.radius / 3, self.radius)
+    def effective_radii_l2(self) -> tuple[float, ...]:
+        """The L2 radii used: ``radii_l2`` if given, else ``(R/3, 2R/3, R)``."""
+        if self.radii_l2 is not None:
+            return self.radii_l2
+        return (self.radius_l2 / 3, 2 * self.radius_l2 / 3, self.radius_l2)
 
     @property
     def samples_per_input(self) -> int:
-        """Model forwards per image: ``include_original + len(radii) * K * (2 if antithetic)``."""
+        """Model forwards per image: ``include_original + len(radii_l2) * K * (2 if antithetic)``."""
         signs = 2 if self.antithetic else 1
-        return int(self.include_original) + len(self.effective_radii) * self.K * signs
+        return int(self.include_original) + len(self.effective_radii_l2) * self.K * signs
 
 
-def default_max_batch(sample_numel: int, budget: int = DEFAULT_SAMPLE_BUDGET) -> int:
-    """Neighbours per model call for inputs of ``sample_numel`` values: ``budget // numel``, >= 16."""
-    return max(16, budget // max(1, sample_numel))
+def default_max_batch(sample_numel: int, max_values: int = MAX_CHUNK_VALUES) -> int:
+    """Neighbours per model call for inputs of ``sample_numel`` values: ``max_values // numel``, >= 16."""
+    return max(16, max_values // max(1, sample_numel))
 
 
 @torch.compiler.disable
@@ -160,7 +160,7 @@ def sample_directions(
 def neighbours(
     x: torch.Tensor,
     directions: torch.Tensor,
-    radii: Sequence[float],
+    radii_l2: Sequence[float],
     *,
     antithetic: bool = True,
     include_original: bool = True,
@@ -168,20 +168,20 @@ def neighbours(
 ) -> torch.Tensor:
     """The points around each image that post-averaging classifies.
 
-    Order per image: the input (if ``include_original``), then for each radius ``r`` the
+    Order per image: the input (if ``include_original``), then for each L2 radius ``r`` the
     ``K`` points ``x + r u_k`` followed (if ``antithetic``) by the ``K`` points ``x - r u_k``.
 
     Args:
         x: images ``[N, C, H, W]``.
         directions: unit directions ``[N, K, C, H, W]``.
-        radii: the radii, ``R`` of them.
+        radii_l2: the L2 radii (pixel units), ``R`` of them.
         antithetic, include_original, bounds: see :class:`PostAverageSettings`.
 
     Returns:
         Tensor ``[N, S, C, H, W]`` with ``S = include_original + R * K * (2 if antithetic else 1)``.
     """
     signs = (1.0, -1.0) if antithetic else (1.0,)
-    scales = torch.tensor([s * r for r in radii for s in signs], device=x.device, dtype=x.dtype)
+    scales = torch.tensor([s * r for r in radii_l2 for s in signs], device=x.device, dtype=x.dtype)
     offsets = rearrange(scales, "m -> 1 m 1 1 1 1") * directions.unsqueeze(1)  # [N, M, K, C, H, W]
     pts = x.unsqueeze(1) + rearrange(offsets, "n m k c h w -> n (m k) c h w")
     if include_original:
@@ -195,7 +195,7 @@ def post_average(
     model: nn.Module,
     x: torch.Tensor,
     directions: torch.Tensor,
-    radii: Sequence[float],
+    radii_l2: Sequence[float],
     *,
     antithetic: bool = True,
     include_original: bool = True,
@@ -213,7 +213,7 @@ def post_average(
         model: classifier returning logits ``[B, num_classes]``.
         x: images ``[N, C, H, W]``.
         directions: unit directions ``[N, K, C, H, W]`` (from :func:`sample_directions`).
-        radii: the radii.
+        radii_l2: the L2 radii (pixel units).
         antithetic, include_original, reduce, bounds, max_batch: see :class:`PostAverageSettings`.
 
     Returns:
@@ -223,10 +223,10 @@ def post_average(
         cross-entropy attacks; the argmax is the averaged prediction.
     """
     reduce = check_enum(reduce, Reduce, "reduce")
-    _check_shapes(x, directions, radii)
+    _check_shapes(x, directions, radii_l2)
     n = x.shape[0]
     sample_numel = x[0].numel()
-    per_image = int(include_original) + len(radii) * directions.shape[1] * (2 if antithetic else 1)
+    per_image = int(include_original) + len(radii_l2) * directions.shape[1] * (2 if antithetic else 1)
     limit = max_batch or default_max_batch(sample_numel)
     # Whole images per chunk keep the neighbour construction simple; an image with more
     # neighbours than `limit` is split further below.
@@ -234,7 +234,7 @@ def post_average(
     outputs = []
     for start in range(0, n, images_per_chunk):
         stop = min(n, start + images_per_chunk)
-        pts = neighbours(x[start:stop], directions[start:stop], radii, antithetic=antithetic,
+        pts = neighbours(x[start:stop], directions[start:stop], radii_l2, antithetic=antithetic,
                          include_original=include_original, bounds=bounds)
         flat = rearrange(pts, "n s c h w -> (n s) c h w")
         logits = torch.cat([model(part) for part in flat.split(limit)])
@@ -242,7 +242,7 @@ def post_average(
     return torch.cat(outputs)
 
 
-def _check_shapes(x: torch.Tensor, directions: torch.Tensor, radii: Sequence[float]) -> None:
+def _check_shapes(x: torch.Tensor, directions: torch.Tensor, radii_l2: Sequence[float]) -> None:
     # Cheap metadata checks only: this runs on every forward of an attack loop.
     if x.ndim != 4:
         raise ValueError(f"x must have shape [N, C, H, W], got {tuple(x.shape)}")
@@ -251,10 +251,10 @@ def _check_shapes(x: torch.Tensor, directions: torch.Tensor, radii: Sequence[flo
             f"directions must have shape [N, K, C, H, W] = [{x.shape[0]}, K, {', '.join(map(str, x.shape[1:]))}]"
             f", got {tuple(directions.shape)}"
         )
-    if not len(radii):
-        raise ValueError("radii must hold at least one radius")
-    for r in radii:
-        check_nonnegative(r, "radii")
+    if not len(radii_l2):
+        raise ValueError("radii_l2 must hold at least one radius")
+    for r in radii_l2:
+        check_nonnegative(r, "radii_l2")
 
 
 def _combine(logits: torch.Tensor, reduce: Reduce) -> torch.Tensor:
@@ -275,9 +275,9 @@ class PostAveraging(Defense):
     Args:
         model: classifier taking ``[N, C, H, W]`` in its bounds and returning logits.
         K: random directions per image (default 15, as Lin et al.).
-        radius: outer radius ``R`` in the model's input space (``[0, 1]`` pixels); radii
+        radius_l2: outer radius ``R``, an L2 distance in the model's input space (``[0, 1]`` pixels); radii
             ``(R/3, 2R/3, R)``. Lin et al.'s normalized-space CIFAR ``R = 6`` is about 1.35 here.
-        radii: explicit radii instead.
+        radii_l2: explicit L2 radii instead.
         antithetic: use each direction with both signs (Lin et al.).
         include_original: classify the input too.
         reduce: ``"probs"`` (mean softmax, default), ``"logits"`` or ``"vote"``.
@@ -300,8 +300,8 @@ class PostAveraging(Defense):
         model: nn.Module,
         *,
         K: int = 15,
-        radius: float,
-        radii: Sequence[float] | None = None,
+        radius_l2: float,
+        radii_l2: Sequence[float] | None = None,
         antithetic: bool = True,
         include_original: bool = True,
         reduce: Reduce | str = Reduce.PROBS,
@@ -315,7 +315,8 @@ class PostAveraging(Defense):
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         self.settings = PostAverageSettings(
-            radius=radius, K=K, radii=None if radii is None else tuple(radii), antithetic=antithetic,
+            radius_l2=radius_l2, K=K, radii_l2=None if radii_l2 is None else tuple(radii_l2),
+            antithetic=antithetic,
             include_original=include_original, reduce=reduce, bounds=bounds, max_batch=max_batch,
         )
         self.model = model
@@ -327,7 +328,7 @@ class PostAveraging(Defense):
                       generator: torch.Generator | None = None) -> PostAveraging:
         """Build from a :class:`PostAverageSettings`."""
         s = settings
-        return cls(model, K=s.K, radius=s.radius, radii=s.radii, antithetic=s.antithetic,
+        return cls(model, K=s.K, radius_l2=s.radius_l2, radii_l2=s.radii_l2, antithetic=s.antithetic,
                    include_original=s.include_original, reduce=s.reduce, bounds=s.bounds,
                    generator=generator, max_batch=s.max_batch)
 
@@ -338,14 +339,14 @@ class PostAveraging(Defense):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.settings
-        return post_average(self.model, x, self.sample(x), s.effective_radii,
+        return post_average(self.model, x, self.sample(x), s.effective_radii_l2,
                             antithetic=s.antithetic, include_original=s.include_original,
                             reduce=s.reduce, bounds=s.bounds, max_batch=s.max_batch)
 
     def extra_repr(self) -> str:
         s = self.settings
-        radii = ", ".join(f"{r:.4g}" for r in s.effective_radii)
-        parts = [f"K={s.K}", f"radii=({radii})", f"reduce={s.reduce.value!r}",
+        radii_l2 = ", ".join(f"{r:.4g}" for r in s.effective_radii_l2)
+        parts = [f"K={s.K}", f"radii_l2=({radii_l2})", f"reduce={s.reduce.value!r}",
                  f"forward_cost={self.forward_cost}"]
         if not s.antithetic:
             parts.append("antithetic=False")

@@ -10,17 +10,20 @@ differentiable in the weights (``TrainConfig(regularizers=[(penalty, weight), ..
 from __future__ import annotations
 
 import dataclasses
+import enum
 
 import torch
 from torch import nn
 
 from bandguard import fourier
-from bandguard._checks import check_choice, check_int, check_nonnegative
-from bandguard.defenses._layers import LayerSpec, select_convs
+from bandguard._checks import check_enum, check_nonnegative
+from bandguard.defenses._layers import LayerSpec, layer_spec, select_convs
+from bandguard.defenses.spec import parse_spec
 
 __all__ = [
-    "PENALTY_KINDS",
+    "KERNEL_HIGH_RADIUS",
     "Penalty",
+    "RegularizerKind",
     "kernel_high_frequency_energy",
     "kernel_high_frequency_penalty",
     "neighbor_differences",
@@ -67,58 +70,63 @@ def neighbor_weight_penalty(model: nn.Module, layers: LayerSpec = "all") -> torc
     return total / count
 
 
-def kernel_high_frequency_energy(weight: torch.Tensor, radius: float, *, size: int | None = None) -> torch.Tensor:
-    """Energy of each kernel's centred spectrum at distance >= ``radius`` from its centre.
+#: Default cut-off of the kernel high-frequency penalty, in frequency-index units of the 32 x 32
+#: kernel grid (:data:`bandguard.fourier.KERNEL_GRID`): a quarter of the grid, ``8 / 32`` cycles per
+#: pixel, the same cut the kernel spectrum's ``high_fraction`` uses.
+KERNEL_HIGH_RADIUS = 8.0
+
+
+def kernel_high_frequency_energy(weight: torch.Tensor, radius: float) -> torch.Tensor:
+    """Energy of each kernel's spectrum at distance >= ``radius`` from the centre of the kernel grid.
+
+    The spectrum is :func:`bandguard.fourier.kernel_frequency_response` (the kernel zero-padded to
+    the one 32 x 32 kernel grid), so ``radius`` is in frequency-index units of that grid, as in
+    kernel filtering and the kernel spectrum. A constant kernel is a box there and has high
+    frequencies; a delta kernel has a flat spectrum.
 
     Args:
         weight: ``[..., kh, kw]``.
-        radius: cut-off in the frequency units of the transform grid.
-        size: ``None`` transforms each kernel on its own ``kh x kw`` grid (periodic; a constant
-            kernel then has only the zero frequency); an int zero-pads to ``size x size`` first
-            (then a constant kernel is a box and has high frequencies).
+        radius: cut-off, >= 0.
 
     Returns:
-        Tensor ``[...]``: ``sum_{d >= radius} |F|^2 / (h w)``, in squared-weight units
+        Tensor ``[...]``: ``sum_{d >= radius} |F|^2 / 32^2``, in squared-weight units
         (Parseval: with ``radius = 0`` it is the kernel's squared L2 norm).
     """
-    if size is not None:
-        kh, kw = weight.shape[-2:]
-        weight = torch.nn.functional.pad(weight, (0, size - kw, 0, size - kh))
-    h, w = weight.shape[-2:]
-    spectrum = fourier.fft2c(weight)
+    grid = fourier.KERNEL_GRID
+    spectrum = fourier.kernel_frequency_response(weight)
     # real^2 + imag^2 rather than |F|^2: abs() has no useful gradient where F is zero.
     energy = spectrum.real.pow(2) + spectrum.imag.pow(2)
-    high = fourier.highpass_mask(h, w, radius, device=weight.device, dtype=energy.dtype)
-    return (energy * high).sum(dim=(-2, -1)) / (h * w)
+    high = fourier.frequency_mask(grid, grid, radius, kind="high", device=weight.device, dtype=energy.dtype)
+    return (energy * high).sum(dim=(-2, -1)) / (grid * grid)
 
 
 def kernel_high_frequency_penalty(
-    model: nn.Module, radius: float = 1.0, layers: LayerSpec = "all", *, size: int | None = None
+    model: nn.Module, radius: float = KERNEL_HIGH_RADIUS, layers: LayerSpec = "all"
 ) -> torch.Tensor:
     """Mean high-frequency energy over every kernel of the selected conv layers.
 
-    With the default ``size=None`` each kernel is transformed on its own grid, so for a 3x3 kernel
-    ``radius=1`` penalises every non-zero frequency (all but the mean) and ``radius=1.5`` nothing;
-    zero-pad with ``size`` for a finer frequency grid. See :func:`kernel_high_frequency_energy`.
+    See :func:`kernel_high_frequency_energy`; ``radius`` is in frequency-index units of the
+    32 x 32 kernel grid (default 8: frequencies above a quarter cycle per pixel).
 
     Args:
-        model: a model with at least one ``nn.Conv2d``.
+        model: a model with at least one ``nn.Conv2d`` (kernels at most 32 x 32).
         radius: cut-off (>= 0).
         layers: ``"all"`` (default), ``"first"`` or a list of module names.
-        size: ``None`` or the padded size (>= the largest kernel).
 
     Returns:
-        Scalar tensor, differentiable in the weights; zero for constant kernels (``size=None``).
+        Scalar tensor, differentiable in the weights.
     """
     radius = check_nonnegative(radius, "radius")
     convs = select_convs(model, layers)
-    if size is not None:
-        check_int(size, "size", minimum=max(max(c.kernel_size) for _, c in convs))
-    energies = [kernel_high_frequency_energy(c.weight, radius, size=size).flatten() for _, c in convs]
+    energies = [kernel_high_frequency_energy(c.weight, radius).flatten() for _, c in convs]
     return torch.cat(energies).mean()
 
 
-PENALTY_KINDS = ("neighbor", "highfreq")
+class RegularizerKind(str, enum.Enum):
+    """The weight regularizers, by spec name."""
+
+    NEIGHBOR = "neighbor"  # neighbor_weight_penalty
+    HIGHFREQ = "highfreq"  # kernel_high_frequency_penalty
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,66 +134,63 @@ class Penalty:
     """A named, picklable regularizer ``(model) -> scalar`` with its options bound.
 
     ``TrainConfig(regularizers=[(Penalty("neighbor"), 1e-3)])``; its ``__name__`` (e.g.
-    ``"highfreq:radius=1,layers=all"``) is what checkpoint metadata records.
+    ``"highfreq:radius=8,layers=all"``, in the spec grammar of :mod:`bandguard.defenses.spec`) is
+    what checkpoint metadata records.
 
     Attributes:
         kind: ``"neighbor"`` (:func:`neighbor_weight_penalty`) or ``"highfreq"``
             (:func:`kernel_high_frequency_penalty`).
-        radius: cut-off for ``"highfreq"``.
+        radius: cut-off of ``"highfreq"`` on the 32 x 32 kernel grid (``None``: 8); ``"neighbor"``
+            takes none.
         layers: ``"all"``, ``"first"`` or a tuple of module names.
-        size: padded size for ``"highfreq"`` (``None``: the kernel's own grid).
     """
 
-    kind: str
-    radius: float = 1.0
+    kind: RegularizerKind
+    radius: float | None = None
     layers: str | tuple[str, ...] = "all"
-    size: int | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", check_choice(self.kind, PENALTY_KINDS, "penalty"))
-        object.__setattr__(self, "radius", check_nonnegative(self.radius, "radius"))
-        if not isinstance(self.layers, str):
-            object.__setattr__(self, "layers", tuple(self.layers))
-        if self.size is not None:
-            check_int(self.size, "size", minimum=1)
+        kind = check_enum(self.kind, RegularizerKind, "regularizer")
+        object.__setattr__(self, "kind", kind)
+        if kind is RegularizerKind.NEIGHBOR and self.radius is not None:
+            raise ValueError(f"regularizer 'neighbor' takes no radius, got radius={self.radius!r}")
+        if kind is RegularizerKind.HIGHFREQ:
+            radius = KERNEL_HIGH_RADIUS if self.radius is None else self.radius
+            object.__setattr__(self, "radius", check_nonnegative(radius, "radius"))
+        object.__setattr__(self, "layers", layer_spec(self.layers))
 
     def __call__(self, model: nn.Module) -> torch.Tensor:
-        if self.kind == "neighbor":
+        if self.kind is RegularizerKind.NEIGHBOR:
             return neighbor_weight_penalty(model, self.layers)
-        return kernel_high_frequency_penalty(model, self.radius, self.layers, size=self.size)
+        return kernel_high_frequency_penalty(model, self.radius, self.layers)  # type: ignore[arg-type]
 
     @property
     def __name__(self) -> str:  # read by TrainConfig.recipe()
         layers = self.layers if isinstance(self.layers, str) else "+".join(self.layers)
-        if self.kind == "neighbor":
+        if self.kind is RegularizerKind.NEIGHBOR:
             return f"neighbor:layers={layers}"
-        size = "" if self.size is None else f",size={self.size}"
-        return f"highfreq:radius={self.radius:g},layers={layers}{size}"
+        return f"highfreq:radius={self.radius:g},layers={layers}"
 
 
 def parse_regularizer(spec: str) -> tuple[Penalty, float]:
-    """Parse a CLI regularizer spec into a ``(penalty, weight)`` pair for ``TrainConfig``.
+    """Parse a regularizer spec into a ``(penalty, weight)`` pair for ``TrainConfig``.
 
-    Forms: ``neighbor:WEIGHT[:LAYERS]`` and ``highfreq:RADIUS:WEIGHT[:LAYERS]``, where ``LAYERS`` is
-    ``all`` (default), ``first`` or module names joined by ``+``. Examples: ``neighbor:1e-3``,
-    ``highfreq:1:1e-2:first``.
+    The grammar is the defenses' (:func:`bandguard.defenses.spec.parse_spec`): the name, the
+    weight as the one positional value (or ``weight=``), then the :class:`Penalty` options.
+    Examples: ``neighbor:1e-3``, ``neighbor:1e-3,layers=first``, ``highfreq:1e-2,radius=4``,
+    ``highfreq:1e-2,layers=0+3``.
     """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"regularizer spec must be a non-empty string, got {spec!r}")
-    kind, *rest = spec.strip().split(":")
-    kind = check_choice(kind, PENALTY_KINDS, "regularizer")
-    want = 1 if kind == "neighbor" else 2
-    if len(rest) not in (want, want + 1):
-        form = "neighbor:WEIGHT[:LAYERS]" if kind == "neighbor" else "highfreq:RADIUS:WEIGHT[:LAYERS]"
-        raise ValueError(f"bad regularizer spec {spec!r}; expected {form}")
+    parsed = parse_spec(spec, what="regularizer")
+    kind = check_enum(parsed.name, RegularizerKind, "regularizer")
+    options = dict(parsed.options)
+    if len(parsed.args) + ("weight" in options) != 1:
+        raise ValueError(
+            f"regularizer spec {spec!r} needs exactly one weight, e.g. '{kind.value}:1e-3'"
+        )
+    weight = parsed.args[0] if parsed.args else options.pop("weight")
+    weight = check_nonnegative(weight, "regularizer weight")
     try:
-        numbers = [float(v) for v in rest[:want]]
-    except ValueError:
-        raise ValueError(f"bad number in regularizer spec {spec!r}") from None
-    layers: str | tuple[str, ...] = "all"
-    if len(rest) > want:
-        text = rest[want].strip()
-        layers = text if text in ("all", "first") else tuple(t for t in text.split("+") if t)
-    weight = check_nonnegative(numbers[-1], "regularizer weight")
-    radius = numbers[0] if kind == "highfreq" else 1.0
-    return Penalty(kind, radius=radius, layers=layers), weight
+        return Penalty(kind, **options), weight
+    except TypeError:
+        fields = [f.name for f in dataclasses.fields(Penalty) if f.name != "kind"]
+        raise ValueError(f"bad options in regularizer spec {spec!r}; options are {fields}") from None

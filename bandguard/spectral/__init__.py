@@ -12,7 +12,7 @@ from bandguard.spectral.corruptions import (
     corrupt,
     corruption_spectrum,
 )
-from bandguard.spectral.filtered import FilteredAccuracy, filter_images, filtered_accuracy
+from bandguard.spectral.filtered import FilteredAccuracy, filtered_accuracy
 from bandguard.spectral.fprinciple import FPrincipleMonitor, FPrincipleResult
 from bandguard.spectral.heatmap import HeatmapResult, fourier_heatmap, heatmap_signs
 from bandguard.spectral.kernels import KernelSpectrum, kernel_spectrum
@@ -39,7 +39,6 @@ __all__ = [
     "compare_attack_spectra",
     "corrupt",
     "corruption_spectrum",
-    "filter_images",
     "filtered_accuracy",
     "fourier_heatmap",
     "heatmap_signs",

@@ -1,20 +1,20 @@
 """Accuracy on low- and high-pass filtered images, per radius.
 
-Yin et al. (arXiv 1906.08988) report test accuracy on low/high-pass filtered CIFAR-10; Wang et al.
-(arXiv 1905.13545, HFC ``utility/frequencyHelper.py``) split each image into the part inside a
-centred disc (distance strictly < r) and the rest. Both use the ideal disc mask of
-:func:`bandguard.fourier.lowpass_mask`.
+Yin et al. (arXiv 1906.08988) report test accuracy on low/high-pass filtered CIFAR-10 with a
+centred square of bandwidth B; Wang et al. (arXiv 1905.13545, HFC ``utility/frequencyHelper.py``)
+split each image into the part inside a centred disc (distance strictly < r) and the rest. Both
+shapes come from the one filter, :class:`bandguard.fourier.FrequencyFilter`, which the
+filtered-data training modes and the ``LowPass`` defense use too.
 
-Filtered images leave the pixel bounds (a high-pass image has mean about zero); they are clipped
-back to the bounds before the model sees them, since a model is only defined on its bounds. Wang
-et al.'s scripts also rescale each filtered image so its maximum is the top of the range: offered
-as ``rescale=True``, off by default.
+By default the model sees the raw filtered image, as Wang et al.'s code makes it: never clipped (a
+high-pass image is small and mostly negative). ``rescale=True`` is their scripts' per-image
+``x / max(x)``; ``clip=(lo, hi)`` clamps to the bounds first, an explicit option (clipping zeroes
+about half of an MNIST high-pass image).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -24,23 +24,15 @@ from torch import nn
 
 from bandguard._checks import (
     check_bounds,
-    check_enum,
     check_images,
     check_int,
     check_labels,
     check_nonnegative,
 )
 from bandguard._modes import model_mode
-from bandguard.fourier import filter_with_mask, lowpass_mask
+from bandguard.fourier import FilterKind, FrequencyFilter, MaskShape
 
-__all__ = ["FilterKind", "FilteredAccuracy", "filter_images", "filtered_accuracy"]
-
-
-class FilterKind(str, enum.Enum):
-    """Which part of the spectrum is kept."""
-
-    LOW = "low"  # distance from the centre < radius
-    HIGH = "high"  # distance >= radius
+__all__ = ["FilteredAccuracy", "filtered_accuracy"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,12 +40,14 @@ class FilteredAccuracy:
     """Accuracy on filtered images, one entry per radius.
 
     Attributes:
-        radii: the cut-off radii, in centred index units.
+        radii: the cut-off radii, in frequency-index units.
         accuracy: top-1 accuracy on the images filtered at each radius, in [0, 1].
         clean: accuracy on the unfiltered images.
         kind: ``"low"`` or ``"high"``.
+        shape: ``"disc"`` (Wang et al.) or ``"square"`` (Yin et al.).
         n: number of images.
-        rescale: whether Wang et al.'s per-image rescaling was applied.
+        rescale: whether Wang et al.'s per-image ``x / max(x)`` was applied.
+        clip: the range the filtered images were clipped to, or ``None``.
     """
 
     radii: tuple[float, ...]
@@ -61,7 +55,9 @@ class FilteredAccuracy:
     clean: float
     kind: str
     n: int
+    shape: str = MaskShape.DISC.value
     rescale: bool = False
+    clip: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if len(self.radii) != len(self.accuracy):
@@ -72,40 +68,6 @@ class FilteredAccuracy:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
-def filter_images(
-    x: torch.Tensor,
-    radius: float,
-    kind: str | FilterKind = "low",
-    *,
-    bounds: tuple[float, float] = (0.0, 1.0),
-    rescale: bool = False,
-) -> torch.Tensor:
-    """Low- or high-pass filter each channel of ``x`` with an ideal disc, then clip to ``bounds``.
-
-    Args:
-        x: images ``[N, C, H, W]``.
-        radius: cut-off; ``low`` keeps centred distances ``< radius``, ``high`` the rest.
-        kind: ``"low"`` or ``"high"``.
-        bounds: ``(lo, hi)`` to clip to.
-        rescale: stretch each image linearly so that its maximum reaches ``hi`` (Wang et al.'s
-            scripts do this; an all-``lo`` image is left as it is).
-
-    Returns:
-        Tensor ``[N, C, H, W]`` inside ``bounds``.
-    """
-    kind = check_enum(kind, FilterKind, "kind")
-    h, w = x.shape[-2:]
-    mask = lowpass_mask(h, w, radius, device=x.device, dtype=x.dtype)
-    if kind is FilterKind.HIGH:
-        mask = 1 - mask
-    lo, hi = bounds
-    out = filter_with_mask(x, mask).clamp(lo, hi)
-    if rescale:
-        top = (out - lo).amax(dim=(1, 2, 3), keepdim=True)
-        out = torch.where(top > 0, lo + (out - lo) * (hi - lo) / top.clamp_min(1e-12), out)
-    return out
-
-
 def filtered_accuracy(
     model: nn.Module,
     x: torch.Tensor,
@@ -113,23 +75,29 @@ def filtered_accuracy(
     radii: Sequence[float],
     *,
     kind: str | FilterKind = "low",
+    shape: str | MaskShape = "disc",
     rescale: bool = False,
+    clip: tuple[float, float] | None = None,
     bounds: tuple[float, float] = (0.0, 1.0),
     batch_size: int = 1024,
 ) -> FilteredAccuracy:
-    """Accuracy of ``model`` on low- or high-pass filtered images per radius (Yin et al. 1906.08988).
+    """Accuracy of ``model`` on low- or high-pass filtered images per radius.
 
-    A radius beyond the corner (``> sqrt((H/2)^2 + (W/2)^2)``) keeps every frequency for
-    ``kind="low"``, so its accuracy equals the clean accuracy; for ``kind="high"`` it removes every
-    frequency (a constant ``lo`` image).
+    Each image is filtered with ``FrequencyFilter(r, kind=kind, shape=shape, rescale=rescale,
+    clip=clip)`` (ideal profile). A low-pass radius beyond the corner of the spectrum keeps every
+    frequency, so its accuracy equals the clean accuracy (with no rescale); a high-pass one removes
+    every frequency.
 
     Args:
-        model: classifier on ``[B, C, H, W]`` in ``bounds``.
-        x: images ``[N, C, H, W]``; y: labels ``[N]`` int64.
-        radii: cut-offs >= 0, in centred index units (Wang et al.: 4, 8, 12, 16 on 32 x 32).
+        model: classifier on ``[B, C, H, W]``.
+        x: images ``[N, C, H, W]`` inside ``bounds``; y: labels ``[N]`` int64.
+        radii: cut-offs >= 0 in frequency-index units (Wang et al.: 4, 8, 12, 16 on 32 x 32).
         kind: ``"low"`` or ``"high"``.
-        rescale: Wang et al.'s per-image rescaling (see :func:`filter_images`).
-        bounds: the model's pixel bounds.
+        shape: ``"disc"`` (Wang et al. 1905.13545) or ``"square"`` (Yin et al. 1906.08988,
+            bandwidth ``B = 2 * radius``).
+        rescale: Wang et al.'s per-image ``x / max(x)``.
+        clip: clip the filtered images to ``(lo, hi)``; ``None`` (default, as the papers) does not.
+        bounds: the pixel bounds ``x`` must lie in.
         batch_size: images per forward.
 
     Returns:
@@ -138,33 +106,34 @@ def filtered_accuracy(
     bounds = check_bounds(bounds)
     x = check_images(x, "x", bounds=bounds)
     y = check_labels(y, x)
-    kind = check_enum(kind, FilterKind, "kind")
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     if isinstance(radii, (int, float)):
         radii = [radii]
     radii = tuple(check_nonnegative(r, "radii") for r in radii)
     if not radii:
         raise ValueError("radii must hold at least one radius, got an empty sequence")
+    filters = [FrequencyFilter(r, kind=kind, shape=shape, rescale=rescale, clip=clip) for r in radii]
     y = y.to(x.device)
 
-    with model_mode(model):
-        with torch.inference_mode():
+    with model_mode(model), torch.inference_mode():
 
-            def correct(images: torch.Tensor, labels: torch.Tensor) -> int:
-                return int((model(images).argmax(dim=1) == labels).sum())
+        def correct(images: torch.Tensor, labels: torch.Tensor) -> int:
+            return int((model(images).argmax(dim=1) == labels).sum())
 
-            clean_hits, hits = 0, [0] * len(radii)
-            for x_chunk, y_chunk in zip(x.split(batch_size), y.split(batch_size)):
-                clean_hits += correct(x_chunk, y_chunk)
-                for i, r in enumerate(radii):
-                    filtered = filter_images(x_chunk, r, kind, bounds=bounds, rescale=rescale)
-                    hits[i] += correct(filtered, y_chunk)
+        clean_hits, hits = 0, [0] * len(radii)
+        for x_chunk, y_chunk in zip(x.split(batch_size), y.split(batch_size)):
+            clean_hits += correct(x_chunk, y_chunk)
+            for i, transform in enumerate(filters):
+                hits[i] += correct(transform(x_chunk), y_chunk)
     n = x.shape[0]
+    first = filters[0]
     return FilteredAccuracy(
         radii=radii,
         accuracy=tuple(h / n for h in hits),
         clean=clean_hits / n,
-        kind=kind.value,
+        kind=first.kind.value,
         n=n,
-        rescale=rescale,
+        shape=first.shape.value,
+        rescale=first.rescale,
+        clip=first.clip,
     )

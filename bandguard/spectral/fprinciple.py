@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +161,10 @@ class FPrincipleMonitor:
             for 1,000 images); Xu et al. used 2 .. 100 on CIFAR-10, whose images lie further apart.
         num_classes: number of classes (default ``max(y) + 1``; must match the model's outputs).
         out_dir: if given, the curves are written there after every record as
-            ``fprinciple.json`` and ``fprinciple.png`` (atomically).
+            ``fprinciple.json`` (atomically).
+        plot: if given with ``out_dir``, called as ``plot(result, out_dir / "fprinciple.png")``
+            after every record, e.g. :func:`bandguard.spectral.plots.plot_fprinciple` (passed in,
+            so this module never imports the plotting layer).
         batch_size: images per forward.
         identity_threshold: warn when the mean self-weight ``mean(diag K)`` exceeds this.
 
@@ -181,6 +184,7 @@ class FPrincipleMonitor:
         out_dir: str | os.PathLike[str] | None = None,
         batch_size: int = 1024,
         identity_threshold: float = 0.9,
+        plot: Callable[[FPrincipleResult, Path], object] | None = None,
     ) -> None:
         x = check_images(x, "x", bounds=None)
         y = check_labels(y, x)
@@ -199,6 +203,9 @@ class FPrincipleMonitor:
         check_labels(y, x, num_classes=self.num_classes)
         self.batch_size = check_int(batch_size, "batch_size", minimum=1)
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        if plot is not None and not callable(plot):
+            raise TypeError(f"plot must be callable (result, path), got {type(plot).__name__}")
+        self.plot = plot
 
         self.x = x.detach()
         self.n = x.shape[0]
@@ -274,18 +281,16 @@ class FPrincipleMonitor:
         )
 
     def save(self, out_dir: str | os.PathLike[str]) -> Path:
-        """Write ``fprinciple.json`` and ``fprinciple.png`` into ``out_dir`` atomically.
+        """Write ``fprinciple.json`` into ``out_dir`` atomically (and the figure, if ``plot`` was given).
 
         Returns:
             Path of the JSON file.
         """
-        from bandguard.spectral.plots import plot_fprinciple
-
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         result = self.result()
         path = write_json_atomic(out / "fprinciple.json", result.to_dict())
-        if result.epochs:
-            plot_fprinciple(result, out / "fprinciple.png", write_data=False)
+        if result.epochs and self.plot is not None:
+            self.plot(result, out / "fprinciple.png")
         return path
 

@@ -73,15 +73,18 @@ class HeatmapResult:
 
     Attributes:
         heatmap: ``[H, W]`` mean metric (error rate by default) per centred frequency; with
-            ``layer`` set, the mean L2 change of that layer's output instead.
+            ``layer`` set, the mean L2 change of that layer's output instead, divided by its
+            maximum over the map when ``relative_scale`` (Yin et al.'s default).
         stderr: ``[H, W]`` standard error of each cell (binomial ``sqrt(p (1 - p) / n)`` for the
-            error rate, ``std / sqrt(n)`` otherwise).
+            error rate, ``std / sqrt(n)`` otherwise), on the same scale as ``heatmap``.
         clean: the metric on the unperturbed images (the clean error rate by default).
         eps: L2 norm of the perturbation per channel.
         n: number of images.
         metric: the metric's name (``"error"``, ``"loss"`` or the callable's name).
         sign: ``"random"`` or ``"positive"``.
         layer: the module whose output change is mapped, or ``None``.
+        relative_scale: whether the layer-change map was divided by its maximum (only with
+            ``layer``; ``False`` otherwise).
     """
 
     heatmap: torch.Tensor
@@ -92,6 +95,7 @@ class HeatmapResult:
     metric: str
     sign: str
     layer: str | None = None
+    relative_scale: bool = False
 
     def __post_init__(self) -> None:
         if self.heatmap.shape != self.stderr.shape or self.heatmap.ndim != 2:
@@ -111,6 +115,7 @@ class HeatmapResult:
             "metric": self.metric,
             "sign": self.sign,
             "layer": self.layer,
+            "relative_scale": self.relative_scale,
         }
 
 
@@ -229,6 +234,7 @@ def fourier_heatmap(
     sign: str | Sign = "random",
     metric: str | MetricFn = "error",
     layer: str | None = None,
+    relative_scale: bool = True,
     max_batch: int | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
@@ -253,6 +259,10 @@ def fourier_heatmap(
             ``(logits [B, classes], y [B]) -> [B]``.
         layer: name of a module (as in ``model.named_modules()``); if given, the map holds the mean
             L2 change of its output against the clean images instead of the metric.
+        relative_scale: with ``layer``, divide the map (and its standard errors) by the map's
+            maximum so the largest change is 1, as Yin et al.'s ``generate_freq_heatmap``
+            (``relative_scale=True`` there too); ``False`` keeps the mean L2 change in the layer's
+            units. Ignored without ``layer``.
         max_batch: images per forward (default :data:`DEFAULT_MAX_BATCH`).
         generator: randomness for the signs.
         progress: show a tqdm bar over the chunks.
@@ -270,6 +280,8 @@ def fourier_heatmap(
     x = check_images(x, "x", bounds=bounds)
     y = check_labels(y, x)
     eps = check_nonnegative(eps, "eps")
+    if not isinstance(relative_scale, bool):
+        raise TypeError(f"relative_scale must be a bool, got {relative_scale!r}")
     sign = Sign.coerce(sign)
     metric_name, metric_fn = _resolve_metric(metric)
     max_batch = check_int(DEFAULT_MAX_BATCH if max_batch is None else max_batch, "max_batch", minimum=1)
@@ -317,6 +329,12 @@ def fourier_heatmap(
         stderr = torch.sqrt(mean * (1 - mean) / n)
     else:
         stderr = per_image.std(dim=1) / math.sqrt(n) if n > 1 else torch.zeros_like(mean)
+    relative = relative_scale and target is not None
+    if relative:
+        # Yin et al. divide each layer map by its own maximum; an all-zero map (eps = 0) stays zero.
+        peak = mean.max()
+        scale = torch.where(peak > 0, peak, torch.ones_like(peak))
+        mean, stderr = mean / scale, stderr / scale
     return HeatmapResult(
         heatmap=mean[orbit].float().cpu(),
         stderr=stderr[orbit].float().cpu(),
@@ -326,6 +344,7 @@ def fourier_heatmap(
         metric=metric_name,
         sign=sign.value,
         layer=layer,
+        relative_scale=relative,
     )
 
 

@@ -15,36 +15,34 @@ import torch
 from einops import reduce
 from torch import nn
 
-from bandguard._checks import check_int
-from bandguard.fourier import high_frequency_fraction, radial_profile
+from bandguard.fourier import KERNEL_GRID, high_frequency_fraction, kernel_frequency_response, radial_profile
 
 __all__ = [
-    "DEFAULT_KERNEL_FFT_SIZE",
     "KernelSpectrum",
     "LayerKernelSpectrum",
     "kernel_amplitude",
     "kernel_spectrum",
 ]
 
-#: FFT size the kernels are zero-padded to. A 3 x 3 kernel has only a 3 x 3 DFT; padding samples its
-#: continuous frequency response on a finer grid, so smoothing shows as a smooth fall-off.
-DEFAULT_KERNEL_FFT_SIZE = 16
+#: Cut-off of ``high_fraction``: a quarter of the kernel grid (8 of 32), as the kernel regularizer.
+HIGH_RADIUS = KERNEL_GRID / 4
 
 
-def kernel_amplitude(weight: torch.Tensor, size: int = DEFAULT_KERNEL_FFT_SIZE) -> torch.Tensor:
-    """Mean centred ``|FFT|`` of conv kernels zero-padded to ``size x size``.
+def kernel_amplitude(weight: torch.Tensor) -> torch.Tensor:
+    """Mean centred ``|FFT|`` of conv kernels on the 32 x 32 kernel grid.
+
+    A 3 x 3 kernel has only a 3 x 3 DFT; :func:`bandguard.fourier.kernel_frequency_response`
+    zero-pads it to the one kernel grid (:data:`bandguard.fourier.KERNEL_GRID`), which samples its
+    continuous frequency response finely enough that smoothing shows as a smooth fall-off.
 
     Args:
-        weight: conv weights ``[C_out, C_in, kh, kw]`` with ``kh, kw <= size``.
-        size: FFT size.
+        weight: conv weights ``[C_out, C_in, kh, kw]`` with ``kh, kw <= 32``.
 
     Returns:
-        Tensor ``[size, size]``, zero frequency at ``(size // 2, size // 2)``, averaged over all
-        ``C_out * C_in`` kernels.
+        Tensor ``[32, 32]``, zero frequency at ``(16, 16)``, averaged over all ``C_out * C_in``
+        kernels.
     """
-    spectrum = torch.fft.fft2(weight.detach(), s=(size, size)).abs()
-    centred = torch.fft.fftshift(spectrum, dim=(-2, -1))
-    return reduce(centred, "o i h w -> h w", "mean")
+    return reduce(kernel_frequency_response(weight.detach()).abs(), "o i h w -> h w", "mean")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,9 +52,10 @@ class LayerKernelSpectrum:
     Attributes:
         name: the module's name in ``model.named_modules()``.
         kernel_shape: ``(C_out, C_in, kh, kw)``.
-        spectrum: ``[size, size]`` mean centred amplitude.
+        spectrum: ``[32, 32]`` mean centred amplitude on the kernel grid.
         radial: its azimuthal mean ``[R]``.
-        high_fraction: share of the kernels' (mean-amplitude) energy at distance >= ``size / 4``.
+        high_fraction: share of the kernels' (mean-amplitude) energy at distance >= 8 (a quarter
+            of the grid).
     """
 
     name: str
@@ -94,38 +93,36 @@ class KernelSpectrum:
         return {"size": self.size, "layers": [layer.to_dict() for layer in self.layers]}
 
 
-def kernel_spectrum(model: nn.Module, *, size: int = DEFAULT_KERNEL_FFT_SIZE) -> KernelSpectrum:
+def kernel_spectrum(model: nn.Module) -> KernelSpectrum:
     """Per ``nn.Conv2d`` layer, the mean centred ``|FFT|`` of its kernels (Wang et al. 1905.13545).
 
-    Each kernel is zero-padded to ``size x size`` (default 16) before the FFT; the amplitude is
-    averaged over output and input channels. Layers with a 1 x 1 kernel have a flat response and are
-    included for completeness. The model is not changed.
+    Each kernel's spectrum is read on the one 32 x 32 kernel grid (see :func:`kernel_amplitude`);
+    the amplitude is averaged over output and input channels. Layers with a 1 x 1 kernel have a
+    flat response and are included for completeness. The model is not changed.
 
     Args:
-        model: any module; every ``nn.Conv2d`` inside it is analysed.
-        size: FFT size, at least the largest kernel.
+        model: any module; every ``nn.Conv2d`` inside it is analysed (kernels at most 32 x 32).
 
     Returns:
         :class:`KernelSpectrum`.
     """
-    size = check_int(size, "size", minimum=1)
     layers = []
     for name, module in model.named_modules():
         if not isinstance(module, nn.Conv2d):
             continue
         kh, kw = module.weight.shape[-2:]
-        if max(kh, kw) > size:
-            raise ValueError(f"size must be >= the kernel size {kh}x{kw} of layer {name!r}, got {size}")
-        amplitude = kernel_amplitude(module.weight.double(), size)
+        if max(kh, kw) > KERNEL_GRID:
+            raise ValueError(f"kernels must be at most {KERNEL_GRID} x {KERNEL_GRID}; layer {name!r} has {kh}x{kw}")
+        amplitude = kernel_amplitude(module.weight.double())
         layers.append(
             LayerKernelSpectrum(
                 name=name,
                 kernel_shape=tuple(module.weight.shape),
                 spectrum=amplitude.float().cpu(),
                 radial=radial_profile(amplitude).float().cpu(),
-                high_fraction=float(high_frequency_fraction(amplitude, size / 4)),
+                high_fraction=float(high_frequency_fraction(amplitude, HIGH_RADIUS)),
             )
         )
     if not layers:
         raise ValueError(f"model has no nn.Conv2d layer to analyse ({type(model).__name__})")
-    return KernelSpectrum(layers=tuple(layers), size=size)
+    return KernelSpectrum(layers=tuple(layers), size=KERNEL_GRID)

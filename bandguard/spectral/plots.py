@@ -190,13 +190,13 @@ def plot_filtered_accuracy(
     if hasattr(results, "radii"):
         results = [results]  # type: ignore[list-item]
     if not isinstance(results, Mapping):
-        results = {f"{r.kind}-pass": r for r in results}  # type: ignore[union-attr]
+        results = {f"{r.kind}-pass ({r.shape})": r for r in results}  # type: ignore[union-attr]
     fig = Figure(figsize=(4.2, 3.2))
     ax = fig.add_subplot()
     for name, r in results.items():
         line = ax.plot(r.radii, [100 * a for a in r.accuracy], marker="o", label=name)[0]
         ax.axhline(100 * r.clean, color=line.get_color(), linestyle=":", linewidth=0.8)
-    ax.set_xlabel("filter radius", fontsize=8)
+    ax.set_xlabel("filter radius (frequency index)", fontsize=8)
     ax.set_ylabel("accuracy (%)", fontsize=8)
     ax.set_ylim(0, 100)
     ax.set_title("accuracy on filtered images (dotted: clean)", fontsize=9)

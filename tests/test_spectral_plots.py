@@ -1,0 +1,67 @@
+"""Contracts of bandguard.spectral.plots: every figure writes a PNG and its data, without pyplot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import torch
+from torch import nn
+
+from bandguard.spectral import (
+    corruption_spectrum,
+    filtered_accuracy,
+    fourier_heatmap,
+    kernel_spectrum,
+    perturbation_spectrum,
+    plots,
+)
+from bandguard.spectral.fprinciple import FPrincipleResult
+
+
+def tiny_model(channels: int = 3, size: int = 8, classes: int = 5) -> nn.Module:
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(channels, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                             nn.Linear(4 * size * size, classes)).double()
+
+
+def test_every_plot_writes_a_png_and_its_data(tmp_path) -> None:
+    model = tiny_model(channels=3, size=8)
+    x = torch.rand(6, 3, 8, 8, dtype=torch.float64)
+    y = torch.randint(0, 5, (6,))
+    heat = fourier_heatmap(model, x, y, eps=1.0)
+    spec = perturbation_spectrum(torch.randn(4, 3, 8, 8))
+    filt = filtered_accuracy(model, x, y, [1, 2, 4])
+    fp = FPrincipleResult(deltas=(1.0, 2.0), epochs=(0, 1), e_low=((0.9, 0.8), (0.5, 0.4)),
+                          e_high=((1.0, 1.0), (0.9, 0.95)), n=10, self_weight=(0.5, 0.3))
+    corr = corruption_spectrum(model, x, y, ["fog", "gaussian_noise"])
+    written = [
+        plots.plot_heatmap(heat, tmp_path / "heat.png"),
+        plots.plot_spectra({"a": spec, "b": spec}, tmp_path / "spectra.png"),
+        plots.plot_radial_profiles({"a": spec, "b": spec.radial * 2}, tmp_path / "radial.png"),
+        plots.plot_filtered_accuracy({"low": filt}, tmp_path / "filtered.png"),
+        plots.plot_corruption_spectra(corr, tmp_path / "corr.png"),
+        plots.plot_kernel_spectra(kernel_spectrum(model), tmp_path / "kernels.png"),
+        plots.plot_fprinciple(fp, tmp_path / "fprinciple.png"),
+    ]
+    assert len(written) == 7
+    for name in ("heat", "spectra", "radial", "filtered", "corr", "kernels", "fprinciple"):
+        png = (tmp_path / f"{name}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) < 300_000
+        json.loads((tmp_path / f"{name}.json").read_text())
+    assert "clean error" in written[0].axes[0].get_title()
+    assert not list(tmp_path.glob(".*tmp"))  # atomic writes leave no temp files
+
+
+def test_plots_do_not_touch_pyplot() -> None:
+    code = "import sys, bandguard.spectral.plots; sys.exit('matplotlib.pyplot' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_spectral_modules_import_without_the_plotting_layer() -> None:
+    # fprinciple and plots no longer import each other: the analyses load without matplotlib.
+    code = ("import sys, bandguard.spectral.fprinciple, bandguard.spectral.heatmap; "
+            "sys.exit('bandguard.spectral.plots' in sys.modules or 'matplotlib' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
