@@ -271,9 +271,7 @@ def _apgd_core(
     out = _Outcome(x0.clone(), torch.zeros(n, dtype=torch.bool, device=x0.device), labels.clone(),
                    torch.zeros(n, dtype=torch.long, device=x0.device),
                    torch.zeros(n, dtype=torch.long, device=x0.device))
-    if targeted and target_classes:
-        raise ValueError("APGD with target_classes > 0 picks its own targets: give no target")
-    if target_classes:
+    if target_classes and not targeted:
         with torch.no_grad():
             clean = model(x0)
         out.forwards += 1  # the clean logits that rank the targets
