@@ -56,6 +56,7 @@ def _apgd_loss(logits: torch.Tensor, away: torch.Tensor | None, target: torch.Te
         if target is None:
             return F.cross_entropy(logits, away, reduction="none")
         return -F.cross_entropy(logits, target, reduction="none")
+    _check_classes(logits, loss, target is not None)
     top = logits.topk(min(4, logits.shape[1]), dim=1).values
     if target is None:
         true = logits.gather(1, away[:, None]).squeeze(1)
@@ -180,7 +181,6 @@ def _apgd_run(
 
     x = _project(_random_start(x0, eps, norm, generator), x0, eps, norm, bounds, band)
     grad, value, logits = _gradient(model, x, away, target, loss, eot)
-    _check_classes(logits, loss, target is not None)
     forwards += eot
     # State of the samples still attacked, indexed by ``active``.
     active = torch.arange(n, device=device)
