@@ -62,13 +62,13 @@ def fmt_eps(name: str, eps: float, norm: str = "linf") -> str:
     return f"{eps * 255:.0f}/255" if name == "cifar10" and norm == "linf" else f"{eps:g}"
 
 
-def part_apgd(names: list[str], n: int, steps: int) -> list[str]:
+def part_apgd(names: list[str], n: int, steps: int, kinds: list[str]) -> list[str]:
     rows = ["| data | eps | attack | ours robust acc | torchattacks | diff (pt) | ours s | torchattacks s |",
             "|---|---|---|---|---|---|---|---|"]
     for name in names:
         model, x, y = load(name, n)
         for eps in EPSILONS[name]:
-            for kind in ("ce", "dlr", "apgd-t"):
+            for kind in kinds:
                 if kind == "apgd-t":
                     ours, t1 = timed(APGD(eps=eps, steps=steps, loss="dlr", target_classes=9), model, x, y)
                     ref, t2 = timed(torchattacks.APGDT(model, eps=eps, steps=steps, n_classes=10, seed=0), x, y)
@@ -123,24 +123,53 @@ def part_ensemble(names: list[str], n: int, steps: int, queries: int) -> list[st
     return rows
 
 
+def part_band(names: list[str], n: int, steps: int) -> list[str]:
+    """A low-pass defense judged by full-band APGD-CE and by APGD-CE confined to its pass band."""
+    from torch import nn
+
+    from bandguard.attacks.band import Band
+    from bandguard.defenses.lowpass import LowPass
+
+    setups = {"mnist": (6.0, (0.1, 0.2)), "cifar10": (8.0, (4 / 255, 8 / 255))}
+    rows = ["| data | defense | eps | clean acc | full-band APGD-CE | in-band APGD-CE (slack 0.02) | "
+            "in-band, exact (slack 0) |", "|---|---|---|---|---|---|---|"]
+    for name in names:
+        model, x, y = load(name, n)
+        radius, epsilons = setups[name]
+        defended = nn.Sequential(LowPass(radius), model).eval()
+        for eps in epsilons:
+            full = APGD(eps=eps, steps=steps)(defended, x, y)
+            inband = APGD(eps=eps, steps=steps, band=Band(high=radius))(defended, x, y)
+            exact = APGD(eps=eps, steps=steps, band=Band(high=radius, slack=0.0))(defended, x, y)
+            rows.append(f"| {name} | LowPass({radius:g}) | {fmt_eps(name, eps)} | {100 * full.clean_accuracy:.1f} | "
+                        f"{100 * full.robust_accuracy:.1f} | {100 * inband.robust_accuracy:.1f} | "
+                        f"{100 * exact.robust_accuracy:.1f} |")
+            print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["apgd", "square", "ensemble"], required=True)
+    parser.add_argument("--part", choices=["apgd", "square", "ensemble", "band"], required=True)
     parser.add_argument("--data", nargs="+", default=["mnist", "cifar10"])
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--kinds", nargs="+", default=["ce", "dlr", "apgd-t"], help="APGD losses (--part apgd)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS_new_attacks.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.part == "apgd":
-        rows = part_apgd(args.data, args.n, args.steps)
-        title = f"APGD agreement with torchattacks ({args.n} images, {args.steps} steps)"
+        rows = part_apgd(args.data, args.n, args.steps, args.kinds)
+        title = f"APGD agreement with torchattacks ({args.n} images, {args.steps} steps, {' '.join(args.kinds)})"
     elif args.part == "square":
         rows = part_square(args.data, args.n, args.queries)
         title = f"Square agreement with torchattacks ({args.n} images, {args.queries} queries)"
+    elif args.part == "band":
+        rows = part_band(args.data, args.n, args.steps)
+        title = f"Low-pass defense: full-band vs in-band APGD ({args.n} images, {args.steps} steps)"
     else:
         rows = part_ensemble(args.data, args.n, args.steps, args.queries)
         title = (f"Standard ensemble vs AutoAttack ({args.n} images, APGD {args.steps} steps, "
@@ -148,7 +177,7 @@ def main() -> None:
     text = (f"## {title}\n\nMachine: {cpu_name()}, {args.threads} thread(s), CPU, torch {torch.__version__}, "
             f"torchattacks {torchattacks.__version__}. Command: `python benchmarks/new_attacks_agreement.py "
             f"--part {args.part} --data {' '.join(args.data)} --n {args.n} --steps {args.steps} "
-            f"--queries {args.queries}`.\n\n" + "\n".join(rows) + "\n")
+            f"--queries {args.queries} --kinds {' '.join(args.kinds)}`.\n\n" + "\n".join(rows) + "\n")
     write_section(title, text, args.out)
     print(text)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -24,7 +25,7 @@ from torch import nn
 
 from bandguard._checks import check_enum, check_int, check_positive
 from bandguard.attacks.band import Band, band_project
-from bandguard.attacks.base import Attack, Norm, _is_adversarial, _Outcome
+from bandguard.attacks.base import Attack, AttackResult, Norm, _is_adversarial, _Outcome
 from bandguard.attacks.pgd import _l2_project, _resolve_eot
 
 __all__ = ["APGD", "APGDLoss", "apgd"]
@@ -363,8 +364,8 @@ class APGD(Attack):
         )
 
 
-def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Any,
-         target: torch.Tensor | None = None, **settings: Any) -> Any:
+def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | Sequence[float],
+        target: torch.Tensor | None = None, **settings: Any) -> AttackResult | list[AttackResult]:
     """Auto-PGD as a function: ``apgd(model, x, y, eps=8/255, loss="dlr")``.
 
     Same arguments and result as ``APGD(eps=eps, **settings)(model, x, y, target=target)``

@@ -13,13 +13,14 @@ only the model's outputs: it catches defenses that mask gradients.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from bandguard._checks import check_enum, check_int, check_positive
-from bandguard.attacks.base import Attack, Norm, _is_adversarial, _Outcome
+from bandguard.attacks.base import Attack, AttackResult, Norm, _is_adversarial, _Outcome
 
 __all__ = ["Square", "square", "square_fraction"]
 
@@ -235,8 +236,8 @@ class Square(Attack):
                             generator=generator)
 
 
-def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Any,
-           target: torch.Tensor | None = None, **settings: Any) -> Any:
+def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | Sequence[float],
+        target: torch.Tensor | None = None, **settings: Any) -> AttackResult | list[AttackResult]:
     """Square attack as a function: ``square(model, x, y, eps=8/255, queries=1001)``.
 
     Same arguments and result as ``Square(eps=eps, **settings)(model, x, y, target=target)``.
