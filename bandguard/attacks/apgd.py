@@ -190,7 +190,11 @@ def _apgd_run(
     x_best, grad_best, loss_best = x.clone(), grad.clone(), value.clone()
     pred_best = logits.argmax(1)
     step = torch.full((n,), 2.0 * eps, device=device, dtype=x0.dtype)
-    last_value = value.clone()
+    # The reference implementation judges the very first step by ``f(x^1) > 0`` (its loss history
+    # is a zero-initialised buffer read at index -1), the paper by ``f(x^1) > f(x^0)``. We follow
+    # the reference: it decides the first halving of the DLR loss (negative until success), and
+    # the published numbers reviewers compare against come from it.
+    last_value = torch.zeros_like(value)
     rises = torch.zeros(n, device=device, dtype=torch.long)
     best_at_check = loss_best.clone()
     halved_at_check = torch.ones(n, dtype=torch.bool, device=device)  # no "stalled" at w_1
