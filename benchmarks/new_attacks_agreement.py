@@ -62,23 +62,26 @@ def fmt_eps(name: str, eps: float, norm: str = "linf") -> str:
     return f"{eps * 255:.0f}/255" if name == "cifar10" and norm == "linf" else f"{eps:g}"
 
 
-def part_apgd(names: list[str], n: int, steps: int, kinds: list[str]) -> list[str]:
+def part_apgd(names: list[str], n: int, steps: int, kinds: list[str], norm: str) -> list[str]:
+    ta_norm = "Linf" if norm == "linf" else "L2"
     rows = ["| data | eps | attack | ours robust acc | torchattacks | diff (pt) | ours s | torchattacks s |",
             "|---|---|---|---|---|---|---|---|"]
     for name in names:
         model, x, y = load(name, n)
-        for eps in EPSILONS[name]:
+        for eps in (EPSILONS if norm == "linf" else EPS_L2)[name]:
             for kind in kinds:
                 if kind == "apgd-t":
-                    ours, t1 = timed(APGD(eps=eps, steps=steps, loss="dlr", target_classes=9), model, x, y)
-                    ref, t2 = timed(torchattacks.APGDT(model, eps=eps, steps=steps, n_classes=10, seed=0), x, y)
+                    ours, t1 = timed(APGD(eps=eps, norm=norm, steps=steps, loss="dlr", target_classes=9), model, x, y)
+                    ref, t2 = timed(torchattacks.APGDT(model, norm=ta_norm, eps=eps, steps=steps, n_classes=10, seed=0),
+                                    x, y)
                     label = "APGD-T (DLR, 9 targets)"
                 else:
-                    ours, t1 = timed(APGD(eps=eps, steps=steps, loss=kind), model, x, y)
-                    ref, t2 = timed(torchattacks.APGD(model, eps=eps, steps=steps, loss=kind, seed=0), x, y)
+                    ours, t1 = timed(APGD(eps=eps, norm=norm, steps=steps, loss=kind), model, x, y)
+                    ref, t2 = timed(torchattacks.APGD(model, norm=ta_norm, eps=eps, steps=steps, loss=kind, seed=0),
+                                    x, y)
                     label = f"APGD-{kind.upper()}"
                 a, b = ours.robust_accuracy, robust(model, ref, y)
-                rows.append(f"| {name} | {fmt_eps(name, eps)} | {label} | {100 * a:.1f} | {100 * b:.1f} | "
+                rows.append(f"| {name} | {fmt_eps(name, eps, norm)} | {label} | {100 * a:.1f} | {100 * b:.1f} | "
                             f"{100 * (a - b):+.1f} | {t1:.1f} | {t2:.1f} |")
                 print(rows[-1], flush=True)
     return rows
@@ -156,14 +159,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--norm", choices=["linf", "l2"], default="linf", help="threat model (--part apgd)")
     parser.add_argument("--kinds", nargs="+", default=["ce", "dlr", "apgd-t"], help="APGD losses (--part apgd)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS_new_attacks.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.part == "apgd":
-        rows = part_apgd(args.data, args.n, args.steps, args.kinds)
-        title = f"APGD agreement with torchattacks ({args.n} images, {args.steps} steps, {' '.join(args.kinds)})"
+        rows = part_apgd(args.data, args.n, args.steps, args.kinds, args.norm)
+        title = (f"APGD agreement with torchattacks ({args.norm}, {args.n} images, {args.steps} steps, "
+                 f"{' '.join(args.kinds)})")
     elif args.part == "square":
         rows = part_square(args.data, args.n, args.queries)
         title = f"Square agreement with torchattacks ({args.n} images, {args.queries} queries)"
@@ -177,7 +182,7 @@ def main() -> None:
     text = (f"## {title}\n\nMachine: {cpu_name()}, {args.threads} thread(s), CPU, torch {torch.__version__}, "
             f"torchattacks {torchattacks.__version__}. Command: `python benchmarks/new_attacks_agreement.py "
             f"--part {args.part} --data {' '.join(args.data)} --n {args.n} --steps {args.steps} "
-            f"--queries {args.queries} --kinds {' '.join(args.kinds)}`.\n\n" + "\n".join(rows) + "\n")
+            f"--queries {args.queries} --kinds {' '.join(args.kinds)} --norm {args.norm}`.\n\n" + "\n".join(rows) + "\n")
     write_section(title, text, args.out)
     print(text)
 
