@@ -182,7 +182,8 @@ def main() -> None:
     text = (f"## {title}\n\nMachine: {cpu_name()}, {args.threads} thread(s), CPU, torch {torch.__version__}, "
             f"torchattacks {torchattacks.__version__}. Command: `python benchmarks/new_attacks_agreement.py "
             f"--part {args.part} --data {' '.join(args.data)} --n {args.n} --steps {args.steps} "
-            f"--queries {args.queries} --kinds {' '.join(args.kinds)} --norm {args.norm}`.\n\n" + "\n".join(rows) + "\n")
+            f"--queries {args.queries} --kinds {' '.join(args.kinds)} --norm {args.norm}`.\n\n"
+            + "\n".join(rows) + "\n")
     write_section(title, text, args.out)
     print(text)
 
