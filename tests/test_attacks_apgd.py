@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from bandguard.attacks.apgd import APGD, apgd, checkpoints
+from bandguard.attacks.apgd import APGD, APGDLoss, _apgd_loss, apgd, checkpoints
 from bandguard.attacks.band import Band
 from bandguard.fourier import filter_with_mask, highpass, lowpass_mask
 
@@ -126,6 +126,19 @@ def test_function_equals_class_and_is_deterministic() -> None:
     b = APGD(eps=0.1, steps=5, loss="dlr", seed=3)(model, x, y)
     assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.forwards, b.forwards)
     assert torch.equal(a.success, b.success)
+
+
+def test_dlr_losses_match_the_papers_formulas() -> None:
+    z = torch.tensor([[3.0, 1.0, 2.0, 0.0]])
+    y, t = torch.tensor([0]), torch.tensor([2])
+    # Untargeted: -(z_y - max_{j != y} z_j) / (z_pi1 - z_pi3) = -(3 - 2) / (3 - 1).
+    assert float(_apgd_loss(z, y, None, APGDLoss.DLR)) == pytest.approx(-0.5)
+    # Targeted: -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2) = -(3 - 2) / (3 - 0.5).
+    assert float(_apgd_loss(z, y, t, APGDLoss.DLR)) == pytest.approx(-0.4)
+    # User-targeted (no true label): the rival is the best class other than the target.
+    assert float(_apgd_loss(z, None, t, APGDLoss.DLR)) == pytest.approx(-0.4)
+    # Shift and scale invariance, the point of the ratio (2003.01690, sec. 4).
+    assert float(_apgd_loss(5 * z + 7, y, None, APGDLoss.DLR)) == pytest.approx(-0.5)
 
 
 # --------------------------------------------------------------------------- counts
