@@ -1,0 +1,192 @@
+"""APGD, APGD-T, Square and the standard ensemble against their torchattacks counterparts.
+
+On the shared trained fixtures (``mnist_cnn`` one epoch, ``cifar_small`` short run; the test
+cache under ``~/.cache/bandguard/test-models``, trained by ``tests/conftest.py`` when missing) and
+the first ``--n`` test images, for each eps this measures robust accuracy and wall time of
+
+- ``APGD(loss="ce"|"dlr")`` vs ``torchattacks.APGD`` and ``APGD(loss="dlr", target_classes=9)`` vs
+  ``torchattacks.APGDT``, same steps, one restart;
+- ``Square`` vs ``torchattacks.Square`` at the same query budget;
+- ``standard_ensemble`` vs ``torchattacks.AutoAttack(version="standard")`` with the same APGD
+  steps (torchattacks' AutoAttack runs APGD/APGD-T/FAB with 10 steps) and Square budget (ours
+  replaces FAB-T by the Fourier-basis attack).
+
+Writes one Markdown section (``--out``, default ``benchmarks/RESULTS_new_attacks.md``).
+
+    python benchmarks/new_attacks_agreement.py --part apgd --n 1000 --steps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torchattacks
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
+
+from _common import cpu_name, write_section  # noqa: E402
+from conftest import CIFAR_RECIPE, MNIST_RECIPE, _dataset, trained_model  # noqa: E402
+
+from bandguard.attacks.apgd import APGD  # noqa: E402
+from bandguard.attacks.ensemble import standard_ensemble  # noqa: E402
+from bandguard.attacks.square import Square  # noqa: E402
+
+EPSILONS = {"mnist": (0.05, 0.1, 0.15), "cifar10": (2 / 255, 4 / 255, 8 / 255)}
+EPS_L2 = {"mnist": (1.0, 1.5, 2.0), "cifar10": (0.25, 0.5, 1.0)}
+
+
+def load(name: str, n: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    recipe = MNIST_RECIPE if name == "mnist" else CIFAR_RECIPE
+    model, _ = trained_model(recipe, _dataset(name, "train"), _dataset(name, "test"))
+    x, y = _dataset(name, "test").tensors(n)
+    return model.eval(), x, y
+
+
+def robust(model: torch.nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((model(x_adv).argmax(1) == y).float().mean())
+
+
+def timed(attack: object, *args: object) -> tuple[object, float]:
+    start = time.perf_counter()
+    out = attack(*args)  # type: ignore[operator]
+    return out, time.perf_counter() - start
+
+
+def fmt_eps(name: str, eps: float, norm: str = "linf") -> str:
+    return f"{eps * 255:.0f}/255" if name == "cifar10" and norm == "linf" else f"{eps:g}"
+
+
+def part_apgd(names: list[str], n: int, steps: int, kinds: list[str], norm: str) -> list[str]:
+    ta_norm = "Linf" if norm == "linf" else "L2"
+    rows = ["| data | eps | attack | ours robust acc | torchattacks | diff (pt) | ours s | torchattacks s |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        model, x, y = load(name, n)
+        for eps in (EPSILONS if norm == "linf" else EPS_L2)[name]:
+            for kind in kinds:
+                if kind == "apgd-t":
+                    ours, t1 = timed(APGD(eps=eps, norm=norm, steps=steps, loss="dlr", target_classes=9), model, x, y)
+                    ref, t2 = timed(torchattacks.APGDT(model, norm=ta_norm, eps=eps, steps=steps, n_classes=10, seed=0),
+                                    x, y)
+                    label = "APGD-T (DLR, 9 targets)"
+                else:
+                    ours, t1 = timed(APGD(eps=eps, norm=norm, steps=steps, loss=kind), model, x, y)
+                    ref, t2 = timed(torchattacks.APGD(model, norm=ta_norm, eps=eps, steps=steps, loss=kind, seed=0),
+                                    x, y)
+                    label = f"APGD-{kind.upper()}"
+                a, b = ours.robust_accuracy, robust(model, ref, y)
+                rows.append(f"| {name} | {fmt_eps(name, eps, norm)} | {label} | {100 * a:.1f} | {100 * b:.1f} | "
+                            f"{100 * (a - b):+.1f} | {t1:.1f} | {t2:.1f} |")
+                print(rows[-1], flush=True)
+    return rows
+
+
+def part_square(names: list[str], n: int, queries: int) -> list[str]:
+    rows = ["| data | norm | eps | ours robust acc | torchattacks | diff (pt) | ours s | torchattacks s |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        model, x, y = load(name, n)
+        for norm in ("linf", "l2"):
+            for eps in (EPSILONS if norm == "linf" else EPS_L2)[name]:
+                ours, t1 = timed(Square(eps=eps, norm=norm, queries=queries + 1), model, x, y)
+                ta = torchattacks.Square(model, eps=eps, norm="Linf" if norm == "linf" else "L2",
+                                         n_queries=queries, seed=0)
+                ref, t2 = timed(ta, x, y)
+                a, b = ours.robust_accuracy, robust(model, ref, y)
+                rows.append(f"| {name} | {norm} | {fmt_eps(name, eps, norm)} | {100 * a:.1f} | {100 * b:.1f} | "
+                            f"{100 * (a - b):+.1f} | {t1:.1f} | {t2:.1f} |")
+                print(rows[-1], flush=True)
+    return rows
+
+
+def part_ensemble(names: list[str], n: int, steps: int, queries: int) -> list[str]:
+    rows = ["| data | eps | ours robust acc | AutoAttack | diff (pt) | ours s | AutoAttack s | time ratio |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        model, x, y = load(name, n)
+        for eps in EPSILONS[name]:
+            ours, t1 = timed(standard_ensemble(eps, steps=steps, square_queries=queries + 1), model, x, y)
+            aa = torchattacks.AutoAttack(model, eps=eps, version="standard", n_classes=10, seed=0)
+            for attack in aa._autoattack.attacks:  # the same budgets as ours
+                if hasattr(attack, "n_queries"):
+                    attack.n_queries = queries
+                elif hasattr(attack, "steps"):
+                    attack.steps = steps
+            ref, t2 = timed(aa, x, y)
+            a, b = ours.robust_accuracy, robust(model, ref, y)
+            rows.append(f"| {name} | {fmt_eps(name, eps)} | {100 * a:.1f} | {100 * b:.1f} | {100 * (a - b):+.1f} | "
+                        f"{t1:.1f} | {t2:.1f} | {t1 / t2:.2f} |")
+            print(rows[-1], flush=True)
+    return rows
+
+
+def part_band(names: list[str], n: int, steps: int) -> list[str]:
+    """A low-pass defense judged by full-band APGD-CE and by APGD-CE confined to its pass band."""
+    from torch import nn
+
+    from bandguard.attacks.band import Band
+    from bandguard.defenses.lowpass import LowPass
+
+    setups = {"mnist": (6.0, (0.1, 0.2)), "cifar10": (8.0, (4 / 255, 8 / 255))}
+    rows = ["| data | defense | eps | clean acc | full-band APGD-CE | in-band APGD-CE (slack 0.02) | "
+            "in-band, exact (slack 0) |", "|---|---|---|---|---|---|---|"]
+    for name in names:
+        model, x, y = load(name, n)
+        radius, epsilons = setups[name]
+        defended = nn.Sequential(LowPass(radius), model).eval()
+        for eps in epsilons:
+            full = APGD(eps=eps, steps=steps)(defended, x, y)
+            inband = APGD(eps=eps, steps=steps, band=Band(high=radius))(defended, x, y)
+            exact = APGD(eps=eps, steps=steps, band=Band(high=radius, slack=0.0))(defended, x, y)
+            rows.append(f"| {name} | LowPass({radius:g}) | {fmt_eps(name, eps)} | {100 * full.clean_accuracy:.1f} | "
+                        f"{100 * full.robust_accuracy:.1f} | {100 * inband.robust_accuracy:.1f} | "
+                        f"{100 * exact.robust_accuracy:.1f} |")
+            print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=["apgd", "square", "ensemble", "band"], required=True)
+    parser.add_argument("--data", nargs="+", default=["mnist", "cifar10"])
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--norm", choices=["linf", "l2"], default="linf", help="threat model (--part apgd)")
+    parser.add_argument("--kinds", nargs="+", default=["ce", "dlr", "apgd-t"], help="APGD losses (--part apgd)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS_new_attacks.md")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.part == "apgd":
+        rows = part_apgd(args.data, args.n, args.steps, args.kinds, args.norm)
+        title = (f"APGD agreement with torchattacks ({args.norm}, {args.n} images, {args.steps} steps, "
+                 f"{' '.join(args.kinds)})")
+    elif args.part == "square":
+        rows = part_square(args.data, args.n, args.queries)
+        title = f"Square agreement with torchattacks ({args.n} images, {args.queries} queries)"
+    elif args.part == "band":
+        rows = part_band(args.data, args.n, args.steps)
+        title = f"Low-pass defense: full-band vs in-band APGD ({args.n} images, {args.steps} steps)"
+    else:
+        rows = part_ensemble(args.data, args.n, args.steps, args.queries)
+        title = (f"Standard ensemble vs AutoAttack ({args.n} images, APGD {args.steps} steps, "
+                 f"Square {args.queries} queries)")
+    text = (f"## {title}\n\nMachine: {cpu_name()}, {args.threads} thread(s), CPU, torch {torch.__version__}, "
+            f"torchattacks {torchattacks.__version__}. Command: `python benchmarks/new_attacks_agreement.py "
+            f"--part {args.part} --data {' '.join(args.data)} --n {args.n} --steps {args.steps} "
+            f"--queries {args.queries} --kinds {' '.join(args.kinds)} --norm {args.norm}`.\n\n"
+            + "\n".join(rows) + "\n")
+    write_section(title, text, args.out)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

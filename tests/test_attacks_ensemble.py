@@ -1,0 +1,138 @@
+"""Ensemble contracts: the cascade equals its members run one after the other on the samples left,
+per-sample worst case, summed exact counts, invariants for the standard ensemble (Linf and L2),
+errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from bandguard.attacks.apgd import APGD
+from bandguard.attacks.ensemble import Ensemble, _LinfFourier, standard_ensemble
+from bandguard.attacks.fourier_basis import FourierAttack
+from bandguard.attacks.square import Square
+from bandguard.fourier import distinct_frequencies, fourier_basis
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_model(c: int = 1, h: int = 8, w: int = 8, classes: int = 5, seed: int = 0,
+               dtype: torch.dtype = torch.float32) -> nn.Module:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = nn.Sequential(nn.Conv2d(c, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                              nn.Linear(4 * h * w, classes))
+    return model.to(dtype).eval()
+
+
+def batch(n: int = 16, c: int = 1, h: int = 8, w: int = 8, classes: int = 5, seed: int = 1,
+          dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, c, h, w, generator=g, dtype=dtype), torch.randint(0, classes, (n,), generator=g)
+
+
+class Counting(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.rows = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows += x.shape[0]
+        return self.inner(x)
+
+
+def test_cascade_equals_members_run_in_turn_on_the_samples_left() -> None:
+    model = tiny_model()
+    x, y = batch(32)
+    first = Square(eps=0.05, queries=3, seed=2)
+    second = APGD(eps=0.05, steps=5, seed=1)
+    ens = Ensemble(eps=0.05, attacks=(first, second))(model, x, y)
+    a = first(model, x, y)
+    left = (~a.success).nonzero().squeeze(1)
+    b = second(model, x[left], y[left])
+    assert 0 < left.numel() < 32 and bool(b.success.any())  # both members matter here
+    expected = a.success.clone()
+    expected[left] = b.success
+    assert torch.equal(ens.success, expected)
+    # Counts: one clean forward, then each member's own (its clean forward excluded).
+    forwards = a.forwards.clone()
+    forwards[left] += b.forwards - 1
+    assert torch.equal(ens.forwards, forwards)
+    gradients = a.gradients.clone()
+    gradients[left] += b.gradients
+    assert torch.equal(ens.gradients, gradients)
+    broken_first = a.success & (a.clean_pred == y)
+    assert torch.equal(ens.x_adv[broken_first], a.x_adv[broken_first])
+    assert torch.equal(ens.x_adv[left], b.x_adv)
+
+
+def test_worst_case_is_never_better_than_any_member() -> None:
+    model = tiny_model()
+    x, y = batch(32)
+    members = (APGD(eps=0.05, steps=3), Square(eps=0.05, queries=30))
+    ens = Ensemble(eps=0.05, attacks=members)(model, x, y)
+    for m in members:
+        assert ens.robust_accuracy <= m(model, x, y).robust_accuracy
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    norm=st.sampled_from(["linf", "l2"]),
+    eps=st.floats(0.0, 0.5),
+    c=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_standard_ensemble_invariants_and_exact_counts(norm, eps, c, seed) -> None:
+    inner = tiny_model(c=c, seed=seed).train()
+    model = Counting(inner)
+    modes = [m.training for m in model.modules()]
+    x, y = batch(6, c=c, seed=seed + 1)
+    eps = eps if norm == "linf" else 4 * eps
+    attack = standard_ensemble(eps, norm, steps=3, target_classes=2, fourier_queries=5,
+                               square_queries=10, seed=seed)
+    r = attack(model, x, y)
+    assert [m.training for m in model.modules()] == modes
+    assert model.rows == int(r.forwards.sum())
+    assert float(r.x_adv.min()) >= 0 and float(r.x_adv.max()) <= 1 and not r.x_adv.requires_grad
+    assert float(r.norms.max()) <= eps * (1 + 2e-6) + 2e-6
+    assert torch.equal(r.success, r.adv_pred != y)
+
+
+def test_linf_fourier_uses_the_largest_safe_l2_radius() -> None:
+    """Its candidates fill the Linf ball: some basis image reaches eps, none exceeds it."""
+    h = w = 8
+    basis = fourier_basis(h, w, distinct_frequencies(h, w), dtype=torch.float64)
+    peak = float(basis.abs().amax())
+    assert peak <= math.sqrt(2 / (h * w)) + 1e-12
+    assert peak == pytest.approx(math.sqrt(2 / (h * w)), rel=1e-6)
+    model = tiny_model(c=3, classes=4)
+    x, y = batch(10, c=3, classes=4)
+    x = 0.25 + 0.5 * x  # no clipping at the bounds
+    r = _LinfFourier(eps=0.1, max_queries=50)(model, x, y)
+    d = (r.x_adv - x).flatten(1).abs().amax(1)
+    broken = r.success & (r.clean_pred == y)
+    assert bool(broken.any()) and float(d.max()) <= 0.1
+    assert float(d[broken].min()) > 0.1 / math.sqrt(2)  # sqrt(2) * peak amplitude, the worst phase
+
+
+@pytest.mark.parametrize(("kwargs", "err", "match"), [
+    ({"attacks": ()}, ValueError, "attacks"),
+    ({"attacks": (3,)}, TypeError, "attacks\\[0\\]"),
+    ({"attacks": (FourierAttack(eps=1.0),)}, ValueError, "l2"),
+    ({"attacks": (APGD(eps=0.1, bounds=(-1.0, 1.0)),)}, ValueError, "bounds"),
+])
+def test_bad_ensembles_raise(kwargs, err, match) -> None:
+    with pytest.raises(err, match=match):
+        Ensemble(eps=0.1, **kwargs)
