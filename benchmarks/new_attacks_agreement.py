@@ -80,7 +80,7 @@ def part_apgd(names: list[str], n: int, steps: int, kinds: list[str], norm: str)
                     ref, t2 = timed(torchattacks.APGD(model, norm=ta_norm, eps=eps, steps=steps, loss=kind, seed=0),
                                     x, y)
                     label = f"APGD-{kind.upper()}"
-                a, b = ours.robust_accuracy, robust(model, ref, y)
+                a, b = ours[0].robust_accuracy, robust(model, ref, y)
                 rows.append(f"| {name} | {fmt_eps(name, eps, norm)} | {label} | {100 * a:.1f} | {100 * b:.1f} | "
                             f"{100 * (a - b):+.1f} | {t1:.1f} | {t2:.1f} |")
                 print(rows[-1], flush=True)
@@ -98,7 +98,7 @@ def part_square(names: list[str], n: int, queries: int) -> list[str]:
                 ta = torchattacks.Square(model, eps=eps, norm="Linf" if norm == "linf" else "L2",
                                          n_queries=queries, seed=0)
                 ref, t2 = timed(ta, x, y)
-                a, b = ours.robust_accuracy, robust(model, ref, y)
+                a, b = ours[0].robust_accuracy, robust(model, ref, y)
                 rows.append(f"| {name} | {norm} | {fmt_eps(name, eps, norm)} | {100 * a:.1f} | {100 * b:.1f} | "
                             f"{100 * (a - b):+.1f} | {t1:.1f} | {t2:.1f} |")
                 print(rows[-1], flush=True)
@@ -119,7 +119,7 @@ def part_ensemble(names: list[str], n: int, steps: int, queries: int) -> list[st
                 elif hasattr(attack, "steps"):
                     attack.steps = steps
             ref, t2 = timed(aa, x, y)
-            a, b = ours.robust_accuracy, robust(model, ref, y)
+            a, b = ours[0].robust_accuracy, robust(model, ref, y)
             rows.append(f"| {name} | {fmt_eps(name, eps)} | {100 * a:.1f} | {100 * b:.1f} | {100 * (a - b):+.1f} | "
                         f"{t1:.1f} | {t2:.1f} | {t1 / t2:.2f} |")
             print(rows[-1], flush=True)
@@ -145,8 +145,8 @@ def part_band(names: list[str], n: int, steps: int) -> list[str]:
             inband = APGD(eps=eps, steps=steps, band=Band(high=radius))(defended, x, y)
             exact = APGD(eps=eps, steps=steps, band=Band(high=radius, slack=0.0))(defended, x, y)
             rows.append(f"| {name} | LowPass({radius:g}) | {fmt_eps(name, eps)} | {100 * full.clean_accuracy:.1f} | "
-                        f"{100 * full.robust_accuracy:.1f} | {100 * inband.robust_accuracy:.1f} | "
-                        f"{100 * exact.robust_accuracy:.1f} |")
+                        f"{100 * full[0].robust_accuracy:.1f} | {100 * inband[0].robust_accuracy:.1f} | "
+                        f"{100 * exact[0].robust_accuracy:.1f} |")
             print(rows[-1], flush=True)
     return rows
 

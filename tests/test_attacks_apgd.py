@@ -13,7 +13,7 @@ from torch import nn
 
 from bandguard.attacks.apgd import APGD, APGDLoss, _apgd_loss, apgd, checkpoints
 from bandguard.attacks.band import Band
-from bandguard.fourier import filter_with_mask, highpass, lowpass_mask
+from bandguard.fourier import filter_with_mask, frequency_filter, frequency_mask
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -112,7 +112,7 @@ def test_x_adv_inside_bounds_and_ball_and_model_untouched(shape, eps, norm, loss
     eps = eps * (hi - lo) * (1.0 if norm == "linf" else 3.0)
     before = snapshot(model)
     r = APGD(eps=eps, norm=norm, steps=4, loss=loss, target_classes=target_classes, band=band,
-             bounds=bounds, seed=seed)(model, x, y)
+             bounds=bounds, seed=seed)(model, x, y)[0]
     assert_same(before, snapshot(model))
     within(r.x_adv, x, eps, norm, bounds)
     assert torch.equal(r.success, r.adv_pred != y)
@@ -122,8 +122,8 @@ def test_x_adv_inside_bounds_and_ball_and_model_untouched(shape, eps, norm, loss
 def test_function_equals_class_and_is_deterministic() -> None:
     model = tiny_model()
     x, y = batch(12)
-    a = apgd(model, x, y, eps=0.1, steps=5, loss="dlr", seed=3)
-    b = APGD(eps=0.1, steps=5, loss="dlr", seed=3)(model, x, y)
+    a = apgd(model, x, y, eps=0.1, steps=5, loss="dlr", seed=3)[0]
+    b = APGD(eps=0.1, steps=5, loss="dlr", seed=3)(model, x, y)[0]
     assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.forwards, b.forwards)
     assert torch.equal(a.success, b.success)
 
@@ -157,7 +157,7 @@ def test_counts_are_exact_per_sample(target_classes) -> None:
     x, y = batch(24)
     model = Counting(inner)
     steps = 6
-    r = APGD(eps=0.3, steps=steps, target_classes=target_classes, loss="dlr")(model, x, y)
+    r = APGD(eps=0.3, steps=steps, target_classes=target_classes, loss="dlr")(model, x, y)[0]
     assert model.box["forwards"] == int(r.forwards.sum())
     assert model.box["gradients"] == int(r.gradients.sum())
     clean_wrong = r.clean_pred != y
@@ -177,7 +177,7 @@ def test_counts_are_exact_per_sample(target_classes) -> None:
 def test_unbreakable_samples_pay_every_step_and_restart() -> None:
     model = Counting(tiny_model())
     x, y = batch(8)
-    r = APGD(eps=1e-6, steps=5, restarts=2)(model, x, y)
+    r = APGD(eps=1e-6, steps=5, restarts=2)(model, x, y)[0]
     attacked = r.clean_pred == y
     assert not bool(r.success[attacked].any())
     assert bool((r.gradients[attacked] == 2 * 6).all())
@@ -193,11 +193,11 @@ def test_eot_on_a_randomized_model_multiplies_the_counts() -> None:
 
     model = Counting(nn.Sequential(Noisy(), tiny_model()))
     x, y = batch(6)
-    r = APGD(eps=1e-6, steps=3, eot_samples=4)(model, x, y)
+    r = APGD(eps=1e-6, steps=3, eot_samples=4)(model, x, y)[0]
     attacked = r.clean_pred == y
     assert bool((r.gradients[attacked] == 4 * 4).all())
     assert model.box["forwards"] == int(r.forwards.sum())
-    default = APGD(eps=1e-6, steps=3)(model, x, y)  # EOT chosen from the model's declaration
+    default = APGD(eps=1e-6, steps=3)(model, x, y)[0]  # EOT chosen from the model's declaration
     assert bool((default.gradients[attacked] > 4).all())
 
 
@@ -205,7 +205,7 @@ def test_targeted_apgd_reaches_the_target() -> None:
     model = tiny_model(classes=5)
     x, y = batch(16)
     target = (y + 1) % 5
-    r = APGD(eps=0.5, steps=20, loss="dlr")(model, x, y, target=target)
+    r = APGD(eps=0.5, steps=20, loss="dlr")(model, x, y, target=target)[0]
     assert r.success_rate > 0.5
     assert torch.equal(r.success, r.adv_pred == target)
 
@@ -220,17 +220,17 @@ def test_low_band_apgd_cannot_fool_a_high_frequency_model() -> None:
 
     class HighOnly(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return lin(highpass(x, 3.0).flatten(1))
+            return lin(frequency_filter(x, 3.0, kind="high").flatten(1))
 
     model = HighOnly()
     x, y = batch(32)
     y = model(x).argmax(1).detach()
-    low = APGD(eps=0.3, steps=10, band=Band(high=3.0, slack=0.0))(model, x, y)
-    full = APGD(eps=0.3, steps=10)(model, x, y)
+    low = APGD(eps=0.3, steps=10, band=Band(high=3.0, slack=0.0))(model, x, y)[0]
+    full = APGD(eps=0.3, steps=10)(model, x, y)[0]
     assert low.robust_accuracy == 1.0
     assert full.robust_accuracy < 0.5
     d = low.x_adv - x
-    mask = lowpass_mask(8, 8, 3.0)
+    mask = frequency_mask(8, 8, 3.0)
     assert float((d - filter_with_mask(d, mask)).abs().max()) < 1e-5
     assert float(d.abs().max()) > 0.05  # it did move, inside the band
 
@@ -253,7 +253,7 @@ def test_dlr_needs_enough_classes() -> None:
     model = tiny_model(classes=2)
     x, y = batch(4, classes=2)
     with pytest.raises(ValueError, match="at least 3 classes"):
-        APGD(eps=0.1, steps=2, loss="dlr")(model, x, y)
+        APGD(eps=0.1, steps=2, loss="dlr")(model, x, y)[0]
 
 
 # --------------------------------------------------------------------------- agreement
@@ -266,10 +266,10 @@ def _robust(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> float:
 
 def _agreement(model, x, y, eps, steps, kind) -> tuple[float, float]:
     if kind == "apgd-t":
-        ours = APGD(eps=eps, steps=steps, loss="dlr", target_classes=9)(model, x, y).robust_accuracy
+        ours = APGD(eps=eps, steps=steps, loss="dlr", target_classes=9)(model, x, y)[0].robust_accuracy
         ref = torchattacks.APGDT(model, eps=eps, steps=steps, n_classes=10, seed=0)(x, y)
     else:
-        ours = APGD(eps=eps, steps=steps, loss=kind)(model, x, y).robust_accuracy
+        ours = APGD(eps=eps, steps=steps, loss=kind)(model, x, y)[0].robust_accuracy
         ref = torchattacks.APGD(model, eps=eps, steps=steps, loss=kind, seed=0)(x, y)
     return ours, _robust(model, ref, y)
 

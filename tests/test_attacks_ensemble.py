@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from bandguard.attacks.apgd import APGD
-from bandguard.attacks.ensemble import Ensemble, _LinfFourier, standard_ensemble
+from bandguard.attacks.ensemble import Ensemble, _BallFourier, standard_ensemble
 from bandguard.attacks.fourier_basis import FourierAttack
 from bandguard.attacks.square import Square
 from bandguard.fourier import distinct_frequencies, fourier_basis
@@ -58,10 +58,10 @@ def test_cascade_equals_members_run_in_turn_on_the_samples_left() -> None:
     x, y = batch(32)
     first = Square(eps=0.05, queries=3, seed=2)
     second = APGD(eps=0.05, steps=5, seed=1)
-    ens = Ensemble(eps=0.05, attacks=(first, second))(model, x, y)
-    a = first(model, x, y)
+    ens = Ensemble(eps=0.05, attacks=(first, second))(model, x, y)[0]
+    a = first(model, x, y)[0]
     left = (~a.success).nonzero().squeeze(1)
-    b = second(model, x[left], y[left])
+    b = second(model, x[left], y[left])[0]
     assert 0 < left.numel() < 32 and bool(b.success.any())  # both members matter here
     expected = a.success.clone()
     expected[left] = b.success
@@ -82,9 +82,9 @@ def test_worst_case_is_never_better_than_any_member() -> None:
     model = tiny_model()
     x, y = batch(32)
     members = (APGD(eps=0.05, steps=3), Square(eps=0.05, queries=30))
-    ens = Ensemble(eps=0.05, attacks=members)(model, x, y)
+    ens = Ensemble(eps=0.05, attacks=members)(model, x, y)[0]
     for m in members:
-        assert ens.robust_accuracy <= m(model, x, y).robust_accuracy
+        assert ens.robust_accuracy <= m(model, x, y)[0].robust_accuracy
 
 
 @settings(max_examples=15, deadline=None)
@@ -102,7 +102,7 @@ def test_standard_ensemble_invariants_and_exact_counts(norm, eps, c, seed) -> No
     eps = eps if norm == "linf" else 4 * eps
     attack = standard_ensemble(eps, norm, steps=3, target_classes=2, fourier_queries=5,
                                square_queries=10, seed=seed)
-    r = attack(model, x, y)
+    r = attack(model, x, y)[0]
     assert [m.training for m in model.modules()] == modes
     assert model.rows == int(r.forwards.sum())
     assert float(r.x_adv.min()) >= 0 and float(r.x_adv.max()) <= 1 and not r.x_adv.requires_grad
@@ -120,11 +120,23 @@ def test_linf_fourier_uses_the_largest_safe_l2_radius() -> None:
     model = tiny_model(c=3, classes=4)
     x, y = batch(10, c=3, classes=4)
     x = 0.25 + 0.5 * x  # no clipping at the bounds
-    r = _LinfFourier(eps=0.1, max_queries=50)(model, x, y)
+    r = _BallFourier(eps=0.1, ball="linf", max_queries=50)(model, x, y)[0]
     d = (r.x_adv - x).flatten(1).abs().amax(1)
     broken = r.success & (r.clean_pred == y)
     assert bool(broken.any()) and float(d.max()) <= 0.1
     assert float(d[broken].min()) > 0.1 / math.sqrt(2)  # sqrt(2) * peak amplitude, the worst phase
+
+
+def test_l2_fourier_member_stays_in_the_l2_ball() -> None:
+    """In an L2 ball each channel gets eps / sqrt(C): the whole perturbation is at most eps."""
+    model = tiny_model(c=3, classes=4)
+    x, y = batch(10, c=3, classes=4)
+    x = 0.25 + 0.5 * x  # no clipping at the bounds
+    r = _BallFourier(eps=0.5, ball="l2", max_queries=50)(model, x, y)[0]
+    moved = r.norms > 0
+    assert bool(moved.any())
+    assert float(r.norms.max()) <= 0.5 + 1e-6
+    assert torch.allclose(r.norms[moved], torch.full_like(r.norms[moved], 0.5), rtol=1e-4)
 
 
 @pytest.mark.parametrize(("kwargs", "err", "match"), [

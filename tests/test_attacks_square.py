@@ -75,7 +75,7 @@ def test_x_adv_inside_bounds_and_ball_and_model_untouched(shape, eps, norm, dtyp
     x, y = batch(n, c, h, w, seed=seed + 1, dtype=dtype)
     x = lo + (hi - lo) * x
     eps = eps * (hi - lo) * (1.0 if norm == "linf" else 3.0)
-    r = Square(eps=eps, norm=norm, queries=12, bounds=bounds, seed=seed)(model, x, y)
+    r = Square(eps=eps, norm=norm, queries=12, bounds=bounds, seed=seed)(model, x, y)[0]
     assert [m.training for m in model.modules()] == modes
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in params.items())
     within(r.x_adv, x, eps, norm, bounds)
@@ -107,7 +107,7 @@ def test_counts_are_exact_and_unbroken_images_spend_the_whole_budget(norm) -> No
     model = Counting(tiny_model())
     x, y = batch(20)
     queries = 30
-    r = Square(eps=1e-4 if norm == "linf" else 1e-3, norm=norm, queries=queries)(model, x, y)
+    r = Square(eps=1e-4 if norm == "linf" else 1e-3, norm=norm, queries=queries)(model, x, y)[0]
     assert model.rows == int(r.forwards.sum())
     attacked = r.clean_pred == y
     assert not bool(r.success[attacked].any())
@@ -118,7 +118,7 @@ def test_counts_are_exact_and_unbroken_images_spend_the_whole_budget(norm) -> No
 def test_broken_images_stop_at_their_first_success() -> None:
     model = Counting(tiny_model())
     x, y = batch(32)
-    r = Square(eps=0.3, queries=200)(model, x, y)
+    r = Square(eps=0.3, queries=200)(model, x, y)[0]
     assert model.rows == int(r.forwards.sum())
     broken = r.success & (r.clean_pred == y)
     assert bool(broken.any()) and bool((r.forwards[broken] < 1 + 200).any())
@@ -131,8 +131,8 @@ def test_targeted_square_and_function_form() -> None:
     model = tiny_model()
     x, y = batch(12)
     target = (y + 1) % 4
-    a = square(model, x, y, eps=0.5, queries=100, target=target)
-    b = Square(eps=0.5, queries=100)(model, x, y, target=target)
+    a = square(model, x, y, eps=0.5, queries=100, target=target)[0]
+    b = Square(eps=0.5, queries=100)(model, x, y, target=target)[0]
     assert torch.equal(a.x_adv, b.x_adv)
     assert torch.equal(a.success, a.adv_pred == target) and a.success_rate > 0.5
 

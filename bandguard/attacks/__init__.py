@@ -18,9 +18,14 @@ training takes any attack: ``TrainConfig(adversary=PGD(eps=0.3))``.
 from __future__ import annotations
 
 import dataclasses
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 from bandguard._registry import Registry
+from bandguard.attacks.apgd import APGD, APGDLoss, apgd
+from bandguard.attacks.band import Band, band_project
+from bandguard.attacks.ensemble import Ensemble, standard_ensemble
 from bandguard.attacks.evaluate import EvalResult, evaluate_attack
 from bandguard.attacks.fgsm import FGM, FGSM, fgm, fgsm
 from bandguard.attacks.foolbox_adapter import FoolboxAttack, foolbox_attack
@@ -38,16 +43,21 @@ from bandguard.attacks.pgd import PGD, pgd
 from bandguard.attacks.presets import ATTACK_PRESETS, attack_preset
 from bandguard.attacks.protocol import Attack, Outcome, is_non_differentiable, is_randomized
 from bandguard.attacks.results import AttackResult, AttackResults
+from bandguard.attacks.square import Square, square
 
 __all__ = [
+    "APGD",
     "ATTACKS",
     "ATTACK_PRESETS",
     "FGM",
     "FGSM",
     "PGD",
+    "APGDLoss",
     "Attack",
     "AttackResult",
     "AttackResults",
+    "Band",
+    "Ensemble",
     "EvalResult",
     "FoolboxAttack",
     "FourierAttack",
@@ -56,7 +66,10 @@ __all__ = [
     "Norm",
     "Order",
     "Outcome",
+    "Square",
+    "apgd",
     "attack_preset",
+    "band_project",
     "create_attack",
     "evaluate_attack",
     "fgm",
@@ -69,12 +82,16 @@ __all__ = [
     "is_randomized",
     "perturbation_norm",
     "pgd",
+    "square",
+    "standard_ensemble",
 ]
 
-ATTACKS: Registry[type[Attack]] = Registry("attack")
-for _cls in (PGD, FGSM, FGM, FourierAttack, FourierGreedy):
+ATTACKS: Registry[Callable[..., Attack]] = Registry("attack")
+"""Attack factories by name: the settings classes, and ``"standard"`` (:func:`standard_ensemble`)."""
+for _cls in (PGD, FGSM, FGM, FourierAttack, FourierGreedy, APGD, Square):
     ATTACKS.register(_cls.name)(_cls)
 del _cls
+ATTACKS.register("standard")(standard_ensemble)
 
 FOOLBOX_PREFIX = "foolbox:"
 
@@ -90,12 +107,15 @@ def create_attack(name: str, *, eps: float | tuple[float, ...], **settings: Any)
     """
     if isinstance(name, str) and name.startswith(FOOLBOX_PREFIX):
         return FoolboxAttack.from_name(name[len(FOOLBOX_PREFIX):], eps=eps, **settings)
-    cls = ATTACKS.get(name)
-    known = {f.name for f in dataclasses.fields(cls)}
+    factory = ATTACKS.get(name)
+    if dataclasses.is_dataclass(factory):
+        known = {f.name for f in dataclasses.fields(factory)}
+    else:
+        known = set(inspect.signature(factory).parameters)
     unknown = sorted(set(settings) - known)
     if unknown:
         raise ValueError(
             f"attack {name!r} takes no option {', '.join(map(repr, unknown))}; "
             f"its options are {', '.join(sorted(known - {'eps'}))}"
         )
-    return cls(eps=eps, **settings)
+    return factory(eps=eps, **settings)

@@ -25,8 +25,11 @@ from torch import nn
 
 from bandguard._checks import check_enum, check_int, check_positive
 from bandguard.attacks.band import Band, band_project
-from bandguard.attacks.base import Attack, AttackResult, Norm, _is_adversarial, _Outcome
-from bandguard.attacks.pgd import _l2_project, _resolve_eot
+from bandguard.attacks.losses import is_adversarial
+from bandguard.attacks.norms import Norm, l2_project
+from bandguard.attacks.pgd import _resolve_eot
+from bandguard.attacks.protocol import Attack, Outcome
+from bandguard.attacks.results import AttackResults
 
 __all__ = ["APGD", "APGDLoss", "apgd"]
 
@@ -126,7 +129,7 @@ def _project(x: torch.Tensor, x0: torch.Tensor, eps: float, norm: Norm, bounds: 
     lo, hi = bounds
     if norm is Norm.LINF:
         return torch.minimum(torch.maximum(x, x0 - eps), x0 + eps).clamp_(lo, hi)
-    return _l2_project(x, x0, eps, lo, hi)
+    return l2_project(x, x0, eps, (lo, hi))
 
 
 def _random_start(x0: torch.Tensor, eps: float, norm: Norm, generator: torch.Generator | None) -> torch.Tensor:
@@ -161,7 +164,7 @@ def _apgd_run(
     bounds: tuple[float, float],
     band: Band | None,
     generator: torch.Generator | None,
-) -> _Outcome:
+) -> Outcome:
     """One APGD run (one random start) on trusted inputs, model already in eval mode.
 
     Success is ``pred == target`` when only ``target`` is given (a user-targeted attack), else
@@ -202,7 +205,7 @@ def _apgd_run(
 
     def settle(p: torch.Tensor) -> torch.Tensor:
         """Record samples whose current iterate is adversarial; returns the mask of the others."""
-        adv = _is_adversarial(p, labels[active], targeted)
+        adv = is_adversarial(p, labels[active], targeted)
         hit = active[adv]
         out_x[hit], pred[hit], success[hit] = x[adv], p[adv], True
         return ~adv
@@ -250,7 +253,7 @@ def _apgd_run(
     rest = active[keep] if active.numel() else active
     if rest.numel():
         out_x[rest], pred[rest] = x_best[keep], pred_best[keep]
-    return _Outcome(out_x, success, pred, forwards, forwards.clone())
+    return Outcome(out_x, success, pred, forwards, forwards.clone())
 
 
 def _apgd_core(
@@ -270,10 +273,10 @@ def _apgd_core(
     bounds: tuple[float, float],
     band: Band | None,
     generator: torch.Generator | None,
-) -> _Outcome:
+) -> Outcome:
     """Restarts (and, for APGD-T, targets) cascaded on the samples no earlier run broke."""
     n = x0.shape[0]
-    out = _Outcome(x0.clone(), torch.zeros(n, dtype=torch.bool, device=x0.device), labels.clone(),
+    out = Outcome(x0.clone(), torch.zeros(n, dtype=torch.bool, device=x0.device), labels.clone(),
                    torch.zeros(n, dtype=torch.long, device=x0.device),
                    torch.zeros(n, dtype=torch.long, device=x0.device))
     if target_classes and not targeted:
@@ -359,7 +362,7 @@ class APGD(Attack):
             check_int(self.seed, "seed")
 
     def _run(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float,
-             generator: torch.Generator | None) -> _Outcome:
+             generator: torch.Generator | None) -> Outcome:
         return _apgd_core(
             model, x, labels, targeted, eps=eps, norm=self.norm, steps=self.steps,
             restarts=self.restarts, loss=self.loss, target_classes=self.target_classes, rho=self.rho,
@@ -369,7 +372,7 @@ class APGD(Attack):
 
 
 def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | Sequence[float],
-        target: torch.Tensor | None = None, **settings: Any) -> AttackResult | list[AttackResult]:
+        target: torch.Tensor | None = None, **settings: Any) -> AttackResults:
     """Auto-PGD as a function: ``apgd(model, x, y, eps=8/255, loss="dlr")``.
 
     Same arguments and result as ``APGD(eps=eps, **settings)(model, x, y, target=target)``

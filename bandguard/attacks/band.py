@@ -22,7 +22,7 @@ import math
 import torch
 
 from bandguard._checks import Bounds, check_int, check_nonnegative
-from bandguard.attacks.base import Norm
+from bandguard.attacks.norms import Norm
 from bandguard.fourier import bandpass_mask, filter_with_mask
 
 __all__ = ["Band", "band_mask", "band_project"]

@@ -18,8 +18,9 @@ from torch import nn
 
 from bandguard._checks import Bounds, check_enum, check_int
 from bandguard.attacks.apgd import APGD, APGDLoss
-from bandguard.attacks.base import Attack, Norm, _generator, _Outcome
 from bandguard.attacks.fourier_basis import FourierAttack, Order
+from bandguard.attacks.norms import Norm
+from bandguard.attacks.protocol import Attack, Outcome
 from bandguard.attacks.square import Square
 
 __all__ = ["Ensemble", "standard_ensemble"]
@@ -65,18 +66,20 @@ class Ensemble(Attack):
                 )
         object.__setattr__(self, "attacks", attacks)
 
-    def _run(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float,
-             generator: torch.Generator | None) -> _Outcome:
+    def _run_from(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float,
+                  generator: torch.Generator | None, clean_logits: torch.Tensor) -> Outcome:
         n = x.shape[0]
         zeros = torch.zeros(n, dtype=torch.long, device=x.device)
-        out = _Outcome(x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device), labels.clone(),
-                       zeros.clone(), zeros.clone())
+        out = Outcome(x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device), labels.clone(),
+                      zeros.clone(), zeros.clone())
         for attack in self.attacks:
             idx = (~out.success).nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
-            res = attack._run(model, x[idx], labels[idx], targeted, eps,
-                              _generator(getattr(attack, "seed", None), x.device))
+            # Each member gets its own seeded generator (as if run alone) and the driver's clean
+            # logits, so a score-based member spends no second clean forward.
+            res = attack._run_from(model, x[idx], labels[idx], targeted, eps, attack._generator(x.device),
+                                   clean_logits[idx])
             out.x_adv[idx] = res.x_adv.to(x.dtype)
             out.success[idx] = res.success
             out.pred[idx] = res.pred
@@ -86,23 +89,33 @@ class Ensemble(Attack):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class _LinfFourier(FourierAttack):
-    """The Fourier-basis attack inside an Linf ball: the largest L2 norm whose candidates stay in it.
+class _BallFourier(FourierAttack):
+    """The Fourier-basis attack inside the ensemble's ball: the largest per-channel L2 norm in it.
 
-    A basis image ``U_ij`` of unit L2 norm has ``|U_ij| <= sqrt(2 / (H W))`` (a cosine of amplitude
-    ``sqrt(2)`` over ``sqrt(H W)``), and each channel gets ``eps_2 / sqrt(C)`` of it, so
-    ``eps_2 = eps_inf * sqrt(C H W / 2)`` keeps every candidate in the Linf ball.
+    The Fourier attack's ``eps`` is Yin et al.'s L2 norm per channel: each channel gets
+    ``eps_2 * U_ij``. In an L2 ball of radius ``eps`` that is ``eps_2 = eps / sqrt(C)``. In an Linf
+    ball: a basis image of unit L2 norm has ``|U_ij| <= sqrt(2 / (H W))`` (a cosine of amplitude
+    ``sqrt(2)`` over ``sqrt(H W)``), so ``eps_2 = eps * sqrt(H W / 2)`` keeps every candidate inside.
     """
 
-    name = "fourier_linf"
-    norm = Norm.LINF
+    name = "fourier_in_ball"
+    ball: Norm = Norm.LINF
 
-    def _run(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float,
-             generator: torch.Generator | None) -> _Outcome:
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "ball", check_enum(self.ball, Norm, "ball"))
+
+    @property
+    def norm(self) -> Norm:  # type: ignore[override]
+        """The ball the candidates stay in (the ensemble's threat model)."""
+        return self.ball
+
+    def _run_from(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float,
+                  generator: torch.Generator | None, clean_logits: torch.Tensor) -> Outcome:
         c, h, w = x.shape[1:]
+        per_channel = eps * math.sqrt(h * w / 2) if self.ball is Norm.LINF else eps / math.sqrt(c)
         # The factor below 1 keeps float rounding of the basis from overshooting the ball.
-        eps_l2 = eps * math.sqrt(c * h * w / 2) * (1 - 1e-6)
-        return super()._run(model, x, labels, targeted, eps_l2, generator)
+        return super()._run_from(model, x, labels, targeted, per_channel * (1 - 1e-6), generator, clean_logits)
 
 
 def standard_ensemble(
@@ -119,8 +132,8 @@ def standard_ensemble(
     """bandguard's standard evaluation: APGD-CE, APGD-T, the Fourier-basis attack, then Square.
 
     The AutoAttack recipe (Croce and Hein 2003.01690) with FAB replaced by the Fourier-basis attack
-    (Yin et al. 1906.08988), which probes the frequencies a frequency defense lets through. In the
-    Linf threat model the Fourier attack uses the largest L2 norm whose candidates stay in the ball.
+    (Yin et al. 1906.08988), which probes the frequencies a frequency defense lets through. It runs at
+    the largest per-channel L2 norm whose candidates stay in the ensemble's ball.
 
     Args:
         eps: one budget or several, in ``norm`` (``"linf"`` or ``"l2"``).
@@ -136,13 +149,13 @@ def standard_ensemble(
     """
     norm_ = check_enum(norm, Norm, "norm")
     check_int(steps, "steps", minimum=1)
-    fourier_cls = _LinfFourier if norm_ is Norm.LINF else FourierAttack
     eps_ = tuple(eps) if isinstance(eps, Sequence) else eps
     members: tuple[Attack, ...] = (
         APGD(eps=eps_, norm=norm_, steps=steps, loss=APGDLoss.CE, bounds=bounds, seed=seed),
         APGD(eps=eps_, norm=norm_, steps=steps, loss=APGDLoss.DLR, target_classes=target_classes,
              bounds=bounds, seed=seed),
-        fourier_cls(eps=eps_, order=Order.RADIUS, max_queries=fourier_queries, bounds=bounds, seed=seed),
+        _BallFourier(eps=eps_, ball=norm_, order=Order.RADIUS, max_queries=fourier_queries, bounds=bounds,
+                     seed=seed),
         Square(eps=eps_, norm=norm_, queries=square_queries, bounds=bounds, seed=seed),
     )
     return Ensemble(eps=eps_, attacks=members, norm=norm_, bounds=bounds)

@@ -21,7 +21,10 @@ import torch
 from torch import nn
 
 from bandguard._checks import check_enum, check_int, check_positive
-from bandguard.attacks.base import Attack, AttackResult, Norm, _is_adversarial, _Outcome
+from bandguard.attacks.losses import is_adversarial
+from bandguard.attacks.norms import Norm
+from bandguard.attacks.protocol import Attack, Outcome
+from bandguard.attacks.results import AttackResults
 
 __all__ = ["Square", "square", "square_fraction"]
 
@@ -130,7 +133,7 @@ def _square_core(
     targeted: bool,
     bounds: tuple[float, float],
     generator: torch.Generator | None,
-) -> _Outcome:
+) -> Outcome:
     """Square attack on trusted inputs (model in eval mode); at most ``queries`` forwards per image.
 
     Images leave the batch at their first success (random search on one image never depends on
@@ -145,7 +148,7 @@ def _square_core(
         logits = model(best)
     margin = _margin(logits, labels, targeted)
     pred = logits.argmax(1)
-    success = _is_adversarial(pred, labels, targeted)
+    success = is_adversarial(pred, labels, targeted)
     forwards = torch.ones(n, dtype=torch.long, device=x0.device)
     lower, upper = (x0 - eps).clamp(min=lo), (x0 + eps).clamp(max=hi)
     for i in range(iterations):
@@ -169,12 +172,12 @@ def _square_core(
         forwards[idx] += 1
         m = _margin(logits, labels[idx], targeted)
         p_new = logits.argmax(1)
-        hit = _is_adversarial(p_new, labels[idx], targeted)
+        hit = is_adversarial(p_new, labels[idx], targeted)
         improved = (m < margin[idx]) | hit
         take = idx[improved]
         best[take], margin[take], pred[take] = cand[improved], m[improved], p_new[improved]
         success[idx[hit]] = True
-    return _Outcome(best, success, pred, forwards, torch.zeros_like(forwards))
+    return Outcome(best, success, pred, forwards, torch.zeros_like(forwards))
 
 
 def _l2_candidate(x0: torch.Tensor, cur: torch.Tensor, eps: float, side: int,
@@ -231,14 +234,14 @@ class Square(Attack):
             check_int(self.seed, "seed")
 
     def _run(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float,
-             generator: torch.Generator | None) -> _Outcome:
+             generator: torch.Generator | None) -> Outcome:
         return _square_core(model, x, labels, eps=eps, norm=self.norm, queries=self.queries,
                             p_init=self.p_init, targeted=targeted, bounds=self.bounds,
                             generator=generator)
 
 
 def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | Sequence[float],
-        target: torch.Tensor | None = None, **settings: Any) -> AttackResult | list[AttackResult]:
+        target: torch.Tensor | None = None, **settings: Any) -> AttackResults:
     """Square attack as a function: ``square(model, x, y, eps=8/255, queries=1001)``.
 
     Same arguments and result as ``Square(eps=eps, **settings)(model, x, y, target=target)``.
