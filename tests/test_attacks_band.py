@@ -128,3 +128,23 @@ def test_mask_matches_the_fourier_masks() -> None:
 def test_bad_band_raises_naming_the_field(kwargs, name) -> None:
     with pytest.raises(ValueError, match=name):
         Band(**kwargs)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_band_limited_pgd_stays_in_band_ball_and_bounds(norm: str) -> None:
+    """PGD with ``band`` (Guo et al. 1809.08758): every step is projected into the band exactly."""
+    from bandguard.attacks import PGD
+
+    g = torch.Generator().manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 12 * 12, 4)).double()
+    x = 0.25 + 0.5 * torch.rand(6, 3, 12, 12, generator=g, dtype=torch.float64)
+    y = torch.arange(6) % 4
+    eps = 0.05 if norm == "linf" else 0.5
+    band = Band(high=3.0, slack=0.0)
+    r = PGD(eps=eps, norm=norm, steps=5, band=band)(model, x, y)[0]
+    delta = r.x_adv - x
+    mask = band_mask(band, 12, 12, dtype=torch.float64)
+    assert float(delta.abs().max()) > 0  # it moved
+    assert float((delta - filter_with_mask(delta, mask)).abs().max()) < 1e-10
+    assert float(r.norms.max()) <= eps + 1e-9
+    assert float(r.x_adv.min()) >= 0 and float(r.x_adv.max()) <= 1

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from bandguard._checks import Bounds, check_enum, check_int, check_positive
+from bandguard.attacks.band import Band, band_project
 from bandguard.attacks.losses import Loss, is_adversarial, per_sample_loss, sum_loss
 from bandguard.attacks.norms import Norm, l2_normalize, l2_project
 from bandguard.attacks.protocol import Attack, Outcome, is_non_differentiable, is_randomized
@@ -79,6 +80,7 @@ def _pgd_core(
     generator: torch.Generator | None,
     early_stop: bool = False,
     final_eval: bool = True,
+    band: Band | None = None,
 ) -> Outcome:
     """PGD on trusted inputs with the model already in the wanted mode.
 
@@ -87,7 +89,8 @@ def _pgd_core(
     ``early_stop`` keeps, per sample, the first iterate the model gets wrong (each step's forward
     scores the current iterate for free) and drops the sample from the batch; it is ignored with
     EOT. ``final_eval=False`` (adversarial training: one restart) skips the forward that scores
-    the final iterate; ``success`` and ``pred`` are then meaningless.
+    the final iterate; ``success`` and ``pred`` are then meaningless. ``band`` confines the
+    perturbation to a frequency band: the start and every step go through :func:`band_project`.
     """
     lo, hi = bounds
     n = x0.shape[0]
@@ -110,6 +113,8 @@ def _pgd_core(
             # The eps-box intersected with the bounds, computed once: each step is one clamp.
             lower, upper = (xs - eps).clamp_(min=lo), (xs + eps).clamp_(max=hi)
         x = _random_start(xs, eps, norm, bounds, generator) if random_start else xs
+        if band is not None and random_start:
+            x = band_project(x, xs, eps=eps, norm=norm, band=band, bounds=bounds)
         for _ in range(steps):
             g, logits = _input_gradient(model, x, ls, loss, targeted, eot)
             forwards[idx] += eot
@@ -131,6 +136,8 @@ def _pgd_core(
                 x = torch.clamp(x.detach().add(g.sign_(), alpha=step_size), lower, upper)
             else:
                 x = l2_project(x.detach() + step_size * l2_normalize(g), xs, eps, bounds)
+            if band is not None:
+                x = band_project(x, xs, eps=eps, norm=norm, band=band, bounds=bounds)
         if not final_eval:
             return Outcome(x.detach(), success, pred, forwards, gradients)
         if idx.numel():
@@ -214,6 +221,9 @@ class PGD(GradientAttack):
             never weaker than the final iterate and is much faster once most samples are broken.
             ``False`` returns the final iterate, as Madry et al., foolbox and torchattacks do.
             Ignored with EOT (one forward of a randomized model proves nothing).
+        band: confine the perturbation to a frequency band (:class:`~bandguard.attacks.band.Band`,
+            e.g. ``Band(high=8)`` for the pass band of ``LowPass(8)``): low-frequency adversarial
+            perturbations (Guo et al. 1809.08758); ``None`` is the full band.
         bounds: ``(lo, hi)`` of the input domain.
         seed: seeds the random start of each call; ``None`` draws from torch's global generator.
 
@@ -233,11 +243,14 @@ class PGD(GradientAttack):
     loss: Loss = Loss.CE
     eot_samples: int | None = None
     early_stop: bool = False
+    band: Band | None = None
     seed: int | None = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         object.__setattr__(self, "norm", check_enum(self.norm, Norm, "norm"))
+        if self.band is not None and not isinstance(self.band, Band):
+            raise TypeError(f"band must be a Band or None, got {type(self.band).__name__}")
         object.__setattr__(self, "loss", check_enum(self.loss, Loss, "loss"))
         check_int(self.steps, "steps", minimum=0)
         check_int(self.restarts, "restarts", minimum=1)
@@ -263,7 +276,7 @@ class PGD(GradientAttack):
         return dict(
             eps=eps, norm=self.norm, steps=self.steps, step_size=self.step_for(eps),
             random_start=self.random_start, restarts=self.restarts, loss=self.loss,
-            eot=_resolve_eot(model, self.eot_samples), early_stop=self.early_stop,
+            eot=_resolve_eot(model, self.eot_samples), early_stop=self.early_stop, band=self.band,
         )
 
 
@@ -282,6 +295,7 @@ def pgd(
     loss: Loss | str = "ce",
     eot_samples: int | None = None,
     early_stop: bool = False,
+    band: Band | None = None,
     bounds: Bounds = (0.0, 1.0),
     seed: int | None = 0,
     target: torch.Tensor | None = None,
@@ -293,7 +307,7 @@ def pgd(
         model: maps ``[N, C, H, W]`` images in ``bounds`` to logits ``[N, K]``.
         x: clean images ``[N, C, H, W]``; y: int64 labels ``[N]``.
         eps, norm, steps, step_size, rel_step_size, random_start, restarts, loss, eot_samples,
-            early_stop, bounds, seed: the settings of :class:`PGD`.
+            early_stop, band, bounds, seed: the settings of :class:`PGD`.
         target, generator: as in :meth:`~bandguard.attacks.protocol.Attack.__call__`.
 
     Returns:
@@ -306,6 +320,6 @@ def pgd(
     attack = PGD(
         eps=eps, norm=norm, steps=steps, step_size=step_size, rel_step_size=rel_step_size,  # type: ignore[arg-type]
         random_start=random_start, restarts=restarts, loss=loss, eot_samples=eot_samples,  # type: ignore[arg-type]
-        early_stop=early_stop, bounds=bounds, seed=seed,
+        early_stop=early_stop, band=band, bounds=bounds, seed=seed,
     )
     return attack(model, x, y, target=target, generator=generator)
