@@ -388,6 +388,76 @@ def _attack_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- bench
+
+
+def _bench_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="TOML spec of models x defenses x attacks x eps (see examples/specs/)")
+    p.add_argument("--force", action="store_true", help="recompute every cell instead of resuming")
+    p.add_argument("--device", default=None, help="override the spec's device (auto, cpu, cuda, cuda:1)")
+    p.add_argument("--out", default=None, help="override the spec's output folder")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+class _Progress:
+    """tqdm bars over the harness's batches, one per cell description (disabled when quiet)."""
+
+    def __init__(self, total: int, disable: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self._tqdm, self.total, self.disable = tqdm, total, disable
+        self.bar: Any = None
+        self.desc = ""
+
+    def __call__(self, desc: str, images: int) -> None:
+        if self.disable:
+            return
+        if desc != self.desc:
+            self.close()
+            self.desc = desc
+            self.bar = self._tqdm(total=self.total, desc=desc, unit="img", leave=False)
+        self.bar.update(images)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _print_bench(result: Any, out: Path) -> None:
+    print(result.to_markdown())
+    for flag in result.flags:
+        where = f"{flag.model} / {flag.defense}" + (f" / {flag.attack}" if flag.attack else "")
+        print(f"sanity flag {flag.check} ({where}): {flag.reason}")
+    print(f"{len(result.rows)} rows; {result.computed} cells computed, {result.reused} reused; "
+          f"{result.seconds:.1f} s on {result.device}")
+    print(f"wrote {out / 'report.md'}, {out / 'results.csv'}, {out / 'results.json'} ({out / 'results.sqlite'})")
+
+
+def _bench_run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from bandguard.bench import load_spec, run
+
+    spec = load_spec(args.spec)
+    if args.device is not None:
+        spec = dataclasses.replace(spec, device=args.device)
+    if args.out is not None:
+        spec = dataclasses.replace(spec, out=args.out)
+    rank = int(os.environ.get("RANK", "0"))
+    progress = _Progress(spec.n, disable=args.quiet or rank != 0 or not sys.stderr.isatty())
+    try:
+        result = run(spec, force=args.force, progress=progress)
+    except RuntimeError as err:
+        print(f"bandguard bench: runtime error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        progress.close()
+    if rank == 0:
+        _print_bench(result, Path(spec.out))
+    return 0
+
+
 # --------------------------------------------------------------------------- entry point
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
@@ -397,6 +467,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "spectrum": ("spectrum of an attack's perturbations, optionally two models side by side",
                  _spectrum_parser, _spectrum_run),
     "attack": ("clean and robust accuracy of a model under an attack, per eps", _attack_parser, _attack_run),
+    "bench": ("run a benchmark spec: models x defenses x attacks x eps, resumable", _bench_parser, _bench_run),
 }
 
 
