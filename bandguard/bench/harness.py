@@ -92,21 +92,19 @@ def build_defense(spec: str, model: nn.Module) -> nn.Module:
     return build(spec, model)
 
 
-def _attack_for(spec: AttackSpec, randomized: bool) -> tuple[Any, int]:
+def _attack_for(spec: AttackSpec, randomized: bool, eot: int) -> tuple[Any, int]:
     """The attack to run on a model, EOT chosen from what the model declares.
 
     An ``eot_samples`` given in the spec is kept as is (so a spec can attack a randomized model
-    without EOT, which the sanity checks then flag); otherwise a randomized model gets the
-    attacks' default and a deterministic one a single sample.
+    without EOT, which the sanity checks then flag); otherwise a randomized model gets ``eot``
+    samples and a deterministic one a single sample.
     """
     attack = spec.build()
     fields = {f.name for f in dataclasses.fields(attack)} if dataclasses.is_dataclass(attack) else set()
     if "eot_samples" not in fields:
         return attack, 1
     if "eot_samples" not in spec.options:
-        from bandguard.attacks.pgd import DEFAULT_EOT_SAMPLES
-
-        attack = dataclasses.replace(attack, eot_samples=DEFAULT_EOT_SAMPLES if randomized else 1)
+        attack = dataclasses.replace(attack, eot_samples=eot if randomized else 1)
     return attack, int(attack.eot_samples or 1)
 
 
@@ -418,7 +416,7 @@ def _white_box_unit(
 ) -> dict[str, Cell]:
     """One attack on the bare model and its transfer to every defense: one transaction."""
     bare = defended[NO_DEFENSE]
-    attack, eot = _attack_for(a, is_randomized(bare))
+    attack, eot = _attack_for(a, is_randomized(bare), ctx.spec.eot)
     key = settings_hash({**base, "defense": NO_DEFENSE, "mode": WHITE_BOX, "attack": _attack_identity(a),
                          "eot": eot, "after": prev[NO_DEFENSE].key})
     keys = {NO_DEFENSE: key}
@@ -462,7 +460,7 @@ def _adaptive_cell(
     prev: Cell, clean: Cell,
 ) -> Cell:
     randomized = is_randomized(module)
-    attack, eot = _attack_for(a, randomized)
+    attack, eot = _attack_for(a, randomized, ctx.spec.eot)
     key = settings_hash({**base, "defense": d, "mode": ADAPTIVE, "attack": _attack_identity(a), "eot": eot,
                          "after": prev.key})
     found = ctx.lookup([key])

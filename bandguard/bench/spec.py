@@ -117,6 +117,8 @@ class BenchSpec:
         seed: the subset, every attack's and every randomized defense's randomness.
         out: output folder (resolved against the spec's folder).
         models, defenses, attacks: the grid; defenses always start with ``"none"``.
+        eot: gradient samples per step (EOT) for attacks on a randomized model, unless the
+            attack's own settings give ``eot_samples``.
         cascade: later attacks run only on samples every earlier one left robust.
         sanity: run the gradient-masking checks of :mod:`bandguard.bench.sanity`.
         sanity_n: samples the sanity probes use.
@@ -135,6 +137,7 @@ class BenchSpec:
     device: str = "auto"
     seed: int = 0
     out: str = "bench-out"
+    eot: int = 10
     cascade: bool = True
     sanity: bool = True
     sanity_n: int = 64
@@ -193,7 +196,8 @@ def parse_spec(data: Mapping[str, Any], *, base_dir: str | os.PathLike[str] = ".
     kw["dataset"] = _string(data["dataset"], "dataset")
     if "split" in data:
         kw["split"] = _choice(data["split"], ("train", "test"), "split")
-    for key, minimum in (("n", 0), ("batch_size", 1), ("sample_budget", 1), ("seed", 0), ("sanity_n", 1)):
+    for key, minimum in (("n", 0), ("batch_size", 1), ("sample_budget", 1), ("seed", 0), ("sanity_n", 1),
+                         ("eot", 1)):
         if key in data:
             kw[key] = _int(data[key], key, minimum)
     for key in ("cascade", "sanity"):
