@@ -80,6 +80,7 @@ def test_grid_cascade_worst_case_and_eot(checkpoint: Path, tmp_path: Path) -> No
     assert len(json.loads((out / "results.json").read_text())["rows"]) == len(result.rows)
 
 
+@pytest.mark.slow
 def test_same_seed_twice_is_bit_identical(checkpoint: Path, tmp_path: Path) -> None:
     first = run(small_spec(checkpoint, tmp_path / "a"))
     second = run(small_spec(checkpoint, tmp_path / "b"))
@@ -93,6 +94,7 @@ class _Stop(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_gives_the_same_table(checkpoint: Path, tmp_path: Path) -> None:
     full = run(small_spec(checkpoint, tmp_path / "full"))
     spec = small_spec(checkpoint, tmp_path / "cut")
