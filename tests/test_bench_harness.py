@@ -173,3 +173,14 @@ def test_peak_memory_does_not_grow_with_n() -> None:
     # budget the peak is that of one 22-image chunk whatever n is (measured: 506 vs 570 MiB).
     small, large = _peak_mib(32), _peak_mib(256)
     assert large < 1.25 * small, (small, large)
+
+
+@pytest.mark.gpu
+def test_cuda_grid_matches_cpu_within_one_point(checkpoint: Path, tmp_path: Path) -> None:
+    cpu = run(small_spec(checkpoint, tmp_path / "cpu", n=64, batch_size=32, device="cpu"))
+    for amp in ("off", "bf16"):
+        gpu = run(small_spec(checkpoint, tmp_path / f"cuda-{amp}", n=64, batch_size=32, device="cuda", amp=amp))
+        assert len(gpu.rows) == len(cpu.rows)
+        for a, b in zip(cpu.rows, gpu.rows):
+            assert (a.defense, a.mode, a.attack, a.eps) == (b.defense, b.mode, b.attack, b.eps)
+            assert abs(a.robust_accuracy - b.robust_accuracy) <= 0.01 + 1 / 64, (a, b)

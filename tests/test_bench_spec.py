@@ -100,3 +100,19 @@ def test_checkpoint_path_resolves_against_the_spec_folder(tmp_path: Path) -> Non
     spec = parse_spec(_spec(models=[{"checkpoint": "m.pt"}]), base_dir=tmp_path)
     assert spec.models[0].checkpoint == str(tmp_path / "m.pt")
     assert spec.models[0].name == "m"
+
+
+def test_standard_ensemble_key(tmp_path: Path) -> None:
+    import importlib.util
+
+    from bandguard.bench.spec import ensemble_spec
+
+    spec = parse_spec(_spec(ensemble="standard"), base_dir=tmp_path)
+    assert spec.ensemble == "standard"
+    extra = ensemble_spec(spec)
+    if importlib.util.find_spec("bandguard.attacks.ensemble") is None:
+        assert extra is None  # the harness logs a warning and runs the other attacks
+    else:
+        assert extra is not None and extra.eps == spec.attacks[0].eps
+    with pytest.raises(SpecError, match=r"^ensemble: expected one of 'standard'"):
+        parse_spec(_spec(ensemble="plus"), base_dir=tmp_path)
