@@ -87,6 +87,7 @@ def test_large_eps_probe(mnist_model: nn.Module, mnist_test: tuple[torch.Tensor,
     assert flag is not None and flag.check == "large_eps"
 
 
+@pytest.mark.slow
 def test_harness_flags_a_randomized_model_attacked_without_eot_and_not_the_plain_cnn(
     mnist_model: nn.Module, tmp_path: Path
 ) -> None:
@@ -96,7 +97,7 @@ def test_harness_flags_a_randomized_model_attacked_without_eot_and_not_the_plain
         "dataset": "mnist", "n": 16, "batch_size": 16, "sanity_n": 16, "out": str(tmp_path / "out"),
         "defenses": ["post_average:K=1,R=3.0"],
         "models": [{"name": "cnn", "checkpoint": str(ckpt)}],
-        "attacks": [{"attack": "pgd", "eps": [0.1, 0.2], "steps": 3, "eot_samples": 1}],
+        "attacks": [{"attack": "pgd", "eps": [0.1, 0.2], "steps": 10, "eot_samples": 1}],
     })
     result = run(spec)
     by_defense = {}
@@ -127,3 +128,17 @@ def test_non_finite_gradients_fire(bad: float, mnist_test: tuple[torch.Tensor, t
 
     flag = check_gradients(Poisoned(), x, y, where=WHERE)
     assert flag is not None and "non-finite" in flag.reason
+
+
+@pytest.mark.slow
+def test_more_steps_check(mnist_model: nn.Module, mnist_test: tuple[torch.Tensor, torch.Tensor]) -> None:
+    from bandguard.attacks import PGD
+    from bandguard.bench.sanity import check_more_steps
+
+    x, y = mnist_test[0][:32], mnist_test[1][:32]
+    # Two short steps cannot reach the ball's surface: doubling them breaks more samples.
+    weak = PGD(eps=(0.2,), steps=2, step_size=0.05, random_start=False)
+    flag = check_more_steps(mnist_model, x, y, weak, where=WHERE)
+    assert flag is not None and flag.check == "more_steps_help"
+    converged = PGD(eps=(0.2,), steps=20)
+    assert check_more_steps(mnist_model, x, y, converged, where=WHERE) is None

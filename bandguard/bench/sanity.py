@@ -12,6 +12,8 @@ cells, so a resumed run does not repeat them.
   before it left robust.
 - ``zero_gradients``: zero or non-finite input gradients on > 1 % of samples.
 - ``loss_not_increasing``: a few gradient steps do not raise the attack loss.
+- ``more_steps_help``: the first gradient attack with twice the steps and one more restart
+  lowers robust accuracy by more than a point (and more than one sample).
 - ``randomized_without_eot``: two forwards differ but a gradient attack used one sample per step.
 - ``probabilities``: outputs look like probabilities, not logits.
 """
@@ -35,6 +37,7 @@ __all__ = [
     "check_large_eps",
     "check_loss_increase",
     "check_monotone",
+    "check_more_steps",
     "check_probabilities",
     "check_randomized_without_eot",
     "differs_between_forwards",
@@ -159,6 +162,27 @@ def check_large_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_c
     return None
 
 
+def check_more_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Any, *,
+                     where: tuple[str, str]) -> Flag | None:
+    """The attack at its smallest eps against twice the steps and one more restart."""
+    import dataclasses
+
+    from bandguard.bench.harness import _results
+
+    fields = {f.name for f in dataclasses.fields(attack)} if dataclasses.is_dataclass(attack) else set()
+    if not {"steps", "restarts"} <= fields:
+        return None
+    base = dataclasses.replace(attack, eps=(attack.epsilons[0],))
+    stronger = dataclasses.replace(base, steps=2 * attack.steps, restarts=attack.restarts + 1)
+    a0 = _results(base, model, x, y)[0].robust_accuracy
+    a1 = _results(stronger, model, x, y)[0].robust_accuracy
+    if a0 - a1 > max(0.01, 1.5 / len(y)):
+        return Flag("more_steps_help", *where,
+                    f"{2 * attack.steps} steps and {attack.restarts + 1} restarts lower robust accuracy from "
+                    f"{a0:.1%} to {a1:.1%} at eps {attack.epsilons[0]:g}: the attack has not converged")
+    return None
+
+
 def _first_gradient_cell(cells: Sequence[Cell]) -> Cell | None:
     for c in cells:
         if c.mode in ("white-box", "adaptive") and int(c.gradients.sum()) > 0:
@@ -167,7 +191,7 @@ def _first_gradient_cell(cells: Sequence[Cell]) -> Cell | None:
 
 
 def _checks_for(module: nn.Module, d: str, cells: Sequence[Cell], x: torch.Tensor, y: torch.Tensor,
-                num_classes: int) -> list[Flag]:
+                num_classes: int, attacks: Any = None) -> list[Flag]:
     model_name = cells[0].model if cells else ""
     where = (model_name, d)
     flags: list[Flag | None] = [check_monotone(c) for c in cells if c.mode != "clean"]
@@ -186,6 +210,11 @@ def _checks_for(module: nn.Module, d: str, cells: Sequence[Cell], x: torch.Tenso
     if norm in ("linf", "l2") and eps > 0:
         flags.append(check_loss_increase(module, x, y, eps=eps, norm=norm, eot=eot, where=where))
     flags.append(check_large_eps(module, x, y, num_classes=num_classes, eot=eot, where=where))
+    if first is not None and attacks is not None and first.attack in attacks:
+        from bandguard.bench.harness import _attack_for
+
+        attack, _ = _attack_for(attacks[first.attack], bool(first.randomized), max(1, first.eot_samples))
+        flags.append(check_more_steps(module, x, y, attack, where=where))
     return [f for f in flags if f is not None]
 
 
@@ -194,7 +223,7 @@ def run_checks(ctx: Any, model_spec: Any, model: nn.Module, cells: Sequence[Cell
     from bandguard.bench.harness import build_defense
 
     spec = ctx.spec
-    key = settings_hash({"sanity": 2, "cells": sorted(c.key for c in cells), "n": spec.sanity_n})
+    key = settings_hash({"sanity": 3, "cells": sorted(c.key for c in cells), "n": spec.sanity_n})
     flags = None
     if ctx.shard.is_main:
         if ctx.store is not None and not ctx.force:
@@ -208,7 +237,7 @@ def run_checks(ctx: Any, model_spec: Any, model: nn.Module, cells: Sequence[Cell
                 for d in spec.defenses:
                     module = model if d == NO_DEFENSE else build_defense(d, model).to(ctx.device)
                     own = [c for c in cells if c.defense == d]
-                    flags += _checks_for(module, d, own, x, y, num_classes)
+                    flags += _checks_for(module, d, own, x, y, num_classes, {a.name: a for a in spec.attacks})
             if ctx.store is not None:
                 ctx.store.put_flags(key, flags)
     flags = ctx.shard.broadcast(flags)
