@@ -347,7 +347,7 @@ def _bench_parser(p: argparse.ArgumentParser) -> None:
 class _Progress:
     """tqdm bars over the harness's batches, one per cell description (disabled when quiet)."""
 
-    def __init__(self, total: int, disable: bool) -> None:
+    def __init__(self, total: int | None, disable: bool) -> None:
         from tqdm.auto import tqdm
 
         self._tqdm, self.total, self.disable = tqdm, total, disable
@@ -390,7 +390,7 @@ def _bench_run(args: argparse.Namespace) -> int:
     if args.out is not None:
         spec = dataclasses.replace(spec, out=args.out)
     rank = int(os.environ.get("RANK", "0"))
-    progress = _Progress(spec.n, disable=args.quiet or rank != 0 or not sys.stderr.isatty())
+    progress = _Progress(spec.n or None, disable=args.quiet or rank != 0 or not sys.stderr.isatty())
     try:
         result = run(spec, force=args.force, progress=progress)
     except RuntimeError as err:
