@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from bandguard._modes import model_mode
@@ -238,6 +239,7 @@ def run(
         spec = load_spec(spec)
     start = time.perf_counter()
     device = resolve_device(spec.device)
+    owns_group = shard is None and not (dist.is_available() and dist.is_initialized())
     shard = shard or init_from_env(device)
     device = local_device(device)
     out = Path(spec.out)
@@ -269,6 +271,8 @@ def run(
 
         write_reports(result, out)
     shard.barrier()
+    if owns_group and shard.world > 1:
+        dist.destroy_process_group()
     return result
 
 
