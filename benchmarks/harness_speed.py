@@ -54,8 +54,9 @@ def _separate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple
     robust = []
     for eps in EPS:
         pgd = torchattacks.PGDL2(model, eps=eps, alpha=2.5 * eps / STEPS, steps=STEPS, random_start=True)
+        x_adv = pgd(x, y)
         with torch.no_grad():
-            ok = model(pgd(x, y)).argmax(1) == y
+            ok = model(x_adv).argmax(1) == y
         res = FourierAttack(eps=eps, max_queries=QUERIES)(model, x, y)
         robust.append(float((ok & ~res.success).float().mean()))
     return time.perf_counter() - start, robust
