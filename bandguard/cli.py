@@ -40,11 +40,6 @@ def _device(name: str | None) -> torch.device:
     return torch.device(name)
 
 
-def _cache_dir() -> Path:
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "bandguard"
-
-
 # --------------------------------------------------------------------------- train
 
 
@@ -159,83 +154,33 @@ def _train_run(args: argparse.Namespace, extra: dict[str, Any] | None = None) ->
 
 def _demo_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
-    p.add_argument("--retrain", action="store_true", help="ignore the cached model")
-    p.add_argument("-n", type=int, default=256, help="test images attacked and analysed")
-    p.add_argument("--out", default="bandguard-demo", help="folder for the figure and the JSON summary")
-
-
-def _demo_model(train_set: Any, test_set: Any, device: torch.device, retrain: bool) -> torch.nn.Module:
-    """The demo's MNIST CNN: loaded from the user cache, else trained one epoch and cached."""
-    from bandguard.models import create_model, load_checkpoint, save_checkpoint
-    from bandguard.training import TrainConfig, evaluate, train
-
-    path = _cache_dir() / "models" / "demo-mnist_cnn.pt"
-    if path.exists() and not retrain:
-        print(f"loaded the cached mnist_cnn from {path}")
-        return load_checkpoint(path).build().to(device)
-    print("training mnist_cnn for one epoch (cached afterwards)")
-    config = TrainConfig(epochs=1, batch_size=128, lr=0.05, arch="mnist_cnn", dataset="mnist")
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = create_model("mnist_cnn")
-    train(model, train_set, config, device=device)
-    save_checkpoint(path, model, arch="mnist_cnn", dataset="mnist", recipe=config.recipe(),
-                    test_accuracy=evaluate(model, test_set.images, test_set.labels, device=device))
-    return model
+    p.add_argument("--retrain", action="store_true", help="ignore the cached model (and the stored results)")
+    p.add_argument("-n", type=int, default=100, help="test images evaluated")
+    p.add_argument("--out", default="bandguard-demo", help="folder for the report, CSV, JSON and figures")
+    p.add_argument("--force", action="store_true", help="recompute instead of reusing stored cells")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
 def _demo_run(args: argparse.Namespace) -> int:
-    """The tour: a model, an attack, two defenses judged honestly, and a Fourier heat map."""
-    from tqdm.auto import tqdm
-
-    from bandguard.attacks import PGD, evaluate_attack
-    from bandguard.bench.defense_eval import evaluate_defenses
-    from bandguard.data import load_dataset
-    from bandguard.defenses import RECOMMENDED, LowPass
-    from bandguard.spectral import fourier_heatmap
-    from bandguard.spectral.plots import plot_heatmap
-    from bandguard.training import evaluate
+    """The tour: the MNIST CNN bare and behind three defenses, judged by the harness."""
+    from bandguard.bench.demo import demo_spec, run_demo
 
     start = time.perf_counter()
-    device = _device(args.device)
-    out = Path(args.out)
-    train_set, test_set = load_dataset("mnist", "train"), load_dataset("mnist", "test")
-    print(f"1. data: MNIST, {len(train_set)} training and {len(test_set)} test images")
-    model = _demo_model(train_set, test_set, device, args.retrain).eval()
-    clean = evaluate(model, test_set.images, test_set.labels, device=device)
-    print(f"   clean test accuracy of mnist_cnn: {clean:.2%}")
-
-    n = min(args.n, len(test_set))
-    x, y = test_set.tensors(n, device=device)
-    attack = PGD(eps=(0.1, 0.2, 0.3), norm="linf", steps=20)
-    with tqdm(total=n, desc="2. PGD-20 (Linf)", unit="img", leave=False) as bar:
-        res = evaluate_attack(model, x, y, attack, callback=bar.update)
-    print(f"2. white-box PGD-20 (Linf) on {n} test images: robust accuracy "
-          + ", ".join(f"{a:.1%} at eps {e:g}" for e, a in zip(res.epsilons, res.robust_accuracy)))
-
-    radius = RECOMMENDED["mnist"]["lowpass"]
-    defended = {f"lowpass:{radius:g}": torch.nn.Sequential(LowPass(radius), model)}
-    m = min(n, 128)
-    table = evaluate_defenses(model, defended, PGD(eps=(0.1,), steps=20), x[:m], y[:m])
-    print(f"3. defense, judged honestly (PGD-20 Linf eps 0.1, {m} images; transfer = crafted on the bare model):")
-    for row in table.rows:
-        print(f"   {row.name:<12} clean {row.clean_accuracy:6.1%}  transfer {row.transfer_accuracy[0]:6.1%}"
-              f"  adaptive {row.adaptive_accuracy[0]:6.1%}")
-
-    k = min(n, 64)
-    heat = fourier_heatmap(model, x[:k], y[:k], eps=4.0, generator=torch.Generator().manual_seed(0), progress=True)
-    png = out / "heatmap.png"
-    out.mkdir(parents=True, exist_ok=True)
-    plot_heatmap(heat, png, write_data=False)
-    worst = float(heat.heatmap.max())
-    print(f"4. Fourier heat map (Yin et al. 1906.08988), eps 4, {k} images: clean error {heat.clean:.1%}, "
-          f"worst single frequency {worst:.1%} error; figure {png}")
-    summary = {"clean_accuracy": clean, "pgd": res.to_dict(), "defenses": table.to_dict(),
-               "heatmap": {"eps": heat.eps, "n": heat.n, "clean_error": heat.clean, "max_error": worst},
-               "seconds": time.perf_counter() - start}
-    write_json_atomic(out / "demo.json", summary)
-    print(f"done in {summary['seconds']:.0f} s; summary {out / 'demo.json'}")
-    print("next: bandguard attack --help | bandguard heatmap --help | bandguard train --help")
+    print("bandguard demo: MNIST CNN, bare and with lowpass / post-averaging / kernel smoothing,")
+    print("under adaptive PGD (EOT where randomized) and the Fourier-basis attack at 3 L2 budgets")
+    spec = demo_spec(args.out, n=args.n, device=args.device)
+    progress = _Progress(spec.n, disable=args.quiet or not sys.stderr.isatty())
+    try:
+        demo = run_demo(args.out, n=args.n, device=args.device, retrain=args.retrain, force=args.force,
+                        progress=progress)
+    finally:
+        progress.close()
+    acc = demo.model_meta.get("test_accuracy")
+    print(f"model: mnist_cnn ({'cached' if demo.model_meta.get('cached') else 'trained now'}"
+          + (f", test accuracy {acc:.2%})" if isinstance(acc, float) else ")"))
+    _print_bench(demo.bench, Path(args.out))
+    print(f"figures: {demo.files['heatmap']}, {demo.files['spectrum']} and robust_*.png in {args.out}")
+    print(f"done in {time.perf_counter() - start:.0f} s; next: bandguard bench examples/specs/mnist_defenses.toml")
     return 0
 
 
@@ -424,6 +369,76 @@ def _attack_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- bench
+
+
+def _bench_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="TOML spec of models x defenses x attacks x eps (see examples/specs/)")
+    p.add_argument("--force", action="store_true", help="recompute every cell instead of resuming")
+    p.add_argument("--device", default=None, help="override the spec's device (auto, cpu, cuda, cuda:1)")
+    p.add_argument("--out", default=None, help="override the spec's output folder")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+class _Progress:
+    """tqdm bars over the harness's batches, one per cell description (disabled when quiet)."""
+
+    def __init__(self, total: int | None, disable: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self._tqdm, self.total, self.disable = tqdm, total, disable
+        self.bar: Any = None
+        self.desc = ""
+
+    def __call__(self, desc: str, images: int) -> None:
+        if self.disable:
+            return
+        if desc != self.desc:
+            self.close()
+            self.desc = desc
+            self.bar = self._tqdm(total=self.total, desc=desc, unit="img", leave=False)
+        self.bar.update(images)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _print_bench(result: Any, out: Path) -> None:
+    print(result.to_markdown())
+    for flag in result.flags:
+        where = f"{flag.model} / {flag.defense}" + (f" / {flag.attack}" if flag.attack else "")
+        print(f"sanity flag {flag.check} ({where}): {flag.reason}")
+    print(f"{len(result.rows)} rows; {result.computed} cells computed, {result.reused} reused; "
+          f"{result.seconds:.1f} s on {result.device}")
+    print(f"wrote {out / 'report.md'}, {out / 'results.csv'}, {out / 'results.json'} ({out / 'results.sqlite'})")
+
+
+def _bench_run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from bandguard.bench import load_spec, run
+
+    spec = load_spec(args.spec)
+    if args.device is not None:
+        spec = dataclasses.replace(spec, device=args.device)
+    if args.out is not None:
+        spec = dataclasses.replace(spec, out=args.out)
+    rank = int(os.environ.get("RANK", "0"))
+    progress = _Progress(spec.n or None, disable=args.quiet or rank != 0 or not sys.stderr.isatty())
+    try:
+        result = run(spec, force=args.force, progress=progress)
+    except RuntimeError as err:
+        print(f"bandguard bench: runtime error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        progress.close()
+    if rank == 0:
+        _print_bench(result, Path(spec.out))
+    return 0
+
+
 # --------------------------------------------------------------------------- entry point
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
@@ -433,6 +448,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "spectrum": ("spectrum of an attack's perturbations, optionally two models side by side",
                  _spectrum_parser, _spectrum_run),
     "attack": ("clean and robust accuracy of a model under an attack, per eps", _attack_parser, _attack_run),
+    "bench": ("run a benchmark spec: models x defenses x attacks x eps, resumable", _bench_parser, _bench_run),
 }
 
 

@@ -1,33 +1,12 @@
-"""The command line: the demo tour end to end, number parsing and clean errors."""
+"""The command line: number parsing and clean errors (the demo and bench: test_bench_cli.py)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 
 import pytest
 
 from bandguard.cli import main, parse_number, parse_numbers
-from bandguard.models import save_checkpoint
-
-
-def test_demo_runs_the_tour_from_a_cached_model(tmp_path, monkeypatch, capsys, data_root, mnist_model) -> None:
-    monkeypatch.setenv("BANDGUARD_DATA", str(data_root))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    # The demo's recipe is the fixture's (one epoch, seed 0), so its cached file can stand in.
-    save_checkpoint(tmp_path / "cache" / "bandguard" / "models" / "demo-mnist_cnn.pt", mnist_model,
-                    arch="mnist_cnn", dataset="mnist")
-    out = tmp_path / "demo"
-    assert main(["demo", "-n", "64", "--out", str(out)]) == 0
-    text = capsys.readouterr().out
-    assert "loaded the cached mnist_cnn" in text and "clean test accuracy of mnist_cnn: 98." in text
-    summary = json.loads((out / "demo.json").read_text())
-    assert summary["clean_accuracy"] >= 0.985
-    robust = summary["pgd"]["robust_accuracy"]
-    assert robust == sorted(robust, reverse=True) and robust[-1] <= 0.05  # eps 0.3 breaks the natural net
-    rows = {r["name"]: r for r in summary["defenses"]["rows"]}
-    assert rows["lowpass:10"]["adaptive_accuracy"][0] <= rows["lowpass:10"]["transfer_accuracy"][0]
-    assert (out / "heatmap.png").stat().st_size > 10_000
 
 
 def test_numbers_parse_like_papers_write_them() -> None:

@@ -1,0 +1,27 @@
+"""Benchmarks: a TOML spec of models x defenses x attacks x eps, run by one harness.
+
+``bandguard.bench.run(spec)`` (or ``bandguard bench SPEC.toml``) evaluates the grid with a
+per-sample worst case, gradient-masking checks and a resumable SQLite store; see
+:mod:`bandguard.bench.harness`.
+"""
+
+from __future__ import annotations
+
+from bandguard.bench.harness import run
+from bandguard.bench.results import BenchResult, Cell, Flag, ResultStore, Row
+from bandguard.bench.spec import AttackSpec, BenchSpec, ModelSpec, SpecError, load_spec, parse_spec
+
+__all__ = [
+    "AttackSpec",
+    "BenchResult",
+    "BenchSpec",
+    "Cell",
+    "Flag",
+    "ModelSpec",
+    "ResultStore",
+    "Row",
+    "SpecError",
+    "load_spec",
+    "parse_spec",
+    "run",
+]

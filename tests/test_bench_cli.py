@@ -1,0 +1,71 @@
+"""``bandguard bench`` and ``bandguard demo``: parsing, printing and exit codes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from bandguard.cli import main
+from bandguard.models import save_checkpoint
+
+
+def _write_spec(tmp_path: Path, ckpt: Path, eps: str = "[0.1, 0.2]") -> Path:
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f"""
+dataset = "mnist"
+n = 8
+batch_size = 8
+out = "out"
+sanity = false
+
+[[models]]
+name = "cnn"
+checkpoint = "{ckpt}"
+
+[[attacks]]
+attack = "fgsm"
+eps = {eps}
+""")
+    return spec
+
+
+def test_bench_prints_the_table_and_writes_reports(mnist_model: torch.nn.Module, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = tmp_path / "cnn.pt"
+    save_checkpoint(ckpt, mnist_model, arch="mnist_cnn", dataset="mnist")
+    spec = _write_spec(tmp_path, ckpt)
+    assert main(["bench", str(spec), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "| cnn | none | white-box | fgsm | linf 0.1 |" in out
+    assert "1 cells computed" not in out and "2 cells computed, 0 reused" in out
+    assert (tmp_path / "out" / "report.md").is_file()
+    assert main(["bench", str(spec), "-q"]) == 0
+    assert "0 cells computed, 2 reused" in capsys.readouterr().out
+
+
+def test_bench_spec_error_exits_2_naming_the_key(mnist_model: torch.nn.Module, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = tmp_path / "cnn.pt"
+    save_checkpoint(ckpt, mnist_model, arch="mnist_cnn", dataset="mnist")
+    spec = _write_spec(tmp_path, ckpt, eps="[0.1, -0.2]")
+    assert main(["bench", str(spec), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "attacks[0].eps[1]: expected a finite number >= 0, got -0.2" in err
+    assert not (tmp_path / "out").exists()  # validated before anything ran
+    assert main(["bench", str(tmp_path / "missing.toml")]) == 2
+
+
+@pytest.mark.slow
+def test_demo_writes_its_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "-n", "16", "--out", str(out), "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "| mnist_cnn | post_average:K=3,R=3.0 | adaptive | pgd |" in printed
+    for name in ("report.md", "results.csv", "results.json", "fourier_heatmap.png",
+                 "perturbation_spectrum.png", "robust_mnist_cnn_none.png"):
+        assert (out / name).is_file(), name
+    assert "fourier_heatmap.png" in (out / "report.md").read_text()
+    assert os.path.getsize(out / "perturbation_spectrum.png") > 1000
