@@ -25,7 +25,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from bandguard._checks import check_bounds, check_path
+from bandguard._checks import (
+    check_bounds,
+    check_images,
+    check_int,
+    check_labels,
+    check_logits,
+    check_model,
+    check_path,
+    check_same_device_dtype,
+    check_tensor,
+)
 from bandguard._io import torch_save_atomic
 from bandguard._modes import model_mode
 from bandguard._registry import Registry
@@ -230,16 +240,30 @@ def cifar_resnet18(num_classes: int = 10) -> nn.Module:
 def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
     """Logits of ``model`` on ``x`` ``[N, C, H, W]`` in chunks, in eval mode (mode restored).
 
+    Raises:
+        TypeError, ValueError: ``model`` is no module, ``x`` no finite image batch on the model's
+            device and dtype, or the model returns something other than logits ``[N, classes]``.
+
     Returns:
         Tensor ``[N, num_classes]`` on ``x``'s device.
     """
+    check_model(model)
+    x = check_images(x, "x", bounds=None)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    check_same_device_dtype(model, x)
     with model_mode(model):
-        return torch.cat([model(chunk) for chunk in x.split(batch_size)])
+        chunks = []
+        for chunk in x.split(batch_size):
+            chunks.append(check_logits(model(chunk), chunk.shape[0]) if not chunks else model(chunk))
+        return torch.cat(chunks)
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024) -> float:
     """Top-1 accuracy of ``model`` on ``x`` ``[N, C, H, W]`` with labels ``y`` ``[N]``, in [0, 1]."""
-    return float((predict(model, x, batch_size=batch_size).argmax(1) == y).float().mean())
+    y = check_labels(y, check_tensor(x, "x"))
+    logits = predict(model, x, batch_size=batch_size)
+    check_labels(y, x, num_classes=logits.shape[1])
+    return float((logits.argmax(1) == y.to(logits.device)).float().mean())
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -302,6 +326,7 @@ def checkpoint_payload(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The dict :func:`save_checkpoint` writes: ``{"state_dict": ..., "meta": ...}`` on the CPU."""
+    check_model(model)
     norm = next((m for m in model.modules() if isinstance(m, Normalize)), None)
     meta = {
         "format": CHECKPOINT_FORMAT,

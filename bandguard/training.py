@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bandguard import fourier
-from bandguard._checks import check_choice, check_int, check_nonnegative, check_positive
+from bandguard._checks import check_bool, check_choice, check_int, check_nonnegative, check_positive, check_seed
 from bandguard._io import torch_save_atomic
 from bandguard._modes import model_mode
 from bandguard.models import accuracy, checkpoint_payload, load_checkpoint
@@ -108,7 +108,9 @@ class TrainConfig:
         check_nonnegative(self.momentum, "momentum")
         check_nonnegative(self.weight_decay, "weight_decay")
         check_nonnegative(self.label_smoothing, "label_smoothing")
-        check_int(self.seed, "seed")
+        check_seed(self.seed, "seed")
+        for flag in ("nesterov", "augment", "resume"):
+            check_bool(getattr(self, flag), flag)
         object.__setattr__(self, "schedule", check_choice(self.schedule, SCHEDULES, "schedule"))
         object.__setattr__(self, "mode", check_choice(self.mode, MODES, "mode"))
         object.__setattr__(self, "amp", check_choice(self.amp, AMP_CHOICES, "amp"))
