@@ -58,6 +58,10 @@ def test_registry_refuses_duplicates_and_names_unknown_entries() -> None:
         reg.get("b")
     with pytest.raises(ValueError, match="unknown model 'resnet9000'"):
         create_model("resnet9000")
+    with pytest.raises(ValueError, match=r"unknown model 'mnist_cn' \(did you mean 'mnist_cnn'\?\); expected one of"):
+        create_model("mnist_cn")
+    with pytest.raises(TypeError, match="model name must be a str, got int 3"):
+        MODELS.get(3)  # type: ignore[arg-type]
 
 
 def _trained_like(name: str) -> nn.Module:
