@@ -29,7 +29,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bandguard import fourier
-from bandguard._checks import check_bool, check_choice, check_int, check_nonnegative, check_positive, check_seed
+from bandguard._checks import (
+    check_bool,
+    check_choice,
+    check_device,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_seed,
+)
 from bandguard._io import torch_save_atomic
 from bandguard._modes import model_mode
 from bandguard.models import accuracy, checkpoint_payload, load_checkpoint
@@ -184,7 +192,7 @@ def train(
     if config.limit is not None:
         images, labels = images[: config.limit], labels[: config.limit]
     test = _unpack(test_data, "test_data") if test_data is not None else None
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = check_device(device) if device is not None else _model_device(model)
     model.to(device)
     use_bf16 = _use_bf16(config.amp, device)
     if use_bf16:
@@ -266,7 +274,7 @@ def evaluate(
 
     With ``config`` in a filtered mode, the images are filtered the same way first.
     """
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = check_device(device) if device is not None else _model_device(model)
     correct = 0
     for xb, yb in zip(images.split(batch_size), labels.split(batch_size)):
         x = _to_float(xb).to(device)

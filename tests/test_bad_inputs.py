@@ -38,7 +38,7 @@ from bandguard.models import (
     predict,
     save_checkpoint,
 )
-from bandguard.training import TrainConfig
+from bandguard.training import TrainConfig, evaluate, train
 
 # --------------------------------------------------------------------------- tiny fixtures
 
@@ -520,6 +520,13 @@ for id_, kw, error, says, merge in [
 ]:
     row(f"TrainConfig-{id_}", lambda kw=kw: TrainConfig(**kw), error, says, merge)
 
+_DATA_PAIR = (torch.zeros(N, C, H, W, dtype=torch.uint8), torch.arange(N) % K)
+row("train-device-unknown", lambda: train(_linear(), _DATA_PAIR, TrainConfig(), device="gpu", progress=False),
+    ValueError, "unknown device 'gpu'")
+row("train-data-not-pair", lambda: train(_linear(), "mnist", TrainConfig(), progress=False), TypeError, "data")
+row("evaluate-device-unknown", lambda: evaluate(_linear(), *_DATA_PAIR, device="cuda:x"), ValueError,
+    "unknown device 'cuda:x'")
+
 # --------------------------------------------------------------------------- the command line
 
 CLI_ROWS: list[Any] = []
@@ -593,6 +600,8 @@ valid("filtered-numpy-radius-scalar", lambda: spectral.filtered_accuracy(_linear
       merge=f"{_FI}: filtered_accuracy: treat a numpy/0-d scalar like a float (use _checks.is_scalar_number)")
 valid("heatmap-numpy-eps", lambda: spectral.fourier_heatmap(_linear(), _x(), _y(), eps=np.float32(1.0),
                                                             generator=torch.Generator().manual_seed(0)))
+valid("fprinciple-numpy-delta", lambda: spectral.FPrincipleMonitor(_x(), _y(), deltas=np.float32(3.0)))
+valid("train-config-numpy-numbers", lambda: TrainConfig(lr=np.float32(0.1), epochs=np.int64(2), seed=np.uint64(7)))
 valid("corrupt-numpy-severity", lambda: spectral.corrupt(_x(), "contrast", np.int64(2)))
 valid("defense-spec-radii-plus", lambda: defenses.build_defense("post_average:K=3,R=1,radii=1+2", _linear())(_x()),
       merge=f"{_CO}: _parse_value: 'a+b' of numbers -> tuple of floats (filters helper's spec grammar)")
