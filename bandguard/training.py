@@ -35,6 +35,7 @@ from bandguard._checks import (
     check_device,
     check_int,
     check_nonnegative,
+    check_path,
     check_positive,
     check_seed,
 )
@@ -131,6 +132,8 @@ class TrainConfig:
             check_nonnegative(self.radius, "radius")
         if self.limit is not None:
             check_int(self.limit, "limit", minimum=1)
+        if self.checkpoint is not None:
+            check_path(self.checkpoint, "checkpoint")
         if self.resume and self.checkpoint is None:
             raise ValueError("resume=True needs a checkpoint path, got checkpoint=None")
         for pair in self.regularizers:

@@ -517,6 +517,7 @@ for id_, kw, error, says, merge in [
     ("augment-string", {"augment": "no"}, TypeError, "augment must be True or False", None),
     ("nesterov-int", {"nesterov": 1}, TypeError, "nesterov must be True or False", None),
     ("resume-without-checkpoint", {"resume": True}, ValueError, "resume=True needs a checkpoint", None),
+    ("checkpoint-int", {"checkpoint": 3}, TypeError, "checkpoint must be a path", None),
 ]:
     row(f"TrainConfig-{id_}", lambda kw=kw: TrainConfig(**kw), error, says, merge)
 
@@ -602,6 +603,7 @@ valid("heatmap-numpy-eps", lambda: spectral.fourier_heatmap(_linear(), _x(), _y(
                                                             generator=torch.Generator().manual_seed(0)))
 valid("fprinciple-numpy-delta", lambda: spectral.FPrincipleMonitor(_x(), _y(), deltas=np.float32(3.0)))
 valid("train-config-numpy-numbers", lambda: TrainConfig(lr=np.float32(0.1), epochs=np.int64(2), seed=np.uint64(7)))
+valid("train-config-pathlib-checkpoint", lambda: TrainConfig(checkpoint=Path("run/ckpt.pt"), resume=True))
 valid("corrupt-numpy-severity", lambda: spectral.corrupt(_x(), "contrast", np.int64(2)))
 valid("defense-spec-radii-plus", lambda: defenses.build_defense("post_average:K=3,R=1,radii=1+2", _linear())(_x()),
       merge=f"{_CO}: _parse_value: 'a+b' of numbers -> tuple of floats (filters helper's spec grammar)")
