@@ -66,6 +66,7 @@ def test_sequences_of_epsilons_in_every_form() -> None:
     (float("nan"), ValueError, "r must be finite, got nan"),
     (np.float32("inf"), ValueError, "r must be finite, got inf"),
     (10**400, ValueError, "r must be finite, got an integer too large for a float"),
+    (10**5000, ValueError, "r must be finite, got an integer too large for a float (16610 bits)"),
     (-0.5, ValueError, "r must be >= 0, got -0.5"),
 ])
 def test_bad_numbers_are_refused_with_the_argument_named(value, error, says) -> None:
@@ -156,6 +157,8 @@ def test_logits_not_tuples_vectors_or_probabilities() -> None:
         (torch.full((4, 10), float("nan")), ValueError, "model output contains NaN"),
         (torch.softmax(logits, 1), ValueError, "looks like probabilities.*remove the final softmax"),
         (torch.softmax(logits, 1).double(), ValueError, "looks like probabilities"),
+        (torch.softmax(logits, 1).bfloat16(), ValueError, "looks like probabilities"),
+        (torch.softmax(logits.half(), 1), ValueError, "looks like probabilities"),
     ]
     for out, error, says in cases:
         with pytest.raises(error, match=says):
