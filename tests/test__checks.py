@@ -66,7 +66,7 @@ def test_sequences_of_epsilons_in_every_form() -> None:
     (float("nan"), ValueError, "r must be finite, got nan"),
     (np.float32("inf"), ValueError, "r must be finite, got inf"),
     (10**400, ValueError, "r must be finite, got an integer too large for a float"),
-    (10**5000, ValueError, "r must be finite, got an integer too large for a float (16610 bits)"),
+    pytest.param(10**5000, ValueError, r"too large for a float \(16610 bits\)", id="huge-int"),
     (-0.5, ValueError, "r must be >= 0, got -0.5"),
 ])
 def test_bad_numbers_are_refused_with_the_argument_named(value, error, says) -> None:
