@@ -655,8 +655,8 @@ def test_valid_pathlib_checkpoint_and_arch_keyword(files) -> None:
     assert torch.equal(load_model(files["good"])(x), reference(x))
 
 
-@pytest.mark.xfail(strict=False, reason=f"applied at merge: {_DATA}: MNIST unpickler allows the numpy 2 "
-                                        "names of a protocol-2 pickle (data helper)")
+@pytest.mark.xfail(strict=False, reason=f"applied at merge: {_DATA}: _NumpyOnlyUnpickler allows "
+                                        "('_codecs', 'encode'), which protocol 2 pickles bytes with (data helper)")
 def test_valid_mnist_pickle_of_protocol_2(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     rng = np.random.default_rng(0)
