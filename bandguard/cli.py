@@ -536,8 +536,15 @@ def _one_line(err: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 ok, 1 runtime error, 2 usage error)."""
-    args = build_parser().parse_args(argv)
+    """Run the command line; returns the exit code (0 ok, 1 runtime error, 2 usage error).
+
+    Also for what argparse ends itself (``--help``: 0, a bad argument: 2), so a caller gets the
+    code back instead of a ``SystemExit``.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     prefix = f"bandguard {args.command}: error:"
     try:

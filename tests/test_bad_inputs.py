@@ -629,10 +629,7 @@ def test_bad_model_input_gets_a_clear_error(call, error, says, files) -> None:
 @pytest.mark.parametrize(("argv", "code", "says"), CLI_ROWS)
 def test_bad_command_line_is_one_line_with_its_exit_code(argv, code, says, tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
-    try:
-        got = main(argv)
-    except SystemExit as exit_:  # argparse refuses at parse time
-        got = exit_.code
+    got = main(argv)
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
     assert got == code, err
