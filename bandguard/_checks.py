@@ -200,6 +200,35 @@ def check_logits(out: object, n: int, *, name: str = "model output") -> torch.Te
     return out
 
 
+def check_model_input(model: object, x: object, *, bounds: Bounds | None = (0.0, 1.0), name: str = "x",
+                      model_name: str = "model") -> torch.Tensor:
+    """Everything known before the first forward: ``model`` is a module and ``x`` a finite image
+    batch ``[N, C, H, W]`` inside ``bounds`` on the model's device and dtype. Returns ``x``."""
+    check_model(model, model_name)
+    x_ = check_images(x, name, bounds=bounds)
+    return check_same_device_dtype(model, x_, name=name)  # type: ignore[arg-type]
+
+
+def check_model_output(out: object, y: torch.Tensor | None = None, *, target: torch.Tensor | None = None,
+                       n: int | None = None, name: str = "model output") -> torch.Tensor:
+    """Everything known after the first forward: ``out`` is logits ``[N, classes]`` and the labels
+    ``y`` (and ``target``) name classes the model has. Returns ``out``.
+
+    Example (in an attack's clean forward)::
+
+        logits = check_model_output(model(x), y, target=target)
+    """
+    count = n if n is not None else (y.shape[0] if y is not None else None)
+    if count is None:
+        raise ValueError("check_model_output needs y or n to know the batch size")
+    logits = check_logits(out, count, name=name)
+    if y is not None:
+        check_labels(y, None, "y", num_classes=logits.shape[1])
+    if target is not None:
+        check_labels(target, None, "target", num_classes=logits.shape[1])
+    return logits
+
+
 def _first_tensor(model: nn.Module) -> torch.Tensor | None:
     for t in model.parameters():
         return t

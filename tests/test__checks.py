@@ -22,6 +22,8 @@ from bandguard._checks import (
     check_logits,
     check_memory,
     check_model,
+    check_model_input,
+    check_model_output,
     check_nonnegative,
     check_output_path,
     check_path,
@@ -244,3 +246,24 @@ def test_bounds() -> None:
         check_bounds((1, 0))
     with pytest.raises(ValueError, match="bounds must be finite"):
         check_bounds((0, float("inf")))
+
+
+def test_the_two_call_site_helpers_combine_the_checks() -> None:
+    model, x, y = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)), torch.rand(2, 1, 4, 4), torch.tensor([0, 2])
+    assert check_model_input(model, x) is x
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        check_model_input(lambda t: t, x)
+    with pytest.raises(TypeError, match="x has dtype torch.float64"):
+        check_model_input(model, x.double())
+    with pytest.raises(ValueError, match="x looks channels-last"):
+        check_model_input(model, torch.rand(2, 4, 4, 1))
+    logits = model(x)
+    assert check_model_output(logits, y) is logits
+    with pytest.raises(ValueError, match=r"y holds class 3 but the model has 3 classes"):
+        check_model_output(logits, torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match=r"target holds class 5"):
+        check_model_output(logits, y, target=torch.tensor([5, 0]))
+    with pytest.raises(ValueError, match="looks like probabilities"):
+        check_model_output(logits.softmax(1), y)
+    with pytest.raises(TypeError, match="got a tuple"):
+        check_model_output((logits, x), n=2)
