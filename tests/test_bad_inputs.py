@@ -102,7 +102,9 @@ def row(id_: str, call: Callable[[], Any], error: type[BaseException], says: str
 
 # --------------------------------------------------------------------------- attacks
 
-_BASE = attacks.base.__name__
+_BASE = "bandguard.attacks.protocol (after the attacks merge; base.py today)"
+_DRIVE = f"{_BASE}: Attack._drive: clean_logits = check_model_output(model(x), y, target=target)"
+_CALL = f"{_BASE}: Attack.__call__: check_model_input(model, x, bounds=self.bounds)"
 ATTACK_FUNCTIONS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
     "pgd": (attacks.pgd, {"steps": 1}),
     "fgsm": (attacks.fgsm, {}),
@@ -117,7 +119,7 @@ for name, (fn, extra) in ATTACK_FUNCTIONS.items():
                   **{"eps": 0.1, **extra, **kw})
 
     row(f"{name}-model-not-module", lambda call=call: call(model=lambda t: t), TypeError, "model must be",
-        merge=f"{_BASE}: _check_call: check_model(model) (TypeError, today ValueError)")
+        merge=_CALL)
     row(f"{name}-x-channels-last", lambda call=call: call(x=_cl()), ValueError, "x looks channels-last")
     row(f"{name}-x-nan", lambda call=call: call(x=_nan()), ValueError, "x contains NaN")
     row(f"{name}-x-uint8", lambda call=call: call(x=torch.zeros(N, C, H, W, dtype=torch.uint8)), TypeError,
@@ -126,24 +128,24 @@ for name, (fn, extra) in ATTACK_FUNCTIONS.items():
     row(f"{name}-y-float", lambda call=call: call(y=_y().float()), ValueError, "y must be an int64")
     row(f"{name}-y-wrong-length", lambda call=call: call(y=_y()[:2]), ValueError, "y has 2 labels")
     row(f"{name}-y-out-of-range", lambda call=call: call(y=_y(K)), ValueError, "y holds class 10",
-        merge=f"{_BASE}: first forward: check_labels(y, num_classes=logits.shape[1])")
+        merge=_DRIVE)
     row(f"{name}-target-out-of-range", lambda call=call: call(target=_y(K)), ValueError, "target holds class 10",
-        merge=f"{_BASE}: first forward: check_labels(target, 'target', num_classes=...)")
+        merge=_DRIVE)
     row(f"{name}-eps-negative", lambda call=call: call(eps=-0.1), ValueError, "eps must be >= 0")
     row(f"{name}-eps-string", lambda call=call: call(eps="0.1"), TypeError, "eps must be a real number")
     row(f"{name}-eps-nan", lambda call=call: call(eps=float("nan")), ValueError, "eps must be finite")
     row(f"{name}-bounds-reversed", lambda call=call: call(bounds=(1, 0)), ValueError, "bounds must have lo < hi")
     row(f"{name}-output-tuple", lambda call=call: call(model=_Tuple()), TypeError, "model output must be a tensor",
-        merge=f"{_BASE}: first forward: check_logits(out, n)")
+        merge=_DRIVE)
     row(f"{name}-output-softmax", lambda call=call: call(model=_softmax()), ValueError, "looks like probabilities",
-        merge=f"{_BASE}: first forward: check_logits(out, n)")
+        merge=_DRIVE)
     row(f"{name}-output-1d", lambda call=call: call(model=_vector()), ValueError, "model output must have shape",
-        merge=f"{_BASE}: first forward: check_logits(out, n)")
+        merge=_DRIVE)
     row(f"{name}-x-float64-model-float32", lambda call=call: call(x=_x().double()), TypeError, "x has dtype",
-        merge=f"{_BASE}: _check_call: check_same_device_dtype(model, x)")
+        merge=_CALL)
     if name != "fgm":
         row(f"{name}-generator-int", lambda call=call: call(generator=3), TypeError, "generator must be",
-            merge=f"{_BASE}: _check_call: check_generator(generator)")
+            merge=f"{_BASE}: functional forms: check_generator(generator)")
 
 _PGD = "bandguard.attacks.pgd"
 for id_, kw, error, says, merge in [
@@ -206,9 +208,9 @@ row("evaluate-attack-device-unknown",
     lambda: attacks.evaluate_attack(_linear(), _x(), _y(), attacks.FGSM(eps=0.1), device="gpu"), ValueError,
     "unknown device 'gpu'", merge="bandguard.attacks.evaluate: evaluate_attack: check_device(device)")
 row("PGD-call-y-out-of-range", lambda: attacks.PGD(eps=0.1, steps=1)(_linear(), _x(), _y(K)), ValueError,
-    "y holds class 10", merge=f"{_BASE}: Attack._run_all clean forward: check_labels(num_classes=...)")
+    "y holds class 10", merge=_DRIVE)
 row("PGD-call-softmax", lambda: attacks.PGD(eps=0.1, steps=1)(_softmax(), _x(), _y()), ValueError,
-    "looks like probabilities", merge=f"{_BASE}: Attack._run_all clean forward: check_logits")
+    "looks like probabilities", merge=_DRIVE)
 
 # --------------------------------------------------------------------------- defenses
 
