@@ -448,7 +448,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     torch.save(create_model("mnist_cnn").state_dict(), bare)
     (d / "truncated.pt").write_bytes(good.read_bytes()[:1000])
     with open(d / "unsafe.pt", "wb") as f:
-        pickle.dump({"state_dict": {}, "meta": {"x": Path("/")}}, f)  # a global outside the allow-list
+        pickle.dump({"state_dict": {}, "meta": {"x": Path("/")}}, f, protocol=2)  # a global outside the allow-list
     torch.save({"state_dict": {"w": torch.zeros(1)}, "meta": [1, 2]}, d / "badmeta.pt")
     (d / "folder.pt").mkdir()
     return {"good": good, "bare": bare, "dir": d}
