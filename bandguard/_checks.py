@@ -53,7 +53,10 @@ def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def _looks_channels_last(shape: Sequence[int]) -> bool:
-    return len(shape) == 4 and shape[-1] in (1, 3) and shape[1] not in (1, 3)
+    # [N, H, W, C]: one or three trailing channels behind two image-sized dimensions. Read as
+    # [N, C, H, W] that would be 8+ channels of images 1 or 3 pixels wide, which no data set has;
+    # small genuine batches such as [N, 2, 3, 3] stay accepted.
+    return len(shape) == 4 and shape[-1] in (1, 3) and shape[1] >= 8 and shape[2] >= 8
 
 
 def check_images(
@@ -66,8 +69,8 @@ def check_images(
 ) -> torch.Tensor:
     """Check an image batch: a finite floating tensor ``[N, C, H, W]`` inside ``bounds``.
 
-    A batch shaped like channels-last images (``[N, H, W, C]`` with ``C`` in {1, 3} and the second
-    dimension not) is refused with a hint to permute it: read as ``[N, C, H, W]`` it would give
+    A batch shaped like channels-last images (``[N, H, W, C]`` with ``C`` in {1, 3} and ``H``,
+    ``W`` >= 8) is refused with a hint to permute it: read as ``[N, C, H, W]`` it would give
     every Fourier tool the wrong geometry without an error.
 
     Args:

@@ -114,6 +114,8 @@ def test_images_layout_finite_and_bounds() -> None:
     with pytest.raises(ValueError, match="looks channels-last"):
         check_images(torch.rand(2, 32, 32, 3), channels=3)
     check_images(torch.rand(2, 3, 32, 3))  # C=3 in front: channels-first, even if W is 3
+    check_images(torch.rand(1, 2, 3, 3))  # tiny genuine images are no channels-last batch
+    check_images(torch.rand(4, 5, 9, 1))
     with pytest.raises(ValueError, match=r"shape \[N, C, H, W\], got \(28, 28\)"):
         check_images(torch.rand(28, 28))
     with pytest.raises(ValueError, match=r"x.unsqueeze\(0\)"):
@@ -256,7 +258,7 @@ def test_the_two_call_site_helpers_combine_the_checks() -> None:
     with pytest.raises(TypeError, match="x has dtype torch.float64"):
         check_model_input(model, x.double())
     with pytest.raises(ValueError, match="x looks channels-last"):
-        check_model_input(model, torch.rand(2, 4, 4, 1))
+        check_model_input(model, torch.rand(2, 8, 8, 1))
     logits = model(x)
     assert check_model_output(logits, y) is logits
     with pytest.raises(ValueError, match=r"y holds class 3 but the model has 3 classes"):
