@@ -7,9 +7,8 @@ subpackage (``bandguard.attacks``, ``bandguard.defenses``, ``bandguard.spectral`
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from bandguard import attacks, defenses, fourier, spectral
+from bandguard._version import __version__
 from bandguard.attacks import (
     FGM,
     FGSM,
@@ -39,6 +38,7 @@ from bandguard.models import (
     create_model,
     load_checkpoint,
     load_model,
+    model_from_code,
     save_checkpoint,
 )
 from bandguard.spectral import (
@@ -91,6 +91,7 @@ __all__ = [
     "load_dataset",
     "load_model",
     "make_loader",
+    "model_from_code",
     "neighbor_weight_penalty",
     "perturbation_spectrum",
     "save_checkpoint",

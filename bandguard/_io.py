@@ -22,10 +22,15 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
     """Call ``write(tmp)`` on a temp file beside ``path``, then rename it onto ``path``.
 
     Creates missing parent folders; the file gets mode 0644 (``mkstemp`` alone gives 0600, and
-    results are meant to be shared). On any failure the temp file is removed and ``path`` is
-    left as it was.
+    results are meant to be shared). The temp file is flushed to disk (``fsync``) before the
+    rename and the folder after it, so a crash leaves either the old or the whole new file, never
+    an empty one. On any failure (an exception from ``write`` included) the temp file is removed
+    and ``path`` is left as it was. A hard kill during ``write`` can still leave a hidden
+    ``.<name>.*.tmp`` beside ``path``; it is never read.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {str(path)!r}: it is a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(name)
@@ -33,11 +38,32 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
         os.fchmod(fd, 0o644)
         os.close(fd)
         write(tmp)
+        _fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
     return path
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable; some platforms (Windows) cannot open a folder, which is fine."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -6,6 +6,7 @@ the same registries, so a name that works in one works in the other.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -31,12 +32,17 @@ class Registry(Generic[T]):
         return add
 
     def get(self, name: str) -> T:
-        """The entry called ``name``; an unknown name raises ``ValueError`` listing the known ones."""
+        """The entry called ``name``; an unknown name raises ``ValueError`` listing the known ones
+        (and the closest, for a typo); a name that is no string raises ``TypeError``."""
+        if not isinstance(name, str):
+            raise TypeError(f"{self.kind} name must be a str, got {type(name).__name__} {name!r}")
         try:
             return self._entries[name]
-        except (KeyError, TypeError):
+        except KeyError:
             known = ", ".join(sorted(self._entries))
-            raise ValueError(f"unknown {self.kind} {name!r}; expected one of {known}") from None
+            close = difflib.get_close_matches(name, self._entries, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown {self.kind} {name!r}{hint}; expected one of {known}") from None
 
     def names(self) -> list[str]:
         """Registered names, sorted."""

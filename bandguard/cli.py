@@ -2,23 +2,37 @@
 
 Each subcommand is a pair of functions, ``_<name>_parser`` (declares arguments) and
 ``_<name>_run`` (calls the library and prints), listed in ``COMMANDS`` at the bottom.
+
+Errors: every failure is one line on stderr, ``bandguard <command>: error: ...``, naming the
+argument; exit code 2 for a usage error (a bad argument, a missing or bad input file), 1 for a
+runtime error (out of memory, a failing device, a write that fails late). Impossible values and
+unwritable outputs are refused while parsing, before any work. ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
+from bandguard._checks import check_device, check_output_path
 from bandguard._io import write_json_atomic
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage block) and exit with code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def parse_number(text: str) -> float:
@@ -34,10 +48,68 @@ def parse_numbers(text: str) -> list[float]:
     return [parse_number(part) for part in text.split(",") if part.strip()]
 
 
+def _bounded(convert: Callable[[str], Any], ok: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except (ValueError, argparse.ArgumentTypeError):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    parse.__name__ = expected  # argparse names the type in some messages
+    return parse
+
+
+#: argparse types refusing impossible values at parse time (``--lr 0``, ``--eps -1``, ``-n 0``).
+positive_int = _bounded(int, lambda v: v >= 1, "an integer >= 1")
+nonnegative_int = _bounded(int, lambda v: v >= 0, "an integer >= 0")
+positive_number = _bounded(parse_number, lambda v: math.isfinite(v) and v > 0, "a number > 0")
+nonnegative_number = _bounded(parse_number, lambda v: math.isfinite(v) and v >= 0, "a number >= 0")
+seed_int = _bounded(int, lambda v: 0 <= v < 2**64, "a seed, an integer in [0, 2**64 - 1]")
+
+
+def nonnegative_numbers(text: str) -> list[float]:
+    """Comma-separated numbers, each finite and >= 0 (budgets: ``"0.1,8/255"``)."""
+    values = [nonnegative_number(part) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected one or more numbers >= 0 like 0.1,8/255, got {text!r}")
+    return values
+
+
+def _argtype(check: Callable[[str], Path]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        try:
+            check(text)
+        except (ValueError, TypeError) as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        return text  # a str, as argparse gives every other path
+
+    return parse
+
+
+#: an output file that can be written (not a folder, in a writable place); checked before work.
+output_file = _argtype(lambda text: check_output_path(text, "path"))
+#: an output folder (existing or new, not a file) in a writable place.
+output_dir = _argtype(lambda text: check_output_path(text, "folder", directory=True))
+
+
+def png_file(text: str) -> str:
+    """A PNG figure path whose data goes beside it as ``.json``: so it must end in ``.png``
+    (``--out hm.json`` would have the data overwrite the figure)."""
+    path = output_file(text)
+    if Path(path).suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(
+            f"expected a .png file (the figure; its data goes beside it as .json), got {text!r}"
+        )
+    return path
+
+
 def _device(name: str | None) -> torch.device:
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return check_device(name, "--device")
 
 
 # --------------------------------------------------------------------------- train
@@ -51,14 +123,14 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--dataset", default="mnist", help="mnist, cifar10 or an ImageFolder path")
     p.add_argument("--arch", default="mnist_cnn", choices=MODELS.names())
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.05 MNIST, 0.1 else)")
-    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--epochs", type=positive_int, default=2)
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--lr", type=positive_number, default=None, help="peak learning rate (default 0.05 MNIST, 0.1 else)")
+    p.add_argument("--weight-decay", type=nonnegative_number, default=5e-4)
     p.add_argument("--schedule", default="onecycle", choices=[s.value for s in Schedule])
     p.add_argument("--mode", default="natural", choices=[m.value for m in TrainMode])
-    p.add_argument("--sigma", type=parse_number, default=0.0, help="noise level for --mode gaussian")
-    p.add_argument("--radius", type=float, default=None,
+    p.add_argument("--sigma", type=nonnegative_number, default=0.0, help="noise level for --mode gaussian")
+    p.add_argument("--radius", type=nonnegative_number, default=None,
                    help="cut-off for --mode lowpass/highpass, in frequency-index units")
     p.add_argument("--filter-shape", default="disc", choices=[m.value for m in MaskShape],
                    help="filter of --mode lowpass/highpass: disc (Wang et al.) or square (Yin et al.)")
@@ -66,11 +138,11 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
                    help="divide each filtered image by its maximum (Wang et al.'s x / max(x))")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random crop + flip (default on for CIFAR-10)")
-    p.add_argument("--limit", type=int, default=None, help="train on the first N images only")
+    p.add_argument("--limit", type=positive_int, default=None, help="train on the first N images only")
     p.add_argument("--amp", default="auto", choices=["auto", "off", "bf16"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", required=True, help="checkpoint path (written every epoch)")
+    p.add_argument("--out", type=output_file, required=True, help="checkpoint path (written every epoch)")
     p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     p.add_argument("--reg", action="append", default=[], metavar="SPEC",
                    help="weight regularizer, repeatable: NAME:WEIGHT[,key=value...] with NAME one of "
@@ -88,9 +160,9 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
     adv.add_argument("--adv-mode", default=AdversaryMode.TRAIN.value, choices=[m.value for m in AdversaryMode],
                      help="model mode while crafting: train (BatchNorm batch statistics, as Madry et al. "
                           "and Wong et al.) or eval")
-    adv.add_argument("--eps", type=parse_number, default=None, help="budget for --adv, e.g. 0.3 or 8/255")
-    adv.add_argument("--steps", type=int, default=10, help="PGD steps for --adv pgd")
-    adv.add_argument("--step-size", type=parse_number, default=None,
+    adv.add_argument("--eps", type=nonnegative_number, default=None, help="budget for --adv, e.g. 0.3 or 8/255")
+    adv.add_argument("--steps", type=positive_int, default=10, help="PGD steps for --adv pgd")
+    adv.add_argument("--step-size", type=positive_number, default=None,
                      help="step (default 2.5*eps/steps for pgd, which is not Madry et al.'s: see "
                           "--adv-preset; 1.25*eps for fgsm)")
     adv.add_argument("--norm", default="linf", choices=["linf", "l2"], help="threat model for --adv pgd")
@@ -116,7 +188,7 @@ def _train_adversary(args: argparse.Namespace) -> Any:
 def _train_run(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> int:
     from bandguard.data import load_dataset
     from bandguard.defenses import parse_regularizer
-    from bandguard.models import create_model
+    from bandguard.models import check_input_shape, create_model
     from bandguard.training import TrainConfig, train
 
     is_mnist = args.dataset == "mnist"
@@ -136,6 +208,7 @@ def _train_run(args: argparse.Namespace, extra: dict[str, Any] | None = None) ->
         checkpoint=args.out, resume=args.resume, arch=args.arch, dataset=args.dataset, **extra,
     )
     train_set = load_dataset(args.dataset, "train")
+    check_input_shape(args.arch, train_set.images.shape[1:], source=f"--dataset {args.dataset!r}")
     test_set = load_dataset(args.dataset, "test")
     with torch.random.fork_rng():
         torch.manual_seed(args.seed)
@@ -155,8 +228,9 @@ def _train_run(args: argparse.Namespace, extra: dict[str, Any] | None = None) ->
 def _demo_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--retrain", action="store_true", help="ignore the cached model (and the stored results)")
-    p.add_argument("-n", type=int, default=100, help="test images evaluated")
-    p.add_argument("--out", default="bandguard-demo", help="folder for the report, CSV, JSON and figures")
+    p.add_argument("-n", type=positive_int, default=100, help="test images evaluated")
+    p.add_argument("--out", type=output_dir, default="bandguard-demo",
+                   help="folder for the report, CSV, JSON and figures")
     p.add_argument("--force", action="store_true", help="recompute instead of reusing stored cells")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
@@ -187,33 +261,71 @@ def _demo_run(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- heatmap, spectrum
 
 
+def _add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """``--model CHECKPOINT`` or, explicitly running Python code, ``--model-code package.module:function``."""
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--model", help="checkpoint file (read only, never run as code); "
+                                       "ARCH:FILE loads a bare state dict into a registered arch")
+    group.add_argument("--model-code", metavar="PACKAGE.MODULE:FUNCTION",
+                       help="build the model by importing PACKAGE.MODULE and calling FUNCTION(): "
+                            "RUNS that code, use only code you trust")
+
+
+def _load_cli_model(args: argparse.Namespace) -> torch.nn.Module:
+    from bandguard.models import load_model, model_from_code
+
+    flag, value = ("--model-code", args.model_code) if getattr(args, "model_code", None) else ("--model", args.model)
+    try:
+        return model_from_code(value) if flag == "--model-code" else load_model(value)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        raise type(err)(f"{flag}: {err}") from None
+
+
+def _model_label(args: argparse.Namespace) -> str:
+    return args.model_code if getattr(args, "model_code", None) else args.model
+
+
 def _model_and_data(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str]:
-    """The model from ``--model`` and the first ``-n`` test images of ``--dataset`` on ``--device``."""
+    """The model from ``--model``/``--model-code`` and the first ``-n`` test images of ``--dataset``."""
     from bandguard.data import load_dataset
-    from bandguard.models import load_checkpoint, load_model
+    from bandguard.models import load_checkpoint
 
     dataset = args.dataset
-    if dataset is None and Path(args.model).is_file():
-        dataset = load_checkpoint(args.model).meta.get("dataset")
-    if dataset is None:
-        raise ValueError(f"--dataset is needed: {args.model!r} does not name its data set")
     device = _device(args.device)
-    model = load_model(args.model).to(device).eval()
+    if dataset is None and args.model is not None and Path(args.model).is_file():
+        dataset = load_checkpoint(args.model).meta.get("dataset")
+    model = _load_cli_model(args).to(device).eval()
+    if dataset is None:
+        raise ValueError(f"--dataset is needed: {_model_label(args)!r} does not name its data set")
     x, y = load_dataset(dataset, "test").tensors(args.n, device=device)
+    _probe(model, x, dataset)
     return model, x, y, dataset
 
 
+def _probe(model: torch.nn.Module, x: torch.Tensor, dataset: str) -> None:
+    """One forward on one image, so a model that does not fit the data fails before any work."""
+    from bandguard._checks import check_logits
+
+    try:
+        with torch.no_grad():
+            out = model(x[:1])
+    except RuntimeError as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"--model does not take {dataset} images of shape {tuple(x.shape[1:])}: {first}") from None
+    check_logits(out, 1, name="--model output")
+
+
 def _heatmap_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="checkpoint path or model spec")
+    _add_model_arguments(p)
     p.add_argument("--dataset", default=None, help="mnist, cifar10, ... (default: the checkpoint's)")
-    p.add_argument("--eps", type=parse_number, default=4.0, help="L2 norm per channel (paper: 4 on CIFAR-10)")
-    p.add_argument("-n", type=int, default=1000, help="test images")
+    p.add_argument("--eps", type=nonnegative_number, default=4.0, help="L2 norm per channel (paper: 4 on CIFAR-10)")
+    p.add_argument("-n", type=positive_int, default=1000, help="test images")
     p.add_argument("--sign", default="random", choices=["random", "positive"])
     p.add_argument("--layer", default=None, help="map the L2 change of this module's output instead")
-    p.add_argument("--max-batch", type=int, default=None, help="images per forward")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-batch", type=positive_int, default=None, help="images per forward")
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", default="heatmap.png", help="PNG path; the data goes beside it as .json")
+    p.add_argument("--out", type=png_file, default="heatmap.png", help="PNG path; the data goes beside it as .json")
 
 
 def _heatmap_run(args: argparse.Namespace) -> int:
@@ -230,7 +342,7 @@ def _heatmap_run(args: argparse.Namespace) -> int:
     h, w = result.heatmap.shape
     peak = int(result.heatmap.argmax())
     what = "error" if result.layer is None else f"L2 change of {result.layer}"
-    print(f"Fourier heat map of {args.model} on {result.n} {dataset} test images, eps={result.eps:g}: "
+    print(f"Fourier heat map of {_model_label(args)} on {result.n} {dataset} test images, eps={result.eps:g}: "
           f"clean error {result.clean:.2%}")
     print(f"{what}: mean {float(result.heatmap.mean()):.4g}, max {float(result.heatmap.max()):.4g} at "
           f"frequency ({peak // w - h // 2}, {peak % w - w // 2}), min {float(result.heatmap.min()):.4g}")
@@ -241,19 +353,19 @@ def _heatmap_run(args: argparse.Namespace) -> int:
 def _spectrum_parser(p: argparse.ArgumentParser) -> None:
     from bandguard.attacks import ATTACKS
 
-    p.add_argument("--model", required=True, help="checkpoint path or model spec")
+    _add_model_arguments(p)
     p.add_argument("--compare", default=None,
                    help="a second model (e.g. adversarially trained) attacked on the same images")
     p.add_argument("--names", default=None, help="labels of the two models, comma-separated")
     p.add_argument("--dataset", default=None, help="mnist, cifar10, ... (default: the checkpoint's)")
     p.add_argument("--attack", default="pgd", choices=ATTACKS.names())
-    p.add_argument("--eps", type=parse_number, required=True, help="budget, e.g. 8/255")
+    p.add_argument("--eps", type=nonnegative_number, required=True, help="budget, e.g. 8/255")
     p.add_argument("--norm", default=None, choices=["linf", "l2"])
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("-n", type=int, default=500, help="test images")
-    p.add_argument("--radius", type=float, default=None, help="low/high cut-off (default min(H, W) / 4)")
+    p.add_argument("--steps", type=positive_int, default=None)
+    p.add_argument("-n", type=positive_int, default=500, help="test images")
+    p.add_argument("--radius", type=nonnegative_number, default=None, help="low/high cut-off (default min(H, W) / 4)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", default="spectrum.png",
+    p.add_argument("--out", type=png_file, default="spectrum.png",
                    help="PNG path; radial profiles go to <out>_radial.png, data beside each as .json")
 
 
@@ -266,7 +378,7 @@ def _spectrum_run(args: argparse.Namespace) -> int:
     model, x, y, dataset = _model_and_data(args)
     options = {k: v for k, v in (("norm", args.norm), ("steps", args.steps)) if v is not None}
     attack = create_attack(args.attack, eps=args.eps, **options)
-    models, names = [model], [Path(args.model).stem]
+    models, names = [model], [Path(_model_label(args)).stem]
     if args.compare:
         models.append(load_model(args.compare).to(x.device).eval())
         names.append(Path(args.compare).stem)
@@ -294,29 +406,29 @@ def _attack_parser(p: argparse.ArgumentParser) -> None:
     from bandguard.attacks import ATTACKS
     from bandguard.defenses import DEFENSES
 
-    p.add_argument("--model", required=True, help="checkpoint path or model spec")
+    _add_model_arguments(p)
     p.add_argument("--dataset", default=None, help="mnist, cifar10, ... (default: the checkpoint's)")
     p.add_argument("--attack", default="pgd",
                    help=f"{', '.join(ATTACKS.names())} or foolbox:<Name> (e.g. foolbox:LinfPGD)")
-    p.add_argument("--eps", type=parse_numbers, required=True,
+    p.add_argument("--eps", type=nonnegative_numbers, required=True,
                    help="budgets, comma-separated: 0.1,0.2,8/255; for fourier and fourier_greedy the L2 "
                         "norm per channel, as in Yin et al. and the heat map (4 on CIFAR-10)")
     p.add_argument("--norm", default=None, choices=["linf", "l2"], help="for pgd (default linf)")
-    p.add_argument("--steps", type=int, default=None, help="iterations (pgd default 40)")
-    p.add_argument("--step-size", type=parse_number, default=None, help="absolute step size")
-    p.add_argument("--restarts", type=int, default=None, help="pgd random restarts")
+    p.add_argument("--steps", type=positive_int, default=None, help="iterations (pgd default 40)")
+    p.add_argument("--step-size", type=positive_number, default=None, help="absolute step size")
+    p.add_argument("--restarts", type=positive_int, default=None, help="pgd random restarts")
     p.add_argument("--loss", default=None, choices=["ce", "margin"])
-    p.add_argument("--max-queries", type=int, default=None, help="black-box query budget per image")
-    p.add_argument("-n", type=int, default=1000, help="test images (the first n)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-queries", type=positive_int, default=None, help="black-box query budget per image")
+    p.add_argument("-n", type=positive_int, default=1000, help="test images (the first n)")
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", default=None, help="JSON file for the results (written atomically)")
+    p.add_argument("--out", type=output_file, default=None, help="JSON file for the results (written atomically)")
     p.add_argument("--defense", action="append", default=[], metavar="SPEC",
                    help=f"defense spec NAME[:VALUE][,key=value...], repeatable; NAME one of "
                         f"{', '.join(DEFENSES.names())} (e.g. lowpass:8, post_average:1.35,K=15, "
                         "smooth:0.25): reports clean, transfer and adaptive robust accuracy side by side")
-    p.add_argument("--eot", type=int, default=None,
+    p.add_argument("--eot", type=positive_int, default=None,
                    help="gradient samples per step (EOT) against randomized defenses (default 10)")
 
 
@@ -453,26 +565,64 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="bandguard", description="Adversarial robustness through the frequency domain."
-    )
+    parser = _Parser(prog="bandguard", description="Adversarial robustness through the frequency domain.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, add_arguments, _) in COMMANDS.items():
-        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        # Also accepted after the command; SUPPRESS keeps a flag given before it.
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="on an error, show the full traceback")
+        add_arguments(command)
     return parser
 
 
+# Bad input the user can fix by changing the command line or its files: exit code 2. Anything else
+# (out of memory, a device failure, a write that fails late, a bug) is a runtime error: exit code 1.
+_USAGE_ERRORS = (ValueError, TypeError, LookupError, FileNotFoundError, IsADirectoryError, NotADirectoryError)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 600 else text[:597] + "..."
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command line; returns the exit code (0 ok, 1 runtime error, 2 usage error).
+
+    Also for what argparse ends itself (``--help``: 0, a bad argument: 2), so a caller gets the
+    code back instead of a ``SystemExit``.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    prefix = f"bandguard {args.command}: error:"
     try:
         return COMMANDS[args.command][2](args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        if args.verbose:
+    except KeyboardInterrupt:
+        if args.debug:
             raise
-        print(f"bandguard {args.command}: error: {err}", file=sys.stderr)
+        print(f"bandguard {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except _USAGE_ERRORS as err:
+        if args.debug:
+            raise
+        print(f"{prefix} {_one_line(err)}", file=sys.stderr)
         return 2
+    except (RuntimeError, OSError, MemoryError) as err:
+        if args.debug:
+            raise
+        print(f"{prefix} {type(err).__name__}: {_one_line(err)}", file=sys.stderr)
+        return 1
+    except Exception as err:  # a bug: still one line, the traceback on request
+        if args.debug:
+            raise
+        print(f"{prefix} internal error ({type(err).__name__}: {_one_line(err)}); "
+              f"rerun with --debug for the traceback", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@ Every model here takes images in bounds ``(0, 1)`` and normalizes inside itself 
 models do), so attacks and defenses work in pixel space. Networks are created by name from one
 registry (``create_model("mnist_cnn")``); checkpoints hold a state dict plus metadata and are read
 with ``torch.load(..., weights_only=True)`` only.
+
+Loading never runs code by surprise: :func:`load_model` reads checkpoint files only, and building a
+model from Python code takes the explicit :func:`model_from_code` (``"package.module:function"``),
+which imports and runs that code, as ``torch.hub.load(..., trust_repo=True)`` does.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import dataclasses
 import importlib
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,10 +25,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from bandguard._checks import check_bounds
+from bandguard._checks import (
+    check_bounds,
+    check_images,
+    check_int,
+    check_labels,
+    check_logits,
+    check_model,
+    check_path,
+    check_same_device_dtype,
+    check_tensor,
+)
 from bandguard._io import torch_save_atomic
 from bandguard._modes import model_mode
 from bandguard._registry import Registry
+from bandguard._version import __version__
 
 __all__ = [
     "MODELS",
@@ -31,10 +47,12 @@ __all__ = [
     "ModelInfo",
     "Normalize",
     "accuracy",
+    "check_input_shape",
     "checkpoint_payload",
     "create_model",
     "load_checkpoint",
     "load_model",
+    "model_from_code",
     "model_info",
     "predict",
     "save_checkpoint",
@@ -122,6 +140,28 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     return nn.Sequential(Normalize(info.mean, info.std), info.factory(**kwargs))
 
 
+def check_input_shape(arch: str, image_shape: Sequence[int], *, source: str = "the data") -> None:
+    """Refuse images a registered net cannot take, before any training or evaluation.
+
+    Args:
+        arch: a registered name (``MODELS.names()``).
+        image_shape: ``(C, H, W)`` of the images, e.g. ``dataset.images.shape[1:]``.
+        source: how the message names where the images come from (``"data set 'mnist'"``).
+
+    Raises:
+        ValueError: the channels or the size differ from the arch's ``input_shape``.
+    """
+    info = MODELS.get(arch)
+    shape = tuple(int(d) for d in image_shape)
+    if shape != info.input_shape:
+        c, h, w = info.input_shape
+        raise ValueError(
+            f"arch {arch!r} takes {c}x{h}x{w} images ({info.dataset}) but {source} has "
+            f"{'x'.join(map(str, shape))}; choose an arch made for it: "
+            + ", ".join(f"{m.name} ({'x'.join(map(str, m.input_shape))})" for m in map(MODELS.get, MODELS.names()))
+        )
+
+
 def _conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
 
@@ -200,16 +240,30 @@ def cifar_resnet18(num_classes: int = 10) -> nn.Module:
 def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
     """Logits of ``model`` on ``x`` ``[N, C, H, W]`` in chunks, in eval mode (mode restored).
 
+    Raises:
+        TypeError, ValueError: ``model`` is no module, ``x`` no finite image batch on the model's
+            device and dtype, or the model returns something other than logits ``[N, classes]``.
+
     Returns:
         Tensor ``[N, num_classes]`` on ``x``'s device.
     """
+    check_model(model)
+    x = check_images(x, "x", bounds=None)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    check_same_device_dtype(model, x)
     with model_mode(model):
-        return torch.cat([model(chunk) for chunk in x.split(batch_size)])
+        chunks = []
+        for chunk in x.split(batch_size):
+            chunks.append(check_logits(model(chunk), chunk.shape[0]) if not chunks else model(chunk))
+        return torch.cat(chunks)
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024) -> float:
     """Top-1 accuracy of ``model`` on ``x`` ``[N, C, H, W]`` with labels ``y`` ``[N]``, in [0, 1]."""
-    return float((predict(model, x, batch_size=batch_size).argmax(1) == y).float().mean())
+    y = check_labels(y, check_tensor(x, "x"))
+    logits = predict(model, x, batch_size=batch_size)
+    check_labels(y, x, num_classes=logits.shape[1])
+    return float((logits.argmax(1) == y.to(logits.device)).float().mean())
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -230,7 +284,9 @@ class Checkpoint:
         """Create the registered ``arch`` and load the weights into it (eval mode)."""
         arch = self.meta.get("arch")
         if arch is None:
-            raise ValueError("checkpoint names no arch; pass one, e.g. load_model('mnist_cnn:ckpt.pt')")
+            raise ValueError(
+                "checkpoint names no arch; pass one, e.g. load_model('ckpt.pt', arch='mnist_cnn')"
+            )
         model = create_model(arch)
         _load_state(model, self.state_dict, arch)
         return model.eval()
@@ -270,8 +326,7 @@ def checkpoint_payload(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The dict :func:`save_checkpoint` writes: ``{"state_dict": ..., "meta": ...}`` on the CPU."""
-    from bandguard import __version__
-
+    check_model(model)
     norm = next((m for m in model.modules() if isinstance(m, Normalize)), None)
     meta = {
         "format": CHECKPOINT_FORMAT,
@@ -292,24 +347,35 @@ def checkpoint_payload(
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint` (or a bare state dict) safely.
 
+    Args:
+        path: the file, a ``str`` or any ``os.PathLike``.
+
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file is corrupt, truncated, holds objects other than tensors and plain
-            types (refused by ``weights_only=True``), or is no state dict.
+        FileNotFoundError: no such file (the message hints at the right call when ``path`` looks
+            like an arch name or a ``package.module:function``).
+        ValueError: a folder, or a file that is corrupt, truncated, holds objects other than
+            tensors and plain types (refused by ``weights_only=True``), or is no state dict.
     """
-    path = Path(path)
+    path = check_path(path, "path")
+    if path.is_dir():
+        raise ValueError(f"checkpoint {str(path)!r} is a folder; expected a checkpoint file")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+        raise FileNotFoundError(f"no such checkpoint {str(path)!r}{_not_found_hint(str(path))}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(
-            f"checkpoint {str(path)!r} is unsafe or corrupt: weights_only loading refused it ({err})"
+            f"checkpoint {str(path)!r} is unsafe or corrupt: weights_only loading refused it ({first})"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise ValueError(f"checkpoint {str(path)!r} is corrupt or truncated: {err}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, UnicodeDecodeError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"checkpoint {str(path)!r} is corrupt or truncated: {first}") from None
     if isinstance(obj, dict) and "state_dict" in obj:
-        state, meta = obj["state_dict"], dict(obj.get("meta") or {})
+        state, meta = obj["state_dict"], obj.get("meta") or {}
+        if not isinstance(meta, dict):
+            raise ValueError(f"checkpoint {str(path)!r} has metadata of type {type(meta).__name__}, expected a dict")
+        meta = dict(meta)
     else:
         state, meta = obj, {}
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -319,25 +385,44 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     return Checkpoint(state_dict=state, meta=meta)
 
 
-def load_model(spec: str, *, arch: str | None = None) -> nn.Module:
-    """Build a model from a spec string, in eval mode.
+def _not_found_hint(text: str) -> str:
+    if text in MODELS:
+        return (f"; {text!r} is an architecture name, not a checkpoint: create_model({text!r}) builds an "
+                f"untrained one")
+    if _CODE_TARGET.fullmatch(text):
+        return (f"; a checkpoint path is never run as code: to build a model from Python code use "
+                f"model_from_code({text!r}) (CLI: --model-code {text})")
+    return ""
 
-    Accepted forms:
-        - ``"ckpt.pt"``: a bandguard checkpoint; its metadata names the arch.
-        - ``"mnist_cnn:ckpt.pt"`` (or ``arch=``): a registered arch plus a checkpoint or bare state dict.
-        - ``"mnist_cnn"``: a registered arch, freshly initialised.
-        - ``"package.module:function"``: an entry point returning an ``nn.Module``.
+
+def load_model(path: str | os.PathLike[str], *, arch: str | None = None) -> nn.Module:
+    """Build a model from a checkpoint file, in eval mode. Reads the file only; never imports code.
+
+    Args:
+        path: a checkpoint written by :func:`save_checkpoint` (its metadata names the arch), or a
+            bare state dict of a registered arch; ``str`` or any ``os.PathLike``. The string form
+            ``"mnist_cnn:ckpt.pt"`` is short for ``("ckpt.pt", arch="mnist_cnn")`` when the part
+            before the colon is a registered arch.
+        arch: the registered arch to load the weights into (overrides the checkpoint's).
+
+    Raises:
+        FileNotFoundError: no such checkpoint.
+        ValueError: corrupt or unsafe file, unknown arch, or weights that do not fit the arch.
+
+    Example:
+        >>> model = load_model("mnist.pt")
+        >>> model = load_model(Path("weights.pt"), arch="cifar_small")
     """
-    if not isinstance(spec, str) or not spec:
-        raise ValueError(f"model spec must be a non-empty string, got {spec!r}")
-    head, sep, tail = spec.partition(":")
-    if sep and head in MODELS:
-        arch, spec = head, tail
-    elif sep and not Path(spec).exists() and all(part.isidentifier() for part in head.split(".")):
-        return _from_entry_point(head, tail)
-    if spec in MODELS and not Path(spec).exists():
-        return create_model(spec).eval()
-    ckpt = load_checkpoint(spec)
+    path_ = check_path(path, "path")
+    if arch is not None:
+        MODELS.get(arch)
+    if isinstance(path, str) and not path_.exists():
+        head, sep, tail = path.partition(":")
+        if sep and head in MODELS and tail:
+            if arch is not None and arch != head:
+                raise ValueError(f"path {path!r} names arch {head!r} but arch={arch!r} was given")
+            arch, path_ = head, Path(tail)
+    ckpt = load_checkpoint(path_)
     if arch is None:
         return ckpt.build()
     model = create_model(arch)
@@ -345,19 +430,54 @@ def load_model(spec: str, *, arch: str | None = None) -> nn.Module:
     return model.eval()
 
 
-def _from_entry_point(module_name: str, attr: str) -> nn.Module:
+# ``package.module:function``: dotted identifiers, one colon, one attribute name; nothing else.
+_CODE_TARGET = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
+
+
+def model_from_code(target: str, **kwargs: Any) -> nn.Module:
+    """Build a model by importing ``package.module`` and calling ``function(**kwargs)``. RUNS CODE.
+
+    This is the explicit way to load a model defined in Python: like ``torch.hub.load`` with
+    ``trust_repo=True``, it imports the module (running its top level) and calls the function, so
+    use it only with code you trust. A checkpoint path is never read this way (see
+    :func:`load_model`).
+
+    Args:
+        target: ``"package.module:function"`` (dotted module path, one colon, one name).
+        kwargs: passed to the function.
+
+    Returns:
+        The ``nn.Module`` the function returned, in eval mode.
+
+    Raises:
+        ValueError: ``target`` is not of that form, or the module or function does not exist.
+        TypeError: the attribute is not callable or the result is not an ``nn.Module``.
+
+    Example:
+        >>> model = model_from_code("torchvision.models:resnet18", num_classes=10)
+    """
+    if not isinstance(target, str):
+        raise TypeError(f"target must be a str 'package.module:function', got {type(target).__name__}")
+    if not _CODE_TARGET.fullmatch(target):
+        raise ValueError(
+            f"target must have the form 'package.module:function' (e.g. 'mypkg.nets:build'), got {target!r}"
+        )
+    module_name, attr = target.split(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ValueError(f"model spec {module_name}:{attr}: cannot import {module_name!r} ({err})") from None
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise ValueError(f"model spec {module_name}:{attr}: {module_name!r} has no callable {attr!r}")
-    model = fn()
-    if not isinstance(model, nn.Module):
+    except ModuleNotFoundError as err:
+        missing = err.name or module_name
         raise ValueError(
-            f"model spec {module_name}:{attr} returned {type(model).__name__}, expected an nn.Module"
-        )
+            f"target {target!r}: no module named {missing!r} (is it installed or on PYTHONPATH?)"
+        ) from None
+    if not hasattr(module, attr):
+        raise ValueError(f"target {target!r}: module {module_name!r} has no attribute {attr!r}")
+    fn = getattr(module, attr)
+    if not callable(fn):
+        raise TypeError(f"target {target!r}: {attr!r} is a {type(fn).__name__}, not a callable")
+    model = fn(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"target {target!r} returned {type(model).__name__}, expected an nn.Module")
     return model.eval()
 
 

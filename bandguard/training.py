@@ -30,7 +30,17 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from bandguard._checks import check_choice, check_enum, check_int, check_nonnegative, check_positive
+from bandguard._checks import (
+    check_bool,
+    check_choice,
+    check_device,
+    check_enum,
+    check_int,
+    check_nonnegative,
+    check_path,
+    check_positive,
+    check_seed,
+)
 from bandguard._io import torch_save_atomic
 from bandguard._modes import model_mode
 from bandguard.attacks.protocol import Attack
@@ -156,13 +166,14 @@ class TrainConfig:
         check_nonnegative(self.momentum, "momentum")
         check_nonnegative(self.weight_decay, "weight_decay")
         check_nonnegative(self.label_smoothing, "label_smoothing")
-        check_int(self.seed, "seed")
+        check_seed(self.seed, "seed")
+        for flag in ("nesterov", "augment", "resume"):
+            check_bool(getattr(self, flag), flag)
         # Stored as plain strings: checkpoint metadata must load with weights_only=True.
         object.__setattr__(self, "schedule", check_enum(self.schedule, Schedule, "schedule").value)
         object.__setattr__(self, "mode", check_enum(self.mode, TrainMode, "mode").value)
         object.__setattr__(self, "filter_shape", check_enum(self.filter_shape, MaskShape, "filter_shape").value)
-        if not isinstance(self.filter_rescale, bool):
-            raise TypeError(f"filter_rescale must be a bool, got {self.filter_rescale!r}")
+        check_bool(self.filter_rescale, "filter_rescale")
         object.__setattr__(self, "amp", check_choice(self.amp, AMP_CHOICES, "amp"))
         check_nonnegative(self.sigma, "sigma")
         if self.mode == "gaussian" and self.sigma == 0:
@@ -173,6 +184,8 @@ class TrainConfig:
             check_nonnegative(self.radius, "radius")
         if self.limit is not None:
             check_int(self.limit, "limit", minimum=1)
+        if self.checkpoint is not None:
+            check_path(self.checkpoint, "checkpoint")
         if self.resume and self.checkpoint is None:
             raise ValueError("resume=True needs a checkpoint path, got checkpoint=None")
         if self.adversary is not None:
@@ -255,7 +268,7 @@ def train(
     if config.limit is not None:
         images, labels = images[: config.limit], labels[: config.limit]
     test = _unpack(test_data, "test_data") if test_data is not None else None
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = check_device(device) if device is not None else _model_device(model)
     model.to(device)
     use_bf16 = _use_bf16(config.amp, device)
     if use_bf16:
@@ -339,7 +352,7 @@ def evaluate(
     ``config.frequency_filter()``, as in training.
     """
     transform = config.frequency_filter() if config is not None else None
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = check_device(device) if device is not None else _model_device(model)
     correct = 0
     for xb, yb in zip(images.split(batch_size), labels.split(batch_size)):
         x = _to_float(xb).to(device)

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 from bandguard.cli import main, parse_number, parse_numbers
+
+_REPO = str(Path(__file__).resolve().parents[1])
 
 
 def test_numbers_parse_like_papers_write_them() -> None:
@@ -23,9 +30,148 @@ def test_errors_are_reported_without_a_traceback(tmp_path, capsys) -> None:
 
 
 def test_python_dash_m_and_help(capsys) -> None:
-    with pytest.raises(SystemExit) as info:
-        main(["--help"])
-    assert info.value.code == 0
+    assert main(["--help"]) == 0
     out = capsys.readouterr().out
     for command in ("demo", "train", "attack", "heatmap", "spectrum"):
         assert command in out
+
+
+# --------------------------------------------------------------------------- errors
+
+_NETS = '''
+import torch
+from torch import nn
+
+
+def softmax_net():
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.Softmax(dim=1))
+
+
+def broken():
+    raise RuntimeError("weights server unreachable")
+
+
+def buggy():
+    return None.forward
+'''
+
+
+@pytest.fixture
+def nets(tmp_path, monkeypatch) -> str:
+    (tmp_path / "clinets.py").write_text(_NETS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "clinets"
+
+
+def _one_line_error(capsys, command: str) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"bandguard {command}: error: ") and "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["train", "--lr", "0", "--out", "m.pt"], "argument --lr: expected a number > 0, got '0'"),
+    (["train", "--epochs", "0", "--out", "m.pt"], "argument --epochs: expected an integer >= 1"),
+    (["train", "--seed", "1.5", "--out", "m.pt"], "argument --seed: expected a seed"),
+    (["train", "--seed", str(2**70), "--out", "m.pt"], "argument --seed: expected a seed"),
+    (["attack", "--model", "m.pt", "--eps", "-0.1"], "argument --eps: expected a number >= 0"),
+    (["attack", "--model", "m.pt", "--eps", "0.1,nan"], "argument --eps: expected a number >= 0"),
+    (["attack", "--model", "m.pt", "--eps", "0.1", "--steps", "0"], "argument --steps: expected an integer >= 1"),
+    (["attack", "--model", "m.pt", "--eps", "0.1", "-n", "-3"], "argument -n: expected an integer >= 1"),
+    (["attack", "--eps", "0.1"], "one of the arguments --model --model-code is required"),
+    (["attack", "--model", "a.pt", "--model-code", "m:f", "--eps", "0.1"], "not allowed with argument"),
+    (["heatmap", "--model", "m.pt", "--out", "hm.json"], "argument --out: expected a .png file"),
+    (["spectrum", "--model", "m.pt", "--eps", "0.1", "--out", "s.json"], "argument --out: expected a .png file"),
+    (["heatmap", "--model", "m.pt", "--eps", "inf"], "argument --eps: expected a number >= 0"),
+    (["nosuchcommand"], "argument command: invalid choice"),
+])
+def test_usage_errors_are_one_line_and_exit_2_before_any_work(argv, says, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and says in line and "usage:" not in line
+    assert list(tmp_path.iterdir()) == []  # nothing was written
+
+
+def test_outputs_are_checked_before_the_work(tmp_path, capsys) -> None:
+    (tmp_path / "folder.json").mkdir()
+    (tmp_path / "file").write_text("x")
+    cases = [
+        (["attack", "--model", "m.pt", "--eps", "0.1", "--out", str(tmp_path / "folder.json")], "is a folder"),
+        (["attack", "--model", "m.pt", "--eps", "0.1", "--out", str(tmp_path / "file" / "r.json")], "is a file"),
+        (["heatmap", "--model", "m.pt", "--out", str(tmp_path / "file" / "h.png")], "is a file"),
+        (["demo", "--out", str(tmp_path / "file")], "is a file; expected a folder"),
+        (["train", "--out", str(tmp_path / "folder.json")], "is a folder"),
+    ]
+    for argv, says in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "argument --out" in err and says in err, err
+
+
+def test_a_module_spec_given_as_model_is_never_run(tmp_path, monkeypatch) -> None:
+    # The reported crash: `--model os:abort` used to import os and call abort (SIGABRT).
+    (tmp_path / "evilmod.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\ndef build(): pass\n")
+    for spec in ("os:abort", "evilmod:build"):
+        proc = subprocess.run([sys.executable, "-m", "bandguard", "attack", "--model", spec, "--dataset", "mnist",
+                               "--eps", "0.1", "-n", "4", "--device", "cpu"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": _REPO})
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().splitlines() == [
+            f"bandguard attack: error: --model: no such checkpoint '{spec}'; a checkpoint path is never run as "
+            f"code: to build a model from Python code use model_from_code('{spec}') (CLI: --model-code {spec})"
+        ]
+    assert not (tmp_path / "ran").exists()
+
+
+def test_model_code_runs_only_when_asked_and_reports_plainly(nets, capsys) -> None:
+    base = ["attack", "--dataset", "mnist", "--eps", "0.1", "-n", "4", "--device", "cpu"]
+    assert main([*base, "--model-code", "nosuchpkg.nets:build"]) == 2
+    line = _one_line_error(capsys, "attack")
+    assert "--model-code: target 'nosuchpkg.nets:build': no module named 'nosuchpkg'" in line
+    assert main([*base, "--model-code", f"{nets}:nope"]) == 2
+    assert f"module '{nets}' has no attribute 'nope'" in _one_line_error(capsys, "attack")
+    assert main([*base, "--model-code", "not a target"]) == 2
+    assert "form 'package.module:function'" in _one_line_error(capsys, "attack")
+
+
+def test_a_softmax_model_is_refused_before_the_attack(nets, data_root, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("BANDGUARD_DATA", str(data_root))
+    code = main(["attack", "--model-code", f"{nets}:softmax_net", "--dataset", "mnist", "--eps", "0.1", "-n", "4",
+                 "--device", "cpu"])
+    assert code == 2
+    assert "--model output looks like probabilities" in _one_line_error(capsys, "attack")
+
+
+def test_runtime_errors_exit_1_and_debug_shows_the_traceback(nets, capsys) -> None:
+    base = ["attack", "--dataset", "mnist", "--eps", "0.1", "-n", "4", "--device", "cpu"]
+    assert main([*base, "--model-code", f"{nets}:broken"]) == 1
+    assert "RuntimeError: weights server unreachable" in _one_line_error(capsys, "attack")
+    assert main([*base, "--model-code", f"{nets}:buggy"]) == 1
+    line = _one_line_error(capsys, "attack")
+    assert "internal error (AttributeError" in line and "--debug" in line
+    with pytest.raises(RuntimeError, match="weights server unreachable"):
+        main(["--debug", *base, "--model-code", f"{nets}:broken"])
+    with pytest.raises(RuntimeError, match="weights server unreachable"):
+        main([*base, "--debug", "--model-code", f"{nets}:broken"])  # also after the command
+
+
+def test_unknown_or_missing_devices_are_usage_errors(tmp_path, capsys) -> None:
+    base = ["attack", "--model", str(tmp_path / "m.pt"), "--dataset", "mnist", "--eps", "0.1"]
+    assert main([*base, "--device", "gpu"]) == 2
+    assert "unknown --device 'gpu'" in _one_line_error(capsys, "attack")
+    if not torch.cuda.is_available():
+        assert main([*base, "--device", "cuda"]) == 2
+        assert "--device 'cuda' asks for a GPU but CUDA is not available" in _one_line_error(capsys, "attack")
+
+
+def test_train_refuses_an_arch_made_for_other_images(tmp_path, data_root, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("BANDGUARD_DATA", str(data_root))
+    code = main(["train", "--arch", "cifar_small", "--dataset", "mnist", "--out", str(tmp_path / "m.pt")])
+    assert code == 2
+    line = _one_line_error(capsys, "train")
+    assert "arch 'cifar_small' takes 3x32x32 images" in line and "--dataset 'mnist' has 1x28x28" in line
+    assert not (tmp_path / "m.pt").exists()

@@ -9,13 +9,16 @@ import pytest
 import torch
 from torch import nn
 
+import bandguard
 from bandguard._registry import Registry
 from bandguard.models import (
     MODELS,
     Normalize,
+    check_input_shape,
     create_model,
     load_checkpoint,
     load_model,
+    model_from_code,
     model_info,
     save_checkpoint,
 )
@@ -55,6 +58,10 @@ def test_registry_refuses_duplicates_and_names_unknown_entries() -> None:
         reg.get("b")
     with pytest.raises(ValueError, match="unknown model 'resnet9000'"):
         create_model("resnet9000")
+    with pytest.raises(ValueError, match=r"unknown model 'mnist_cn' \(did you mean 'mnist_cnn'\?\); expected one of"):
+        create_model("mnist_cn")
+    with pytest.raises(TypeError, match="model name must be a str, got int 3"):
+        MODELS.get(3)  # type: ignore[arg-type]
 
 
 def _trained_like(name: str) -> nn.Module:
@@ -77,23 +84,63 @@ def test_checkpoint_round_trip_is_bit_identical(tmp_path) -> None:
     assert ckpt.meta["arch"] == "mnist_cnn" and ckpt.meta["dataset"] == "mnist"
     assert ckpt.meta["bounds"] == [0.0, 1.0] and ckpt.meta["test_accuracy"] == 0.99
     assert ckpt.meta["mean"] == pytest.approx([0.1307]) and ckpt.meta["recipe"]["epochs"] == 1
-    assert ckpt.meta["bandguard_version"]
+    assert ckpt.meta["bandguard_version"] == bandguard.__version__
     original = model.state_dict()
     assert ckpt.state_dict.keys() == original.keys()
     assert all(torch.equal(ckpt.state_dict[k], original[k]) for k in original)
     x = torch.rand(5, 1, 28, 28)
-    for rebuilt in (ckpt.build(), load_model(str(path)), load_model(f"mnist_cnn:{path}")):
+    for rebuilt in (ckpt.build(), load_model(str(path)), load_model(path), load_model(f"mnist_cnn:{path}"),
+                    load_model(path, arch="mnist_cnn")):
         assert not rebuilt.training
         assert torch.equal(rebuilt(x), model(x))
 
 
-def test_load_model_from_arch_name_and_entry_point() -> None:
-    assert isinstance(load_model("cifar_small"), nn.Sequential)
-    assert isinstance(load_model("torch.nn:Identity"), nn.Identity)
-    with pytest.raises(ValueError, match="has no callable 'Nope'"):
-        load_model("torch.nn:Nope")
-    with pytest.raises(ValueError, match="returned int, expected an nn.Module"):
-        load_model("os:getpid")
+def test_load_model_never_runs_code(tmp_path, monkeypatch) -> None:
+    # A module in the working directory that would leave a trace if it were ever imported.
+    (tmp_path / "evilmod.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\ndef build(): pass\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for spec in ("evilmod:build", "os:getcwd", "os:abort"):
+        with pytest.raises(FileNotFoundError, match=f"no such checkpoint '{spec}'.*model_from_code"):
+            load_model(spec)
+    assert not (tmp_path / "ran").exists()
+    with pytest.raises(FileNotFoundError, match=r"^no such checkpoint 'model:v2.pt'$"):
+        load_model("model:v2.pt")
+    with pytest.raises(FileNotFoundError, match="'cifar_small' is an architecture name.*create_model"):
+        load_model("cifar_small")
+    with pytest.raises(ValueError, match="is a folder"):
+        load_model(tmp_path)
+    with pytest.raises(TypeError, match=r"path must be a path \(str or os.PathLike\), got int"):
+        load_model(3)  # type: ignore[arg-type]
+
+
+def test_model_from_code_is_explicit_and_reports_plainly(tmp_path, monkeypatch) -> None:
+    layer = model_from_code("torch.nn:Linear", in_features=2, out_features=3)
+    assert isinstance(layer, nn.Linear) and layer.out_features == 3 and not layer.training
+    with pytest.raises(ValueError, match="no module named 'nosuchpkg'"):
+        model_from_code("nosuchpkg.nets:build")
+    with pytest.raises(ValueError, match="module 'torch.nn' has no attribute 'Nope'"):
+        model_from_code("torch.nn:Nope")
+    with pytest.raises(TypeError, match="'sep' is a str, not a callable"):
+        model_from_code("os:sep")
+    with pytest.raises(TypeError, match="returned int, expected an nn.Module"):
+        model_from_code("os:getpid")
+    for bad in ("os.path.join", "os:path.join", "a:b; import os", "/tmp/x.py:build", ":f", "m:"):
+        with pytest.raises(ValueError, match="form 'package.module:function'"):
+            model_from_code(bad)
+    # A module beside the user's code is found when its folder is on the path (as with `python -m`).
+    (tmp_path / "mynets.py").write_text("import torch\ndef build(width=4):\n    return torch.nn.Linear(width, 2)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert model_from_code("mynets:build", width=5).in_features == 5
+
+
+def test_input_shape_of_an_arch_is_checked_against_the_data() -> None:
+    check_input_shape("mnist_cnn", (1, 28, 28))
+    check_input_shape("cifar_small", torch.Size([3, 32, 32]))
+    with pytest.raises(ValueError, match=r"arch .cifar_small. takes 3x32x32 .* has 1x28x28.*mnist_cnn \(1x28x28\)"):
+        check_input_shape("cifar_small", (1, 28, 28), source="data set 'mnist'")
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
+        check_input_shape("nope", (1, 28, 28))
 
 
 def test_checkpoint_of_the_wrong_arch_is_refused(tmp_path) -> None:

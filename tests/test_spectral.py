@@ -125,4 +125,4 @@ def test_cli_heatmap_and_spectrum_write_png_and_json(data_root, tmp_path, capsys
     assert list(spectra) == ["net"] and spectra["net"]["n"] == 4
     assert (tmp_path / "spec_radial.png").exists()
     assert main(["heatmap", "--model", str(ckpt), "--eps", "-1", "-n", "2"]) == 2  # clear error
-    assert "eps must be >= 0" in capsys.readouterr().err
+    assert "argument --eps: expected a number >= 0, got '-1'" in capsys.readouterr().err

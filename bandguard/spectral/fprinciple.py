@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from bandguard._checks import check_images, check_int, check_labels, check_positive
+from bandguard._checks import check_images, check_int, check_labels, check_positive, is_scalar_number
 from bandguard._io import write_json_atomic
 from bandguard._modes import model_mode
 
@@ -192,7 +192,7 @@ class FPrincipleMonitor:
             raise ValueError(f"x must hold at most {MAX_REFERENCE} reference samples, got {x.shape[0]}")
         if x.shape[0] < 2:
             raise ValueError(f"x must hold at least 2 reference samples, got {x.shape[0]}")
-        if isinstance(deltas, (int, float)):
+        if is_scalar_number(deltas):
             deltas = [deltas]
         self.deltas = tuple(check_positive(d, "deltas") for d in deltas)
         if not self.deltas:

@@ -15,7 +15,7 @@ import torch
 from einops import reduce
 from torch import nn
 
-from bandguard._checks import check_bounds, check_images, check_labels, check_nonnegative
+from bandguard._checks import check_bounds, check_images, check_labels, check_model, check_nonnegative
 from bandguard.fourier import amplitude_spectrum, high_frequency_fraction, radial_profile
 
 if TYPE_CHECKING:  # spectral code reads attack results by duck typing, it never imports attacks
@@ -142,6 +142,9 @@ def attack_spectrum(
     Returns:
         :class:`PerturbationSpectrum` of ``x_adv - x``.
     """
+    check_model(model)
+    if not callable(attack):
+        raise TypeError(f"attack must be callable as attack(model, x, y), got {type(attack).__name__} {attack!r}")
     bounds = check_bounds(bounds)
     x = check_images(x, "x", bounds=bounds)
     y = check_labels(y, x)

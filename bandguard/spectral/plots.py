@@ -55,6 +55,8 @@ def save_figure(
         The PNG's path.
     """
     path = Path(path)
+    if data is not None and path.suffix.lower() == ".json":  # the data would overwrite the figure
+        raise ValueError(f"path {str(path)!r} must not end in .json: the figure's data is written beside it as .json")
     FigureCanvasAgg(fig)  # attach the Agg canvas: no pyplot, no global backend switch
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
