@@ -20,7 +20,7 @@ from bandguard.models import save_checkpoint
 def _spec_data(ckpt: Path, out: Path) -> dict:
     return {
         "dataset": "mnist", "n": 20, "batch_size": 4, "seed": 1, "out": str(out), "eot": 2, "sanity_n": 8,
-        "defenses": ["post_average:K=1,R=3.0"],
+        "defenses": ["post_average:3.0,K=1"],
         "models": [{"name": "cnn", "checkpoint": str(ckpt)}],
         "attacks": [{"attack": "pgd", "eps": [0.1, 0.2], "steps": 2}],
     }

@@ -43,11 +43,11 @@ def test_sample_indices_fixed_by_seed() -> None:
 
 
 def test_grid_cascade_worst_case_and_eot(checkpoint: Path, tmp_path: Path) -> None:
-    result = run(small_spec(checkpoint, tmp_path / "a", defenses=["lowpass:10", "post_average:K=1,R=3.0"]))
+    result = run(small_spec(checkpoint, tmp_path / "a", defenses=["lowpass:10", "post_average:3.0,K=1"]))
     cells = {(c.defense, c.mode, c.attack): c for c in result.cells}
     # Every model x defense x mode x attack x eps has a row, plus the worst case per cascade.
     modes = {("none", "white-box"), ("lowpass:10", "transfer"), ("lowpass:10", "adaptive"),
-             ("post_average:K=1,R=3.0", "transfer"), ("post_average:K=1,R=3.0", "adaptive")}
+             ("post_average:3.0,K=1", "transfer"), ("post_average:3.0,K=1", "adaptive")}
     assert {(r.defense, r.mode) for r in result.rows} == modes
     assert len(result.rows) == len(modes) * 3 * 2
     fgsm, pgd = cells[("none", "white-box", "fgsm")], cells[("none", "white-box", "pgd")]
@@ -68,9 +68,9 @@ def test_grid_cascade_worst_case_and_eot(checkpoint: Path, tmp_path: Path) -> No
             for e in (0.1, 0.3)]
     assert accs[1] < accs[0]
     # EOT from what the defense declares: the randomized one gets the spec's eot, the others 1.
-    assert cells[("post_average:K=1,R=3.0", "adaptive", "pgd")].eot_samples == 2
+    assert cells[("post_average:3.0,K=1", "adaptive", "pgd")].eot_samples == 2
     assert cells[("lowpass:10", "adaptive", "pgd")].eot_samples == 1
-    assert cells[("post_average:K=1,R=3.0", "adaptive", "pgd")].randomized
+    assert cells[("post_average:3.0,K=1", "adaptive", "pgd")].randomized
     # Transfer cells reuse the bare model's queries (crafted there).
     assert torch.equal(cells[("lowpass:10", "transfer", "pgd")].forwards, pgd.forwards)
     # Reports.
@@ -135,7 +135,7 @@ def test_batch_for_a_costly_defense_follows_the_budget(checkpoint: Path, tmp_pat
                                                       mnist_model: torch.nn.Module) -> None:
     spec = small_spec(checkpoint, tmp_path, batch_size=256, sample_budget=700)
     assert batch_size_for(spec, mnist_model) == 256
-    pa = build_defense("post_average:K=15,R=3.0", mnist_model)
+    pa = build_defense("post_average:3.0,K=15", mnist_model)
     assert batch_size_for(spec, pa) == 700 // 91
 
 
@@ -149,7 +149,7 @@ from bandguard.attacks import PGD
 torch.manual_seed(0)
 n = int(sys.argv[1])
 net = nn.Sequential(nn.Conv2d(1, 64, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64 * 28 * 28, 10))
-defense = build_defense("post_average:K=15,R=3.0", net)
+defense = build_defense("post_average:3.0,K=15", net)
 x, y = torch.rand(n, 1, 28, 28), torch.randint(0, 10, (n,))
 ctx = _Context(spec=None, device=torch.device("cpu"), shard=Shard(), store=None, force=False, x=x, y=y,
                progress=None)

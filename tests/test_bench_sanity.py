@@ -95,7 +95,7 @@ def test_harness_flags_a_randomized_model_attacked_without_eot_and_not_the_plain
     save_checkpoint(ckpt, mnist_model, arch="mnist_cnn", dataset="mnist")
     spec = parse_spec({
         "dataset": "mnist", "n": 16, "batch_size": 16, "sanity_n": 16, "out": str(tmp_path / "out"),
-        "defenses": ["post_average:K=1,R=3.0"],
+        "defenses": ["post_average:3.0,K=1"],
         "models": [{"name": "cnn", "checkpoint": str(ckpt)}],
         "attacks": [{"attack": "pgd", "eps": [0.1, 0.2], "steps": 10, "eot_samples": 1}],
     })
@@ -104,8 +104,8 @@ def test_harness_flags_a_randomized_model_attacked_without_eot_and_not_the_plain
     for f in result.flags:
         by_defense.setdefault(f.defense, set()).add(f.check)
     assert "none" not in by_defense, result.flags  # the plain trained CNN: silent
-    assert "randomized_without_eot" in by_defense["post_average:K=1,R=3.0"]
-    row = result.row(model="cnn", defense="post_average:K=1,R=3.0", mode="adaptive", attack="pgd", eps=0.1)
+    assert "randomized_without_eot" in by_defense["post_average:3.0,K=1"]
+    row = result.row(model="cnn", defense="post_average:3.0,K=1", mode="adaptive", attack="pgd", eps=0.1)
     assert "randomized_without_eot" in row.flags
     assert "randomized_without_eot" in (tmp_path / "out" / "report.md").read_text()
 
@@ -115,7 +115,7 @@ def test_differs_between_forwards(mnist_model: nn.Module, mnist_test: tuple[torc
 
     x = mnist_test[0][:4]
     assert not differs_between_forwards(mnist_model, x)
-    assert differs_between_forwards(build_defense("post_average:K=1,R=3.0", mnist_model), x)
+    assert differs_between_forwards(build_defense("post_average:3.0,K=1", mnist_model), x)
 
 
 @pytest.mark.parametrize("bad", [float("nan")])

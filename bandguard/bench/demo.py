@@ -39,7 +39,7 @@ def demo_spec(out: str | os.PathLike[str], *, n: int = 100, device: str = "auto"
     return parse_spec({
         "dataset": "mnist", "split": "test", "n": n, "batch_size": 128, "sample_budget": 2048,
         "device": device, "seed": seed, "out": str(Path(out).resolve()), "eot": 4, "sanity_n": 32,
-        "defenses": ["lowpass:10", "post_average:K=3,R=3.0", "smooth:0.25"],
+        "defenses": ["lowpass:10", "post_average:3.0,K=3", "smooth:0.25"],
         "models": [{"name": "mnist_cnn", "reference": "mnist_cnn"}],
         "attacks": [
             {"attack": "pgd", "norm": "l2", "eps": list(EPSILONS), "steps": 10},

@@ -35,7 +35,6 @@ import torch.distributed as dist
 from torch import nn
 
 from bandguard._modes import model_mode
-from bandguard.attacks.base import AttackResult
 from bandguard.bench.distributed import Shard, init_from_env, local_device
 from bandguard.bench.results import BenchResult, Cell, ResultStore
 from bandguard.bench.spec import NO_DEFENSE, AttackSpec, BenchSpec, ModelSpec, load_spec, settings_hash
@@ -53,12 +52,6 @@ Progress = Callable[[str, int], None]
 
 
 # --------------------------------------------------------------------------- adapters
-
-
-def _results(attack: Any, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[AttackResult]:
-    """The attack's per-eps results as a list, whatever it returns today (one or a list)."""
-    out = attack(model, x, y)
-    return [out] if isinstance(out, AttackResult) else list(out)
 
 
 def load_model(spec: ModelSpec, device: torch.device) -> nn.Module:
@@ -392,7 +385,7 @@ def _attack_batches(
         if idx.numel():
             idx_d = idx.to(ctx.device)
             with _seeded(seed, ctx.device):
-                results = _results(_with_seed(attack, seed), module, xb[idx_d], yb[idx_d])
+                results = _with_seed(attack, seed)(module, xb[idx_d], yb[idx_d])
             for e, r in enumerate(results):
                 robust[e, idx] = (r.adv_pred == yb[idx_d]).cpu()
                 fwd[e, idx] = r.forwards.cpu()

@@ -136,10 +136,9 @@ def check_loss_increase(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, e
                         eot: int, where: tuple[str, str]) -> Flag | None:
     """Five PGD steps from ``x`` (no random start) must raise the mean margin loss."""
     from bandguard.attacks import PGD
-    from bandguard.bench.harness import _results
 
     attack = PGD(eps=(eps,), norm=norm, steps=5, random_start=False, loss="margin", eot_samples=eot, seed=0)
-    x_adv = _results(attack, model, x, y)[0].x_adv
+    x_adv = attack(model, x, y)[0].x_adv
     draws = 4 if eot > 1 else 1
     before, after = _mean_margin(model, x, y, draws), _mean_margin(model, x_adv, y, draws)
     if not after > before:
@@ -152,10 +151,9 @@ def check_large_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_c
                     where: tuple[str, str]) -> Flag | None:
     """PGD (Linf) at eps 1 (the whole ``[0, 1]`` range) must bring accuracy to chance or below."""
     from bandguard.attacks import PGD
-    from bandguard.bench.harness import _results
 
     attack = PGD(eps=(1.0,), steps=10, loss="margin", eot_samples=eot, seed=0)
-    acc = _results(attack, model, x, y)[0].robust_accuracy
+    acc = attack(model, x, y)[0].robust_accuracy
     chance = 1.0 / num_classes
     if acc > chance:
         return Flag("large_eps", *where,
@@ -166,15 +164,14 @@ def check_large_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_c
 def check_more_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Any, *,
                      where: tuple[str, str]) -> Flag | None:
     """The attack at its smallest eps against twice the steps and one more restart."""
-    from bandguard.bench.harness import _results
 
     fields = {f.name for f in dataclasses.fields(attack)} if dataclasses.is_dataclass(attack) else set()
     if not {"steps", "restarts"} <= fields:
         return None
     base = dataclasses.replace(attack, eps=(attack.epsilons[0],))
     stronger = dataclasses.replace(base, steps=2 * attack.steps, restarts=attack.restarts + 1)
-    a0 = _results(base, model, x, y)[0].robust_accuracy
-    a1 = _results(stronger, model, x, y)[0].robust_accuracy
+    a0 = base(model, x, y)[0].robust_accuracy
+    a1 = stronger(model, x, y)[0].robust_accuracy
     if a0 - a1 > max(0.01, 1.5 / len(y)):
         return Flag("more_steps_help", *where,
                     f"{2 * attack.steps} steps and {attack.restarts + 1} restarts lower robust accuracy from "

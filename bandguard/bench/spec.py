@@ -261,7 +261,7 @@ def _models(value: Any, base: Path) -> tuple[ModelSpec, ...]:
 
 
 def _defenses(value: Any) -> tuple[str, ...]:
-    from bandguard.defenses import parse_defense_spec
+    from bandguard.defenses import check_defense_spec
 
     if not isinstance(value, list):
         raise SpecError(f"defenses: expected a list of defense spec strings, got {type(value).__name__}")
@@ -272,7 +272,7 @@ def _defenses(value: Any) -> tuple[str, ...]:
         if text == NO_DEFENSE:
             continue
         try:
-            parse_defense_spec(text)
+            check_defense_spec(text)
         except ValueError as err:
             raise SpecError(f"{where}: {err}") from None
         out.append(text)

@@ -14,6 +14,7 @@ from bandguard.defenses.compose import (
     RECOMMENDED,
     Defended,
     build_defense,
+    check_defense_spec,
     defend,
 )
 from bandguard.defenses.kernel_smoothing import (
@@ -63,6 +64,7 @@ __all__ = [
     "Spec",
     "bpda",
     "build_defense",
+    "check_defense_spec",
     "defend",
     "filter_kernel",
     "filter_kernels",

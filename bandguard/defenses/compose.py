@@ -13,6 +13,7 @@ The CLI and the benchmark spec build defenses from strings such as ``"lowpass:8"
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -25,7 +26,7 @@ from bandguard.defenses.base import Defense, forward_cost, is_randomized
 from bandguard.defenses.kernel_smoothing import SmoothSettings, filter_kernels, smooth_kernels
 from bandguard.defenses.lowpass import HighPass, LowPass
 from bandguard.defenses.post_averaging import PostAverageSettings, PostAveraging
-from bandguard.defenses.spec import parse_spec
+from bandguard.defenses.spec import Spec, parse_spec
 from bandguard.fourier import FrequencyFilter
 
 __all__ = ["DEFENSES", "RECOMMENDED", "Defended", "build_defense", "defend"]
@@ -196,6 +197,24 @@ def _build_filter_kernels(model: nn.Module, radius: float, **options: Any) -> nn
     return Defended(new, weights=f"filter_kernels(radius={radius:g}, layers={layers!r})")
 
 
+def check_defense_spec(spec: str) -> Spec:
+    """Parse a defense spec and check its name and arguments against the registry, with no model.
+
+    Lets a benchmark spec be validated before anything runs; :func:`build_defense` calls it too.
+
+    Raises:
+        ValueError: a malformed spec, an unknown name (the known ones are listed) or arguments the
+            defense does not take.
+    """
+    parsed = parse_spec(spec, what="defense")
+    builder = DEFENSES.get(parsed.name)  # unknown names raise, listing the known ones
+    try:
+        inspect.signature(builder).bind(None, *parsed.args, **parsed.options)
+    except TypeError as err:
+        raise ValueError(f"bad arguments in defense spec {spec!r}: {err}") from None
+    return parsed
+
+
 def build_defense(spec: str, model: nn.Module) -> nn.Module:
     """Build the defense a spec string names around ``model``.
 
@@ -208,9 +227,5 @@ def build_defense(spec: str, model: nn.Module) -> nn.Module:
         >>> build_defense("post_average:1.35,K=15,seed=0", model)
         >>> build_defense("lowpass:radius=4,shape=square", model)
     """
-    parsed = parse_spec(spec, what="defense")
-    builder = DEFENSES.get(parsed.name)  # unknown names raise, listing the known ones
-    try:
-        return builder(model, *parsed.args, **parsed.options)
-    except TypeError as err:
-        raise ValueError(f"bad arguments in defense spec {spec!r}: {err}") from None
+    parsed = check_defense_spec(spec)
+    return DEFENSES.get(parsed.name)(model, *parsed.args, **parsed.options)
