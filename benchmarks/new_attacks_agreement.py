@@ -11,7 +11,7 @@ the first ``--n`` test images, for each eps this measures robust accuracy and wa
   steps (torchattacks' AutoAttack runs APGD/APGD-T/FAB with 10 steps) and Square budget (ours
   replaces FAB-T by the Fourier-basis attack).
 
-Writes one Markdown section (``--out``, default ``benchmarks/RESULTS_new_attacks.md``).
+Writes one Markdown section (``--out``, default ``benchmarks/RESULTS.md``).
 
     python benchmarks/new_attacks_agreement.py --part apgd --n 1000 --steps 10
 """
@@ -161,7 +161,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--norm", choices=["linf", "l2"], default="linf", help="threat model (--part apgd)")
     parser.add_argument("--kinds", nargs="+", default=["ce", "dlr", "apgd-t"], help="APGD losses (--part apgd)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS_new_attacks.md")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
