@@ -104,7 +104,7 @@ def decode_images(blobs: Sequence[tuple[str, bytes]], source: Path) -> torch.Ten
         source: the folder or archive, named in errors.
     """
     arrays: list[np.ndarray | None] = [None] * len(blobs)
-    jpeg = [i for i, (name, _) in enumerate(blobs) if name.lower().endswith((".jpg", ".jpeg"))]
+    jpeg = [i for i, (name, raw) in enumerate(blobs) if raw and name.lower().endswith((".jpg", ".jpeg"))]
     for i, img in zip(jpeg, _decode_jpegs([blobs[i][1] for i in jpeg])):
         if img.shape[0] in (1, 3):
             arrays[i] = img.permute(1, 2, 0).squeeze(2).numpy()

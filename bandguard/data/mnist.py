@@ -26,10 +26,10 @@ __all__ = ["MNIST_CLASSES", "NumpyOnlyUnpickler", "decode_mnist_pickle"]
 
 MNIST_CLASSES = tuple(str(d) for d in range(10))
 
-# What a pickle of numpy arrays needs, whichever protocol wrote it.
+# What a pickle of numpy arrays needs, whichever protocol (0 to 5) wrote it.
 _ALLOWED_NAMES = (
-    "numpy.core.multiarray._reconstruct, numpy._core.multiarray._reconstruct, numpy.ndarray, "
-    "numpy.dtype (and, in protocol 0-2 pickles, _codecs.encode of latin-1 text)"
+    "numpy.core.multiarray._reconstruct, numpy.ndarray, numpy.dtype; _codecs.encode of latin-1 "
+    "text in protocols 0-2; numpy.core.numeric._frombuffer in protocol 5"
 )
 
 
@@ -51,12 +51,26 @@ def _empty_bytes() -> bytes:
     return b""
 
 
+def _array_from_buffer(buffer: object, dtype: object, shape: object, order: object) -> np.ndarray:
+    """What protocol 5 pickles call ``numpy.core.numeric._frombuffer`` for: an array's bytes.
+
+    Checked before use: a byte buffer, a numpy dtype, a shape of ints and a memory order.
+    """
+    if not isinstance(buffer, (bytes, bytearray, pickle.PickleBuffer)) or not isinstance(dtype, np.dtype):
+        raise pickle.UnpicklingError(f"_frombuffer needs bytes and a dtype, got {type(buffer).__name__}")
+    if not (isinstance(shape, tuple) and all(isinstance(d, int) for d in shape) and order in ("C", "F")):
+        raise pickle.UnpicklingError(f"_frombuffer needs a shape of ints and order 'C' or 'F', got {shape!r}")
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order)
+
+
 # Both numpy spellings map to the function numpy itself pickles arrays with, found without
 # importing the deprecated ``numpy.core`` alias. Read-only: no mutable module state.
 _RECONSTRUCT = np.ndarray.__reduce__(np.zeros(0))[0]
 _ALLOWED: Mapping[tuple[str, str], Any] = types.MappingProxyType({
     ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
     ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy.core.numeric", "_frombuffer"): _array_from_buffer,
+    ("numpy._core.numeric", "_frombuffer"): _array_from_buffer,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): _latin1_bytes,
@@ -126,11 +140,11 @@ def _mnist_part(source: Path, part: object, what: str) -> tuple[torch.Tensor, to
         raise ValueError(f"{source}: {what} images must be a float array [N, 784], got {describe(x)}")
     if not (isinstance(y, np.ndarray) and y.shape == (x.shape[0],) and y.dtype.kind in "iu"):
         raise ValueError(f"{source}: {what} labels must be an int array [{x.shape[0]}], got {describe(y)}")
-    if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+    if x.size and (not np.isfinite(x).all() or x.min() < 0 or x.max() > 1):
         raise ValueError(f"{source}: {what} images must be finite and in [0, 1]")
     if y.size and (y.min() < 0 or y.max() > 9):
         raise ValueError(f"{source}: {what} labels must lie in 0..9")
     # The classic pickle stores pixel / 256 (maximum 255/256); recover the exact bytes then.
-    scale = 256.0 if np.array_equal(x * 256, np.rint(x * 256)) and x.max() < 1 else 255.0
+    scale = 256.0 if x.size and np.array_equal(x * 256, np.rint(x * 256)) and x.max() < 1 else 255.0
     pixels = np.clip(np.rint(x * scale), 0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
     return torch.from_numpy(pixels), torch.from_numpy(y.astype(np.int64))

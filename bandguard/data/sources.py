@@ -60,7 +60,7 @@ CIFAR_ARCHIVE = "cifar10-jpeg.tar.gz"
 CIFAR_FOLDER = "cifar10-jpeg"
 SAMPLE_ASSET = "mnist_sample.npz"
 # The bundled sample: the first images of the standard MNIST training and test sets.
-SAMPLE_SIZES = {"train": 5_000, "test": 1_000}
+SAMPLE_SIZES = {"train": 10_000, "test": 2_000}
 # How long a failed download is remembered before the next load tries again.
 RETRY_AFTER_S = 24 * 3600
 # Seconds to wait for a download mirror to accept a connection before calling it unreachable.
