@@ -105,18 +105,28 @@ def _cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "bandguard" / "test-models" / f"v{FIXTURE_VERSION}"
 
 
+def reference_options() -> dict:
+    """How the fixtures call ``reference_model``: local data only, the test-model cache."""
+    return {"root": data_dir(), "download": False, "cache_dir": _cache_dir()}
+
+
 def trained_model(arch: str, dataset: str) -> tuple[torch.nn.Module, float]:
     """The zoo's reference ``arch`` trained on ``dataset`` (cached); returns (model, test accuracy)."""
-    root = data_dir()
-    if root is None and dataset != "mnist":
+    if data_dir() is None and dataset != "mnist":
         pytest.skip(f"{arch} trains on {dataset}, which needs BANDGUARD_DATA")
     folder = _cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     # One process trains, concurrent ones (pytest-xdist, parallel runs) wait and then load.
     with open(folder / f"{arch}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        model, meta = reference_model(arch, dataset=dataset, root=root, download=False, cache_dir=folder)
+        model, meta = reference_model(arch, dataset=dataset, **reference_options())
     return model, float(meta["test_accuracy"])
+
+
+@pytest.fixture(scope="session")
+def zoo_options() -> dict:
+    """Keyword arguments that make ``reference_model`` serve the fixtures' cached nets."""
+    return reference_options()
 
 
 @pytest.fixture(scope="session")

@@ -8,21 +8,29 @@ import json
 import pytest
 
 from bandguard.cli import main, parse_number, parse_numbers
-from bandguard.models import save_checkpoint
 
 
-def test_demo_runs_the_tour_from_a_cached_model(tmp_path, monkeypatch, capsys, data_root, mnist_model) -> None:
+def test_demo_runs_the_tour_from_a_cached_model(tmp_path, monkeypatch, capsys, data_root, mnist_trained,
+                                                zoo_options) -> None:
+    import shutil
+
+    from bandguard.bench.zoo import reference_model
+
     monkeypatch.setenv("BANDGUARD_DATA", str(data_root))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    # The demo's recipe is the fixture's (one epoch, seed 0), so its cached file can stand in.
-    save_checkpoint(tmp_path / "cache" / "bandguard" / "models" / "demo-mnist_cnn.pt", mnist_model,
-                    arch="mnist_cnn", dataset="mnist")
+    # The demo's model is the zoo's, as the fixture's is: its cached file can stand in.
+    _, meta = reference_model("mnist_cnn", **zoo_options)
+    models = tmp_path / "cache" / "bandguard" / "models"
+    models.mkdir(parents=True)
+    shutil.copy(meta["path"], models)
     out = tmp_path / "demo"
     assert main(["demo", "-n", "64", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "loaded the cached mnist_cnn" in text and "clean test accuracy of mnist_cnn: 98." in text
+    assert f"loaded the cached mnist_cnn from {models}" in text
+    assert f"clean test accuracy of mnist_cnn: {meta['test_accuracy']:.2%}" in text
+    assert "60,000 training images" in text and "note:" not in text  # the full set, no sample note
     summary = json.loads((out / "demo.json").read_text())
-    assert summary["clean_accuracy"] >= 0.985
+    assert summary["clean_accuracy"] == meta["test_accuracy"] >= 0.98
     robust = summary["pgd"]["robust_accuracy"]
     assert robust == sorted(robust, reverse=True) and robust[-1] <= 0.05  # eps 0.3 breaks the natural net
     rows = {r["name"]: r for r in summary["defenses"]["rows"]}
