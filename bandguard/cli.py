@@ -148,9 +148,13 @@ def _demo_run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always", SampleDataWarning)
         model, meta = reference_model("mnist_cnn", device=device, retrain=args.retrain, progress=True)
         test_set = load_dataset("mnist", "test")
-    for note in sorted({str(w.message) for w in caught if issubclass(w.category, SampleDataWarning)}):
+    notes = {str(w.message) for w in caught if issubclass(w.category, SampleDataWarning)}
+    for w in caught:
+        if not issubclass(w.category, SampleDataWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    for note in sorted(notes):
         print(f"   note: {note}")
-    print(f"   data: {meta['train_images']:,} training images (from {meta['data_source']}), "
+    print(f"   data: {meta['train_size']:,} training images (from {meta['data_source']}), "
           f"{len(test_set):,} test images")
     print(f"   loaded the cached mnist_cnn from {meta['path']}" if meta["cached"] else
           f"   trained mnist_cnn in {meta['train_seconds']:.0f} s; cached in {meta['path']}")

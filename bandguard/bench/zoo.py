@@ -35,6 +35,7 @@ from torch import nn
 
 from bandguard._checks import check_int
 from bandguard.data import ImageDataset, load_dataset
+from bandguard.data.cache import cache_dir as user_cache_dir
 from bandguard.models import MODELS, create_model, load_checkpoint, save_checkpoint
 from bandguard.training import TrainConfig, evaluate, train
 
@@ -42,6 +43,9 @@ __all__ = ["RECIPES", "Recipe", "reference_model", "resolve_dataset", "shifted_c
 
 # Part of every cache key: bump it when a change outside the recipe alters what training gives.
 RECIPE_VERSION = 1
+# Metadata a cached reference model carries beside the checkpoint's own (an entry lacking any is
+# trained again).
+_EXTRA_META = ("data_source", "train_size", "train_images", "train_seconds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +111,8 @@ def reference_model(
     Returns:
         ``(model, meta)``: the model in eval mode on ``device``, and its metadata:
         ``test_accuracy`` (on the whole test split), ``data_source`` (where the training images
-        came from, e.g. ``"bundled sample"`` or a file), ``train_images``, ``train_seconds``,
+        came from, e.g. ``"bundled sample"`` or a file), ``train_size`` (images in the training
+        split), ``train_images`` (images per epoch, after repetition), ``train_seconds``,
         ``cached`` (loaded rather than trained now), ``path``, ``arch``, ``dataset``, ``recipe``.
 
     Raises:
@@ -121,22 +126,23 @@ def reference_model(
     recipe = _recipe(arch)
     if not isinstance(retrain, bool):
         raise TypeError(f"retrain must be a bool, got {type(retrain).__name__} {retrain!r}")
-    name = recipe.dataset if dataset is None else dataset
+    name = recipe.dataset if dataset is None else os.fspath(dataset)
     train_set = load_dataset(name, "train", root=root, download=download)
     test_set = load_dataset(name, "test", root=root, download=download)
-    folder = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+    folder = Path(cache_dir) if cache_dir is not None else user_cache_dir() / "models"
     path = folder / f"{arch}-{train_set.name}-{_cache_key(recipe, train_set, test_set)}.pt"
     if path.is_file() and not retrain:
         try:
             ckpt = load_checkpoint(path)
             model = ckpt.build().to(device)
+        except ValueError:  # a damaged entry, or one the network no longer fits: train afresh
+            ckpt = None
+        if ckpt is not None and all(k in ckpt.meta for k in _EXTRA_META):
             return model.eval(), {**ckpt.meta, "cached": True, "path": str(path)}
-        except ValueError:  # an outdated or damaged entry: train a fresh one below
-            pass
     model, meta = train_reference(arch, train_set, test_set, device=device, progress=progress)
-    save_checkpoint(path, model, arch=arch, dataset=str(train_set.name), test_accuracy=meta["test_accuracy"],
-                    recipe=meta["recipe"], extra={k: meta[k] for k in ("data_source", "train_images", "train_seconds")})
-    return model, {**meta, "cached": False, "path": str(path), "arch": arch, "dataset": train_set.name}
+    save_checkpoint(path, model, arch=arch, dataset=name, test_accuracy=meta["test_accuracy"],
+                    recipe=meta["recipe"], extra={k: meta[k] for k in _EXTRA_META})
+    return model, {**meta, "cached": False, "path": str(path), "arch": arch, "dataset": name}
 
 
 def train_reference(
@@ -151,7 +157,8 @@ def train_reference(
 
     Returns:
         ``(model, meta)`` with the model in eval mode and ``meta`` holding ``test_accuracy``,
-        ``data_source``, ``train_images`` (after repetition), ``train_seconds`` and ``recipe``.
+        ``data_source``, ``train_size``, ``train_images`` (after repetition), ``train_seconds``
+        and ``recipe``.
     """
     recipe = _recipe(arch)
     expected = MODELS.get(arch).input_shape
@@ -176,6 +183,7 @@ def train_reference(
     meta = {
         "test_accuracy": evaluate(model, test_set.images, test_set.labels, device=device),
         "data_source": train_set.source,
+        "train_size": len(train_set),
         "train_images": int(labels.numel()),
         "train_seconds": seconds,
         "recipe": recipe.to_dict(),
@@ -241,11 +249,6 @@ def _recipe(arch: str) -> Recipe:
         known = ', '.join(map(repr, RECIPES))
         raise ValueError(f"unknown arch {arch!r} for a reference model; expected one of {known}")
     return RECIPES[arch]
-
-
-def _default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "bandguard" / "models"
 
 
 def _cache_key(recipe: Recipe, train_set: ImageDataset, test_set: ImageDataset) -> str:
