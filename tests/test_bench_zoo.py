@@ -103,7 +103,7 @@ def test_resolve_dataset(tmp_path: Path) -> None:
             resolve_dataset(spec)
 
 
-@pytest.mark.slow  # trains on 60,000 shifted sample images: about a minute on 2 cores
+@pytest.mark.slow  # trains on 120,000 shifted sample images: about a minute on 2 cores
 def test_sample_recipe_reaches_98_percent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With nothing but the bundled sample, the recipe still gives >= 98 % on its test split."""
     from bandguard.data import SampleDataWarning
@@ -112,6 +112,6 @@ def test_sample_recipe_reaches_98_percent(tmp_path: Path, monkeypatch: pytest.Mo
     (tmp_path / "empty").mkdir()
     with pytest.warns(SampleDataWarning):
         _, meta = reference_model("mnist_cnn", root=tmp_path / "empty", download=False)
-    assert meta["data_source"] == "bundled sample" and meta["train_images"] == 60_000
+    assert meta["data_source"] == "bundled sample" and meta["train_images"] == 120_000
     assert meta["test_accuracy"] >= 0.98
     assert Path(meta["path"]).parent == tmp_path / "cache" / "bandguard" / "models"

@@ -10,8 +10,7 @@ retrains. Checkpoints go through :func:`bandguard.models.save_checkpoint` and ar
 Each recipe trains on at least ``min_images`` images per run: a smaller training set (the
 bundled MNIST sample) is repeated, each repeat shifted by a random offset of up to
 ``max_shift`` pixels (a translation augmentation, as in Simard et al. 2003), so the sample gets
-as many SGD steps as the full set and generalises as well as its size allows. On the full set
-the recipe is plain one-epoch training.
+as many SGD steps as the full set and generalises as well as its size allows.
 
 :func:`resolve_dataset` names the data set a checkpoint was trained on, for commands that take
 a model and then need its test images.
@@ -70,11 +69,13 @@ class Recipe:
 
 
 RECIPES: Mapping[str, Recipe] = types.MappingProxyType({
-    # Full MNIST: one epoch, about 30 s on 2 CPU cores, 98.9 % test accuracy.
+    # One pass over 120,000 images: the full set and one shifted copy of it, or the 10,000-image
+    # bundled sample and eleven. About a minute on 2 CPU cores either way; on the sample's 2,000
+    # test images 98.8 % (98.25 % with half as many steps, too close to the 98 % the tests need).
     "mnist_cnn": Recipe(
         "mnist",
         TrainConfig(epochs=1, batch_size=128, lr=0.05, seed=0, arch="mnist_cnn", dataset="mnist"),
-        min_images=60_000,
+        min_images=120_000,
         max_shift=2,
     ),
     # CIFAR-10: a short CPU run (minutes on 2 cores) with random crops and flips.
