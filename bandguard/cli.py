@@ -17,6 +17,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -238,17 +239,26 @@ def _demo_parser(p: argparse.ArgumentParser) -> None:
 def _demo_run(args: argparse.Namespace) -> int:
     """The tour: the MNIST CNN bare and behind three defenses, judged by the harness."""
     from bandguard.bench.demo import demo_spec, run_demo
+    from bandguard.data import SampleDataWarning
 
     start = time.perf_counter()
     print("bandguard demo: MNIST CNN, bare and with lowpass / post-averaging / kernel smoothing,")
     print("under adaptive PGD (EOT where randomized) and the Fourier-basis attack at 3 L2 budgets")
     spec = demo_spec(args.out, n=args.n, device=args.device)
     progress = _Progress(spec.n, disable=args.quiet or not sys.stderr.isatty())
-    try:
-        demo = run_demo(args.out, n=args.n, device=args.device, retrain=args.retrain, force=args.force,
-                        progress=progress)
-    finally:
-        progress.close()
+    # Offline, the bundled-sample fallback is worth one line of its own, not a warning per load.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SampleDataWarning)
+        try:
+            demo = run_demo(args.out, n=args.n, device=args.device, retrain=args.retrain, force=args.force,
+                            progress=progress)
+        finally:
+            progress.close()
+    for w in caught:
+        if not issubclass(w.category, SampleDataWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    for note in sorted({str(w.message) for w in caught if issubclass(w.category, SampleDataWarning)}):
+        print(f"note: {note}")
     acc = demo.model_meta.get("test_accuracy")
     print(f"model: mnist_cnn ({'cached' if demo.model_meta.get('cached') else 'trained now'}"
           + (f", test accuracy {acc:.2%})" if isinstance(acc, float) else ")"))
@@ -287,16 +297,14 @@ def _model_label(args: argparse.Namespace) -> str:
 
 def _model_and_data(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str]:
     """The model from ``--model``/``--model-code`` and the first ``-n`` test images of ``--dataset``."""
+    from bandguard.bench.zoo import resolve_dataset
     from bandguard.data import load_dataset
-    from bandguard.models import load_checkpoint
 
-    dataset = args.dataset
-    device = _device(args.device)
-    if dataset is None and args.model is not None and Path(args.model).is_file():
-        dataset = load_checkpoint(args.model).meta.get("dataset")
-    model = _load_cli_model(args).to(device).eval()
-    if dataset is None:
+    if args.dataset is None and args.model is None:
         raise ValueError(f"--dataset is needed: {_model_label(args)!r} does not name its data set")
+    dataset = resolve_dataset(args.model, args.dataset)
+    device = _device(args.device)
+    model = _load_cli_model(args).to(device).eval()
     x, y = load_dataset(dataset, "test").tensors(args.n, device=device)
     _probe(model, x, dataset)
     return model, x, y, dataset

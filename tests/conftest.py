@@ -1,34 +1,25 @@
 """Shared fixtures: real data through ``$BANDGUARD_DATA`` and small trained reference nets.
 
-Trained models are cached on disk (``$BANDGUARD_TEST_CACHE``, default
-``~/.cache/bandguard/test-models``) under a key that hashes the model definitions, the recipe, the
-data source and :data:`FIXTURE_VERSION`. Training code is not hashed (every edit of it would retrain
-both nets, minutes each on 2 cores): bump ``FIXTURE_VERSION`` when a change alters what natural
-training produces.
+The trained nets are the reference models of :mod:`bandguard.bench.zoo` (the demo's recipe), on
+the full data sets when ``$BANDGUARD_DATA`` holds them, else on the bundled MNIST sample. They are
+cached on disk (``$BANDGUARD_TEST_CACHE``, default ``~/.cache/bandguard/test-models``) under a key
+that hashes the recipe and the training and test images; the zoo's ``RECIPE_VERSION`` and the
+:data:`FIXTURE_VERSION` below (hashed into the folder name) retrain them when training changes.
+A cached net that no longer loads (a changed architecture) is retrained.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 from pathlib import Path
 
 import pytest
 import torch
 
-import bandguard
-from bandguard.models import create_model, load_checkpoint, save_checkpoint
-from bandguard.training import TrainConfig, train
+from bandguard.bench.zoo import reference_model
 
-PACKAGE = Path(bandguard.__file__).parent
-FIXTURE_VERSION = 2
-
-# Recipes of the shared reference models (one epoch of MNIST; a short CIFAR run).
-MNIST_RECIPE = TrainConfig(epochs=1, batch_size=128, lr=0.05, seed=0, arch="mnist_cnn", dataset="mnist")
-CIFAR_RECIPE = TrainConfig(
-    epochs=3, batch_size=128, lr=0.1, seed=0, augment=True, arch="cifar_small", dataset="cifar10"
-)
+FIXTURE_VERSION = 3
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -109,54 +100,73 @@ def cifar_test(cifar_test_set) -> tuple[torch.Tensor, torch.Tensor]:
 def _cache_dir() -> Path:
     base = os.environ.get("BANDGUARD_TEST_CACHE")
     if base:
-        return Path(base)
+        return Path(base) / f"v{FIXTURE_VERSION}"
     xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "bandguard" / "test-models"
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "bandguard" / "test-models" / f"v{FIXTURE_VERSION}"
 
 
-def trained_model(recipe: TrainConfig, train_set, test_set) -> tuple[torch.nn.Module, float]:
-    """Train ``recipe.arch`` on ``train_set`` (or load the cached result); returns (model, test accuracy)."""
-    digest = hashlib.sha256()
-    digest.update((PACKAGE / "models.py").read_bytes())
-    digest.update(f"fixture-{FIXTURE_VERSION}".encode())
-    digest.update(repr(recipe.recipe()).encode())
-    digest.update(f"{len(train_set)}:{int(train_set.labels[:1000].sum())}".encode())
-    path = _cache_dir() / f"{recipe.arch}-{digest.hexdigest()[:16]}.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
+def reference_options() -> dict:
+    """How the fixtures call ``reference_model``: local data only, the test-model cache."""
+    return {"root": data_dir(), "download": False, "cache_dir": _cache_dir()}
+
+
+def trained_model(arch: str, dataset: str) -> tuple[torch.nn.Module, float]:
+    """The zoo's reference ``arch`` trained on ``dataset`` (cached); returns (model, test accuracy)."""
+    if data_dir() is None and dataset != "mnist":
+        pytest.skip(f"{arch} trains on {dataset}, which needs BANDGUARD_DATA")
+    folder = _cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
     # One process trains, concurrent ones (pytest-xdist, parallel runs) wait and then load.
-    with open(path.with_suffix(".lock"), "w") as lock:
+    with open(folder / f"{arch}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.exists():
-            ckpt = load_checkpoint(path)
-            return ckpt.build(), float(ckpt.meta["test_accuracy"])
-        with torch.random.fork_rng():
-            torch.manual_seed(recipe.seed)
-            model = create_model(recipe.arch)
-        result = train(model, train_set, recipe, test_data=test_set, progress=False)
-        save_checkpoint(path, model, arch=recipe.arch, dataset=recipe.dataset,
-                        test_accuracy=result.test_accuracy, recipe=recipe.recipe())
-    return model.eval(), float(result.test_accuracy)
+        model, meta = reference_model(arch, dataset=dataset, **reference_options())
+    return model, float(meta["test_accuracy"])
 
 
 @pytest.fixture(scope="session")
-def mnist_trained(mnist_train, mnist_test_set) -> tuple[torch.nn.Module, float]:
-    """``mnist_cnn`` after one epoch, with its accuracy on the full test set."""
-    return trained_model(MNIST_RECIPE, mnist_train, mnist_test_set)
+def zoo_options() -> dict:
+    """Keyword arguments that make ``reference_model`` serve the fixtures' cached nets."""
+    return reference_options()
+
+
+@pytest.fixture(scope="session")
+def mnist_trained() -> tuple[torch.nn.Module, float]:
+    """The zoo's ``mnist_cnn`` (the demo's model), with its accuracy on the whole test split."""
+    return trained_model("mnist_cnn", "mnist")
 
 
 @pytest.fixture(scope="session")
 def mnist_model(mnist_trained) -> torch.nn.Module:
-    """``mnist_cnn`` trained one epoch on MNIST (eval mode). Do not modify it: it is shared."""
+    """The zoo's ``mnist_cnn`` trained on MNIST (eval mode). Do not modify it: it is shared."""
     return mnist_trained[0]
 
 
 @pytest.fixture(scope="session")
-def cifar_trained(cifar_train, cifar_test_set) -> tuple[torch.nn.Module, float]:
-    """``cifar_small`` after a short CPU run, with its accuracy on the full test set."""
-    return trained_model(CIFAR_RECIPE, cifar_train, cifar_test_set)
+def cifar_trained() -> tuple[torch.nn.Module, float]:
+    """The zoo's ``cifar_small`` after a short CPU run, with its accuracy on the full test set."""
+    return trained_model("cifar_small", "cifar10")
 
 
 @pytest.fixture(scope="session")
 def cifar_model(cifar_trained) -> torch.nn.Module:
     """``cifar_small`` after a short CPU run (eval mode). Do not modify it: it is shared."""
     return cifar_trained[0]
+
+
+@pytest.fixture
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Points ``XDG_CACHE_HOME`` (the decoded cache, download markers) into a fresh folder."""
+    cache = tmp_path / "xdg-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    return cache / "bandguard"
+
+
+@pytest.fixture
+def bundled_sample(tmp_path: Path, private_cache: Path):
+    """The bundled MNIST sample's test split, loaded where nothing else can be found."""
+    from bandguard.data import SampleDataWarning, load_dataset
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.warns(SampleDataWarning):
+        return load_dataset("mnist", "test", root=empty, download=False)

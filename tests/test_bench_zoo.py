@@ -1,0 +1,117 @@
+"""bandguard.bench.zoo: the reference nets (trained once, cached), their data and shifted copies."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from bandguard.bench.zoo import RECIPES, reference_model, resolve_dataset, shifted_copies
+from bandguard.models import load_checkpoint, save_checkpoint
+
+
+def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``x`` [N, C, H, W] moved down ``dy`` and right ``dx`` pixels, zeros moved in (reference)."""
+    out = torch.zeros_like(x)
+    h, w = x.shape[-2:]
+    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        x[..., max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float64])
+def test_shifted_copies_are_translations_within_the_limit(dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(1, 256, (6, 2, 7, 9), generator=g).to(dtype)
+    out = shifted_copies(x, 4, max_shift=2, generator=torch.Generator().manual_seed(1))
+    assert out.shape == (24, 2, 7, 9) and out.dtype == dtype and torch.equal(out[:6], x)
+    offsets = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
+    seen = set()
+    for k, img in enumerate(out[6:]):
+        matches = [o for o in offsets if torch.equal(img, _shift(x[k % 6 : k % 6 + 1], *o)[0])]
+        assert len(matches) == 1, f"copy {k} is no translation of image {k % 6} by at most 2 pixels"
+        seen.add(matches[0])
+    assert len(seen) > 5  # offsets vary between images and copies
+    again = shifted_copies(x, 4, max_shift=2, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(out, again)
+
+
+def test_shifted_copies_edge_cases() -> None:
+    x = torch.arange(8, dtype=torch.uint8).reshape(2, 1, 2, 2)
+    assert torch.equal(shifted_copies(x, 1, max_shift=3), x)
+    assert torch.equal(shifted_copies(x, 3, max_shift=0), torch.cat([x, x, x]))
+    with pytest.raises(ValueError, match="copies must be >= 1"):
+        shifted_copies(x, 0, max_shift=1)
+    with pytest.raises(TypeError, match="max_shift must be an int"):
+        shifted_copies(x, 2, max_shift=1.5)  # type: ignore[arg-type]
+
+
+def test_reference_mnist_cnn_is_accurate_and_cached(mnist_trained: tuple[torch.nn.Module, float],
+                                                    zoo_options: dict) -> None:
+    """The fixture net is the zoo's; asking again loads the same weights from the cache."""
+    model, accuracy = mnist_trained
+    assert accuracy >= 0.98
+    again, meta = reference_model("mnist_cnn", **zoo_options)
+    assert meta["cached"] is True and meta["test_accuracy"] == accuracy and not again.training
+    for (name, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
+    ckpt = load_checkpoint(meta["path"])
+    assert (ckpt.meta["arch"], ckpt.meta["dataset"]) == ("mnist_cnn", "mnist")
+    assert ckpt.meta["recipe"]["config"]["lr"] == RECIPES["mnist_cnn"].config.lr
+    source = ckpt.meta["data_source"]
+    assert source == "bundled sample" if zoo_options["root"] is None else source.endswith("mnist.pkl.gz")
+    assert ckpt.meta["train_images"] >= RECIPES["mnist_cnn"].min_images
+
+
+def test_cached_file_is_found_by_name(mnist_trained: tuple[torch.nn.Module, float], zoo_options: dict,
+                                     tmp_path: Path) -> None:
+    """The entry's name is all that finds it: a copy in another folder is served from there."""
+    _, meta = reference_model("mnist_cnn", **zoo_options)
+    copy = tmp_path / Path(meta["path"]).name
+    shutil.copy(meta["path"], copy)
+    options = {**zoo_options, "cache_dir": tmp_path}
+    _, again = reference_model("mnist_cnn", **options)
+    assert again["cached"] is True and again["path"] == str(copy)
+    assert again["test_accuracy"] == meta["test_accuracy"]
+
+
+def test_unknown_arch_and_wrong_images(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"unknown arch 'resnet' for a reference model; expected one of 'mnist_cnn'"):
+        reference_model("resnet", cache_dir=tmp_path)
+    for split in ("train", "test"):
+        (tmp_path / "rgb" / split / "a").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "rgb" / split / "a" / "0.png")
+    with pytest.raises(ValueError, match=r"mnist_cnn takes images of shape \(1, 28, 28\), got \(3, 8, 8\)"):
+        reference_model("mnist_cnn", dataset=tmp_path / "rgb", cache_dir=tmp_path / "models")
+    with pytest.raises(TypeError, match="retrain must be a bool"):
+        reference_model("mnist_cnn", retrain="yes", cache_dir=tmp_path)  # type: ignore[arg-type]
+    assert not (tmp_path / "models").exists()
+
+
+def test_resolve_dataset(tmp_path: Path) -> None:
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    save_checkpoint(tmp_path / "named.pt", model, dataset="cifar10")
+    save_checkpoint(tmp_path / "anonymous.pt", model)
+    assert resolve_dataset(tmp_path / "named.pt") == "cifar10"
+    assert resolve_dataset(tmp_path / "named.pt", "mnist") == "mnist"  # an explicit choice wins
+    assert resolve_dataset("mnist_cnn", "mnist") == "mnist"
+    for spec in (tmp_path / "anonymous.pt", "mnist_cnn"):
+        with pytest.raises(ValueError, match="dataset is needed: .* does not name its data set"):
+            resolve_dataset(spec)
+
+
+@pytest.mark.slow  # trains on 120,000 shifted sample images: about a minute on 2 cores
+def test_sample_recipe_reaches_98_percent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With nothing but the bundled sample, the recipe still gives >= 98 % on its test split."""
+    from bandguard.data import SampleDataWarning
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "empty").mkdir()
+    with pytest.warns(SampleDataWarning):
+        _, meta = reference_model("mnist_cnn", root=tmp_path / "empty", download=False)
+    assert meta["data_source"] == "bundled sample" and meta["train_images"] == 120_000
+    assert meta["test_accuracy"] >= 0.98
+    assert Path(meta["path"]).parent == tmp_path / "cache" / "bandguard" / "models"
