@@ -273,16 +273,21 @@ def _apgd_core(
     bounds: tuple[float, float],
     band: Band | None,
     generator: torch.Generator | None,
+    clean_logits: torch.Tensor | None = None,
 ) -> Outcome:
-    """Restarts (and, for APGD-T, targets) cascaded on the samples no earlier run broke."""
+    """Restarts (and, for APGD-T, targets) cascaded on the samples no earlier run broke.
+
+    APGD-T ranks its target classes on ``clean_logits`` (the driver's clean forward, so it is
+    spent once); without them it spends and counts a forward of its own.
+    """
     n = x0.shape[0]
-    out = Outcome(x0.clone(), torch.zeros(n, dtype=torch.bool, device=x0.device), labels.clone(),
-                   torch.zeros(n, dtype=torch.long, device=x0.device),
-                   torch.zeros(n, dtype=torch.long, device=x0.device))
+    out = Outcome.unbroken(x0, labels)
     if target_classes and not targeted:
-        with torch.no_grad():
-            clean = model(x0)
-        out.forwards += 1  # the clean logits that rank the targets
+        clean = clean_logits
+        if clean is None:
+            with torch.no_grad():
+                clean = model(x0)
+            out.forwards += 1  # the clean logits that rank the targets
         _check_classes(clean, loss, True)
         ranked = clean.argsort(1, descending=True)
         # The top classes other than the true one, in decreasing order of their clean logit.
@@ -299,11 +304,7 @@ def _apgd_core(
             target = labels[idx] if targeted else (None if goal is None else goal[idx])
             res = _apgd_run(model, x0[idx], away, target, eps=eps, norm=norm, steps=steps, loss=loss,
                             rho=rho, eot=eot, bounds=bounds, band=band, generator=generator)
-            out.x_adv[idx] = res.x_adv
-            out.success[idx] = res.success
-            out.pred[idx] = res.pred
-            out.forwards[idx] += res.forwards
-            out.gradients[idx] += res.gradients
+            out.update(idx, res)
     return out
 
 
@@ -363,11 +364,15 @@ class APGD(Attack):
 
     def _run(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float,
              generator: torch.Generator | None) -> Outcome:
+        return self._run_from(model, x, labels, targeted, eps, generator, None)
+
+    def _run_from(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float,
+                  generator: torch.Generator | None, clean_logits: torch.Tensor | None) -> Outcome:
         return _apgd_core(
             model, x, labels, targeted, eps=eps, norm=self.norm, steps=self.steps,
             restarts=self.restarts, loss=self.loss, target_classes=self.target_classes, rho=self.rho,
             eot=_resolve_eot(model, self.eot_samples), bounds=self.bounds, band=self.band,
-            generator=generator,
+            generator=generator, clean_logits=clean_logits,
         )
 
 

@@ -68,10 +68,7 @@ class Ensemble(Attack):
 
     def _run_from(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float,
                   generator: torch.Generator | None, clean_logits: torch.Tensor) -> Outcome:
-        n = x.shape[0]
-        zeros = torch.zeros(n, dtype=torch.long, device=x.device)
-        out = Outcome(x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device), labels.clone(),
-                      zeros.clone(), zeros.clone())
+        out = Outcome.unbroken(x, labels)
         for attack in self.attacks:
             idx = (~out.success).nonzero().squeeze(1)
             if idx.numel() == 0:
@@ -80,11 +77,7 @@ class Ensemble(Attack):
             # logits, so a score-based member spends no second clean forward.
             res = attack._run_from(model, x[idx], labels[idx], targeted, eps, attack._generator(x.device),
                                    clean_logits[idx])
-            out.x_adv[idx] = res.x_adv.to(x.dtype)
-            out.success[idx] = res.success
-            out.pred[idx] = res.pred
-            out.forwards[idx] += res.forwards
-            out.gradients[idx] += res.gradients
+            out.update(idx, res)
         return out
 
 

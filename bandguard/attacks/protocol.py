@@ -57,6 +57,20 @@ class Outcome:
         long = torch.zeros(0, dtype=torch.long, device=x.device)
         return cls(x[:0], labels[:0].bool(), labels[:0], long, long)
 
+    @classmethod
+    def unbroken(cls, x: torch.Tensor, labels: torch.Tensor) -> Outcome:
+        """The start of a cascade: every sample at ``x``, none broken, nothing spent."""
+        zeros = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        return cls(x.clone(), torch.zeros_like(zeros, dtype=torch.bool), labels.clone(), zeros, zeros.clone())
+
+    def update(self, idx: torch.Tensor, later: Outcome) -> None:
+        """Take a later run on the samples ``idx`` (in place): its points and verdicts, its counts added."""
+        self.x_adv[idx] = later.x_adv.to(self.x_adv.dtype)
+        self.success[idx] = later.success
+        self.pred[idx] = later.pred
+        self.forwards[idx] += later.forwards
+        self.gradients[idx] += later.gradients
+
 
 def is_randomized(model: nn.Module) -> bool:
     """``True`` if any submodule declares ``randomized = True`` (gradient attacks then use EOT)."""
