@@ -45,6 +45,19 @@ def data_root() -> Path:
     return root
 
 
+@pytest.fixture
+def mnist_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """Environment for code that loads MNIST by name (the CLI): the real set through
+    ``$BANDGUARD_DATA`` when present, else the bundled sample with a fresh, empty cache."""
+    root = data_dir()
+    if root is not None:
+        monkeypatch.setenv("BANDGUARD_DATA", str(root))
+    else:
+        monkeypatch.delenv("BANDGUARD_DATA", raising=False)
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    return root
+
+
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def device(request: pytest.FixtureRequest) -> torch.device:
     """Runs a test on the CPU and, where CUDA exists, on the GPU."""

@@ -113,7 +113,7 @@ def test_pgd_at_adversary_trains_a_robust_model(mnist_train, mnist_test) -> None
     assert r.robust_accuracy >= 0.3
 
 
-def test_cli_attack_writes_accuracies_per_eps(mnist_model, data_root, tmp_path, capsys) -> None:
+def test_cli_attack_writes_accuracies_per_eps(mnist_model, mnist_env, tmp_path, capsys) -> None:
     from bandguard.cli import main
     from bandguard.models import save_checkpoint
 
@@ -132,7 +132,7 @@ def test_cli_attack_writes_accuracies_per_eps(mnist_model, data_root, tmp_path, 
 
 
 @pytest.mark.slow  # the train command evaluates on all 10,000 test images
-def test_cli_train_with_adversary_records_it(mnist_train, data_root, tmp_path) -> None:
+def test_cli_train_with_adversary_records_it(mnist_train, mnist_env, tmp_path) -> None:
     from bandguard.cli import main
     from bandguard.models import load_checkpoint
 

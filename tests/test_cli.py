@@ -138,8 +138,7 @@ def test_model_code_runs_only_when_asked_and_reports_plainly(nets, capsys) -> No
     assert "form 'package.module:function'" in _one_line_error(capsys, "attack")
 
 
-def test_a_softmax_model_is_refused_before_the_attack(nets, data_root, monkeypatch, capsys) -> None:
-    monkeypatch.setenv("BANDGUARD_DATA", str(data_root))
+def test_a_softmax_model_is_refused_before_the_attack(nets, mnist_env, monkeypatch, capsys) -> None:
     code = main(["attack", "--model-code", f"{nets}:softmax_net", "--dataset", "mnist", "--eps", "0.1", "-n", "4",
                  "--device", "cpu"])
     assert code == 2
@@ -168,8 +167,7 @@ def test_unknown_or_missing_devices_are_usage_errors(tmp_path, capsys) -> None:
         assert "--device 'cuda' asks for a GPU but CUDA is not available" in _one_line_error(capsys, "attack")
 
 
-def test_train_refuses_an_arch_made_for_other_images(tmp_path, data_root, monkeypatch, capsys) -> None:
-    monkeypatch.setenv("BANDGUARD_DATA", str(data_root))
+def test_train_refuses_an_arch_made_for_other_images(tmp_path, mnist_env, monkeypatch, capsys) -> None:
     code = main(["train", "--arch", "cifar_small", "--dataset", "mnist", "--out", str(tmp_path / "m.pt")])
     assert code == 2
     line = _one_line_error(capsys, "train")

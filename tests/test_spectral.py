@@ -106,7 +106,7 @@ def test_pgd_spectrum_of_a_trained_model(mnist_model, mnist_test) -> None:
 # --------------------------------------------------------------------------- command line
 
 
-def test_cli_heatmap_and_spectrum_write_png_and_json(data_root, tmp_path, capsys) -> None:
+def test_cli_heatmap_and_spectrum_write_png_and_json(mnist_env, tmp_path, capsys) -> None:
     from bandguard.cli import main
     from bandguard.models import create_model, save_checkpoint
 
