@@ -2,7 +2,7 @@
 
 Every public function that runs a model (attacks, spectral analysis, defenses that evaluate,
 training callbacks) goes through :func:`model_mode`. Flipping only the top module
-(``was = model.training; model.eval(); ...; model.train(was)``) is wrong: ``model.train(was)``
+(saving only ``model.training`` and calling ``model.train(...)`` with it afterwards) is wrong: that call
 sets *every* submodule, so a user's BatchNorm frozen in eval mode inside a training model would
 come back in train mode. This helper records each submodule's flag and each parameter's
 ``requires_grad`` and restores them one by one.

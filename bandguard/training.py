@@ -261,10 +261,15 @@ def train(
         device: where to train; default the device of the model's parameters.
         progress: show tqdm bars.
 
+    Submodules found in eval mode while ``model`` itself is in train mode are taken as frozen by
+    the caller (a BatchNorm kept on its running statistics, say): they stay in eval mode for the
+    whole run, and parameters with ``requires_grad=False`` are never updated.
+
     Returns:
         A :class:`TrainResult`. The model ends in eval mode.
     """
     images, labels = _unpack(data, "data")
+    frozen = [m for m in model.modules() if model.training and not m.training]
     if config.limit is not None:
         images, labels = images[: config.limit], labels[: config.limit]
     test = _unpack(test_data, "test_data") if test_data is not None else None
@@ -293,6 +298,8 @@ def train(
         _call_begin(callbacks, model)
     for epoch in range(start_epoch, config.epochs):
         model.train()
+        for m in frozen:
+            m.eval()
         order = torch.randperm(len(labels), generator=generator)
         total_loss, correct, seen = 0.0, 0, 0
         bar = tqdm(order.split(config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
