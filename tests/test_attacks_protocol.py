@@ -320,15 +320,21 @@ def test_bad_inputs_raise_naming_the_argument(kind) -> None:
 
 
 def test_registry_builds_every_attack_by_name() -> None:
-    assert ATTACKS.names() == ["fgm", "fgsm", "fourier", "fourier_greedy", "pgd"]
-    model, (x, y) = tiny_model(), batch(4)
+    assert ATTACKS.names() == ["apgd", "fgm", "fgsm", "fourier", "fourier_greedy", "pgd", "square", "standard"]
+    model, (x, y) = tiny_model(classes=5), batch(4)  # APGD-T's DLR needs at least 4 classes
+    small = {"fourier": {"max_queries": 2}, "fourier_greedy": {"max_queries": 2}, "apgd": {"steps": 2},
+             "square": {"queries": 3}, "standard": {"steps": 2, "fourier_queries": 2, "square_queries": 3}}
     for name in ATTACKS:
-        settings_ = {"max_queries": 2} if name.startswith("fourier") else {}
-        attack = create_attack(name, eps=0.1, **settings_)
-        assert type(attack) is ATTACKS.get(name) and attack.name == name
+        attack = create_attack(name, eps=0.1, **small.get(name, {}))
+        if name == "standard":  # a factory: the ensemble of APGD-CE, APGD-T, Fourier and Square
+            assert [a.name for a in attack.attacks] == ["apgd", "apgd", "fourier_in_ball", "square"]
+        else:
+            assert type(attack) is ATTACKS.get(name) and attack.name == name
         assert attack(model, x, y)[0].x_adv.shape == x.shape
     with pytest.raises(ValueError, match="unknown attack"):
         create_attack("nope", eps=0.1)
+    with pytest.raises(ValueError, match="takes no option 'nope'"):
+        create_attack("standard", eps=0.1, nope=1)
 
 
 def test_explicit_generator_overrides_the_seed() -> None:
