@@ -58,7 +58,6 @@ def select_convs(model: nn.Module, layers: LayerSpec, *, name: str = "layers") -
         raise ValueError(f"{name} must name at least one layer, got {layers!r}")
     modules = dict(model.named_modules())
     known = [n for n, _ in convs]
-    picked = []
     for layer in wanted:
         if layer not in modules:
             raise ValueError(f"unknown layer {layer!r} in {name}; conv layers are {known}")
@@ -67,6 +66,4 @@ def select_convs(model: nn.Module, layers: LayerSpec, *, name: str = "layers") -
                 f"layer {layer!r} in {name} is a {type(modules[layer]).__name__}, not nn.Conv2d; "
                 f"conv layers are {known}"
             )
-        if layer not in [p for p, _ in picked]:
-            picked.append((layer, modules[layer]))
-    return picked
+    return [(n, m) for n, m in convs if n in wanted]  # module order, each once
