@@ -32,6 +32,7 @@ raise ``ValueError`` naming the file or argument; nothing returns part of a data
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import dataclasses
 import gzip
@@ -54,7 +55,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from bandguard._checks import check_choice, check_int
+from bandguard._checks import check_bool, check_choice, check_int
 from bandguard._io import torch_save_atomic
 
 __all__ = [
@@ -223,7 +224,7 @@ def make_loader(
     if seed is not None:
         generator = torch.Generator().manual_seed(check_int(seed, "seed"))
     sampler = (
-        RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+        RandomSampler(dataset, generator=generator) if check_bool(shuffle, "shuffle") else SequentialSampler(dataset)
     )
     return DataLoader(
         dataset,
@@ -267,7 +268,9 @@ def load_dataset(
             mis-checksummed source (the message names the file).
         FileNotFoundError: CIFAR-10 found nowhere.
     """
-    split = check_choice(split, SPLITS, "split")
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"name must be a data set name or a folder path, got {type(name).__name__} {name!r}")
+    split, download = check_choice(split, SPLITS, "split"), check_bool(download, "download")
     key = name.lower() if isinstance(name, str) else None
     if key in DATASETS:
         return _load_named(key, split, root=root, download=download)
@@ -473,6 +476,7 @@ _PICKLE_ALLOWED: Mapping[tuple[str, str], Any] = types.MappingProxyType({
     ("numpy._core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(0))[0],
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,  # protocol 2 pickles bytes (the array data) through it
 })
 
 
