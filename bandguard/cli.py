@@ -388,7 +388,11 @@ def _spectrum_run(args: argparse.Namespace) -> int:
     attack = create_attack(args.attack, eps=args.eps, **options)
     models, names = [model], [Path(_model_label(args)).stem]
     if args.compare:
-        models.append(load_model(args.compare).to(x.device).eval())
+        try:
+            other = load_model(args.compare)
+        except (ValueError, TypeError, FileNotFoundError) as err:
+            raise type(err)(f"--compare: {err}") from None
+        models.append(other.to(x.device).eval())
         names.append(Path(args.compare).stem)
     if args.names:
         names = [part.strip() for part in args.names.split(",")]
@@ -496,7 +500,7 @@ def _bench_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="TOML spec of models x defenses x attacks x eps (see examples/specs/)")
     p.add_argument("--force", action="store_true", help="recompute every cell instead of resuming")
     p.add_argument("--device", default=None, help="override the spec's device (auto, cpu, cuda, cuda:1)")
-    p.add_argument("--out", default=None, help="override the spec's output folder")
+    p.add_argument("--out", type=output_dir, default=None, help="override the spec's output folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 

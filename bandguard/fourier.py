@@ -24,6 +24,8 @@ from typing import TypeVar
 import torch
 from einops import rearrange
 
+from bandguard._checks import check_bool, check_int, check_nonnegative
+
 __all__ = [
     "KERNEL_GRID",
     "FilterKind",
@@ -100,12 +102,8 @@ def _coerce(value: object, enum_type: type[E], name: str) -> E:
 
 
 def _check_radius(radius: object) -> float:
-    if isinstance(radius, bool) or not isinstance(radius, (int, float)):
-        raise TypeError(f"radius must be a real number, got {type(radius).__name__} {radius!r}")
-    r = float(radius)
-    if not math.isfinite(r) or r < 0:
-        raise ValueError(f"radius must be >= 0 and finite, got {radius!r}")
-    return r
+    # numpy scalars and 0-d tensors are radii too; an int too large for a float is refused here.
+    return check_nonnegative(radius, "radius")
 
 
 # --------------------------------------------------------------------------- transforms
@@ -343,10 +341,8 @@ class FrequencyFilter:
         object.__setattr__(self, "kind", _coerce(self.kind, FilterKind, "kind"))
         object.__setattr__(self, "shape", _coerce(self.shape, MaskShape, "shape"))
         object.__setattr__(self, "profile", _coerce(self.profile, MaskProfile, "profile"))
-        if isinstance(self.order, bool) or not isinstance(self.order, int) or self.order < 1:
-            raise ValueError(f"order must be an int >= 1, got {self.order!r}")
-        if not isinstance(self.rescale, bool):
-            raise TypeError(f"rescale must be a bool, got {self.rescale!r}")
+        object.__setattr__(self, "order", check_int(self.order, "order", minimum=1))
+        object.__setattr__(self, "rescale", check_bool(self.rescale, "rescale"))
         if self.clip is not None:
             lo, hi = (float(v) for v in self.clip)
             if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):

@@ -36,5 +36,5 @@ def test_values() -> None:
 def test_errors(spec: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_spec(spec, what="defense")
-    with pytest.raises(ValueError, match="must be a non-empty string"):
+    with pytest.raises(TypeError, match="spec must be a string"):
         parse_spec(None)  # type: ignore[arg-type]

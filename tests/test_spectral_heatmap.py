@@ -134,7 +134,7 @@ def test_layer_heatmap_is_the_mean_l2_change_of_that_layer_relative_to_its_maxim
     # Without a layer the option does not apply: error rates are never rescaled.
     plain = fourier_heatmap(model, x, y, eps=1.5, generator=torch.Generator().manual_seed(5))
     assert not plain.relative_scale
-    with pytest.raises(TypeError, match="relative_scale must be a bool"):
+    with pytest.raises(TypeError, match="relative_scale must be True or False"):
         fourier_heatmap(model, x, y, eps=1.0, layer="2", relative_scale="yes")  # type: ignore[arg-type]
 
 

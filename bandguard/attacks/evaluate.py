@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bandguard._checks import check_images, check_int, check_labels
+from bandguard._checks import check_device, check_images, check_int, check_labels
 from bandguard._io import write_json_atomic
 from bandguard.attacks.norms import Norm
 from bandguard.attacks.protocol import Attack
@@ -121,7 +121,7 @@ def evaluate_attack(
     x = check_images(x, "x", bounds=attack.bounds)
     y = check_labels(y, x, "y")
     check_int(batch_size, "batch_size", minimum=1)
-    device = torch.device(device) if device is not None else _model_device(model, x.device)
+    device = check_device(device) if device is not None else _model_device(model, x.device)
     k = len(attack.epsilons)
     clean = 0
     robust, success, norms = [0] * k, [0] * k, [0.0] * k

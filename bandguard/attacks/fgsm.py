@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bandguard._checks import Bounds, check_enum, check_positive
+from bandguard._checks import Bounds, check_bool, check_enum, check_positive
 from bandguard.attacks.losses import Loss
 from bandguard.attacks.norms import Norm
 from bandguard.attacks.pgd import GradientAttack
@@ -52,6 +52,7 @@ class FGSM(GradientAttack):
     def __post_init__(self) -> None:
         super().__post_init__()
         object.__setattr__(self, "loss", check_enum(self.loss, Loss, "loss"))
+        object.__setattr__(self, "random_start", check_bool(self.random_start, "random_start"))
         if self.step_size is not None:
             check_positive(self.step_size, "step_size")
 

@@ -12,14 +12,16 @@ bandguard's own attacks. :func:`foolbox_attack` is the same in one call, and
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
+import typing
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from bandguard._checks import Bounds
+from bandguard._checks import Bounds, check_bool, check_int, check_real
 from bandguard._modes import model_mode
 from bandguard.attacks.losses import is_adversarial
 from bandguard.attacks.norms import Norm
@@ -62,6 +64,28 @@ def _norm_of(attack: Any) -> Norm:
     )
 
 
+def _check_setting(found: type, name: str, key: str, value: Any) -> Any:
+    """``value`` checked against the annotation of ``found.__init__``'s ``key`` (int, float, bool,
+    or ``Optional`` of one), so a wrong type fails here and not deep inside foolbox's run."""
+    param = inspect.signature(found.__init__).parameters.get(key)
+    if param is None:
+        return value  # foolbox itself reports the unknown keyword
+    kind = param.annotation
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if typing.get_origin(kind) is typing.Union and len(args) == 1:
+        if value is None:
+            return value
+        kind = args[0]
+    label = f"{key} (of foolbox {name})"
+    if kind is bool:
+        return check_bool(value, label)
+    if kind is int:
+        return check_int(value, label)
+    if kind is float:
+        return check_real(value, label)
+    return value
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class FoolboxAttack(Attack):
     """A foolbox 3 attack behind the bandguard protocol.
@@ -100,6 +124,7 @@ class FoolboxAttack(Attack):
         found = getattr(fb.attacks, name, None)
         if not (isinstance(found, type) and issubclass(found, fb.attacks.base.Attack)):
             raise ValueError(f"unknown foolbox attack {name!r}; see dir(foolbox.attacks)")
+        settings = {key: _check_setting(found, name, key, value) for key, value in settings.items()}
         try:
             inner = found(**settings)
         except TypeError as err:

@@ -83,7 +83,14 @@ def frequency_order(
     dist = radial_distance(h, w, device=device, dtype=torch.float64)[positions[:, 0], positions[:, 1]]
     if radii is not None:
         inner, outer = radii
-        positions, dist = positions[(dist >= inner) & (dist < outer)], dist[(dist >= inner) & (dist < outer)]
+        keep = (dist >= inner) & (dist < outer)
+        if not bool(keep.any()):
+            # An empty basis would reach the FFT as an empty batch (an MKL error, not ours).
+            raise ValueError(
+                f"radii {(inner, outer)} select no frequency of a {h}x{w} image: its distances from the "
+                f"centre lie in [{float(dist.min()):g}, {float(dist.max()):g}]"
+            )
+        positions, dist = positions[keep], dist[keep]
     if order_ is Order.RADIUS:
         positions = positions[torch.sort(dist, stable=True).indices]
     elif order_ is Order.RANDOM:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bandguard._checks import Bounds, check_enum, check_int, check_positive
+from bandguard._checks import Bounds, check_bool, check_enum, check_int, check_positive
 from bandguard.attacks.band import Band, band_project
 from bandguard.attacks.losses import Loss, is_adversarial, per_sample_loss, sum_loss
 from bandguard.attacks.norms import Norm, l2_normalize, l2_project
@@ -254,6 +254,8 @@ class PGD(GradientAttack):
         object.__setattr__(self, "loss", check_enum(self.loss, Loss, "loss"))
         check_int(self.steps, "steps", minimum=0)
         check_int(self.restarts, "restarts", minimum=1)
+        object.__setattr__(self, "random_start", check_bool(self.random_start, "random_start"))
+        object.__setattr__(self, "early_stop", check_bool(self.early_stop, "early_stop"))
         if self.eot_samples is not None:
             check_int(self.eot_samples, "eot_samples", minimum=1)
         if self.step_size is not None and self.rel_step_size is not None:

@@ -25,7 +25,16 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from bandguard._checks import Bounds, check_bounds, check_epsilons, check_images, check_int, check_labels
+from bandguard._checks import (
+    Bounds,
+    check_bounds,
+    check_epsilons,
+    check_generator,
+    check_labels,
+    check_model_input,
+    check_model_output,
+    check_seed,
+)
 from bandguard._modes import model_mode
 from bandguard.attacks.losses import is_adversarial
 from bandguard.attacks.norms import Norm, perturbation_norm
@@ -82,13 +91,6 @@ def is_non_differentiable(model: nn.Module) -> bool:
     return any(getattr(m, "differentiable", True) is False for m in model.modules())
 
 
-def check_model(model: object) -> nn.Module:
-    """``model`` if it is an ``nn.Module``, else ``TypeError``."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    return model
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Attack:
     """Base of every attack: a frozen dataclass of settings, called as ``attack(model, x, y)``.
@@ -121,7 +123,7 @@ class Attack:
         object.__setattr__(self, "bounds", check_bounds(self.bounds))
         seed = getattr(self, "seed", None)
         if seed is not None:
-            check_int(seed, "seed")
+            object.__setattr__(self, "seed", check_seed(seed))
 
     @property
     def epsilons(self) -> tuple[float, ...]:
@@ -151,13 +153,11 @@ class Attack:
         Returns:
             :class:`~bandguard.attacks.results.AttackResults`, one result per eps in order.
         """
-        model = check_model(model)
-        x = check_images(x, "x", bounds=self.bounds).detach()
+        x = check_model_input(model, x, bounds=self.bounds).detach()
         y = check_labels(y, x, "y")
         if target is not None:
             target = check_labels(target, x, "target")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        check_generator(generator)
         if generator is None:
             generator = self._generator(x.device)
         with model_mode(model):
@@ -238,8 +238,11 @@ class Attack:
         labels = target if target is not None else y
         n = x.shape[0]
         with torch.inference_mode():
-            clean_logits = model(x)
-        clean_logits = clean_logits.clone()  # a normal tensor, usable outside inference mode
+            out = model(x)
+        # The classes are known only now: a label the model cannot output would make the attack
+        # report success without doing anything; probabilities would hide its gradients. The
+        # clone is a normal tensor, usable outside inference mode.
+        clean_logits = check_model_output(out, y, target=target).clone()
         clean_pred = clean_logits.argmax(1)
         done = is_adversarial(clean_pred, labels, targeted)
         x_adv, adv_pred = x.clone(), clean_pred.clone()

@@ -65,16 +65,21 @@ def load_model(spec: ModelSpec, device: torch.device) -> nn.Module:
         from bandguard.models import load_model as load_checkpoint_model
 
         return load_checkpoint_model(spec.checkpoint, arch=spec.arch).to(device).eval()
-    return _model_from_code(spec.code or "").to(device).eval()
+    from bandguard.models import model_from_code  # the explicit code form: runs package.module:function()
+
+    return model_from_code(spec.code or "").to(device).eval()
 
 
-def _model_from_code(target: str) -> nn.Module:
-    """``package.module:function()``; becomes ``bandguard.models.model_from_code`` at merge."""
-    try:
-        from bandguard.models import model_from_code  # type: ignore[attr-defined]
-    except ImportError:
-        from bandguard.models import load_model as model_from_code
-    return model_from_code(target)
+def check_model_fits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> None:
+    """One forward on one sample, so a model that does not take the data, returns no logits
+    ``[N, classes]`` (a tuple, a 1-D output, probabilities) or has fewer classes than the labels
+    fails with a clear error before any cell runs."""
+    from bandguard._checks import check_labels, check_model_input, check_model_output
+
+    xb = check_model_input(model, x[:1].to(device), bounds=None)
+    with model_mode(model), torch.inference_mode():
+        logits = check_model_output(model(xb), n=1)
+    check_labels(y, None, "the data set's labels", num_classes=logits.shape[1])
 
 
 def build_defense(spec: str, model: nn.Module) -> nn.Module:
@@ -246,6 +251,7 @@ def run(
     try:
         for model_spec in spec.models:
             model = load_model(model_spec, device)
+            check_model_fits(model, x, y, device)
             if spec.amp == "bf16" and device.type == "cuda":
                 model = _Autocast(model)
             model_cells = _run_model(ctx, model_spec, model)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from bandguard._checks import check_int
+from bandguard._checks import check_bool, check_int
 
 __all__ = ["SPLITS", "ImageDataset", "describe", "make_loader"]
 
@@ -162,6 +162,7 @@ def make_loader(
     generator = None
     if seed is not None:
         generator = torch.Generator().manual_seed(check_int(seed, "seed"))
+    shuffle = check_bool(shuffle, "shuffle")
     sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
     return DataLoader(
         dataset,

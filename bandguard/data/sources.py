@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bandguard._checks import check_choice
+from bandguard._checks import check_bool, check_choice
 from bandguard._io import write_json_atomic
 from bandguard.data.cache import cache_dir, cached
 from bandguard.data.dataset import SPLITS, ImageDataset
@@ -99,9 +99,9 @@ def load_dataset(
             mis-checksummed source (the message names the file).
         FileNotFoundError: CIFAR-10 found nowhere.
     """
-    split = check_choice(split, SPLITS, "split")
-    if not isinstance(download, bool):
-        raise TypeError(f"download must be a bool, got {type(download).__name__} {download!r}")
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"name must be a data set name or a folder path, got {type(name).__name__} {name!r}")
+    split, download = check_choice(split, SPLITS, "split"), check_bool(download, "download")
     key = name.lower() if isinstance(name, str) else None
     if key in DATASETS:
         return _load_named(key, split, root=root, download=download)

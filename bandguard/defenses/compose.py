@@ -21,12 +21,13 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from bandguard._checks import check_model, check_seed
 from bandguard._registry import Registry
 from bandguard.defenses.base import Defense, forward_cost, is_randomized
 from bandguard.defenses.kernel_smoothing import SmoothSettings, filter_kernels, smooth_kernels
 from bandguard.defenses.lowpass import HighPass, LowPass
 from bandguard.defenses.post_averaging import PostAverageSettings, PostAveraging
-from bandguard.defenses.spec import Spec, parse_spec
+from bandguard.defenses.spec import Spec, parse_spec, parse_value
 from bandguard.fourier import FrequencyFilter
 
 __all__ = ["DEFENSES", "RECOMMENDED", "Defended", "build_defense", "defend"]
@@ -181,7 +182,11 @@ def _build_highpass(model: nn.Module, radius: float, **options: Any) -> nn.Modul
 @DEFENSES.register("post_average")
 def _build_post_average(model: nn.Module, radius_l2: float, *, seed: int | None = None,
                         **options: Any) -> nn.Module:
-    generator = None if seed is None else torch.Generator().manual_seed(int(seed))
+    generator = None if seed is None else torch.Generator().manual_seed(check_seed(seed))
+    if "radii_l2" in options:  # the grammar reads "1+2" as names ("1", "2") and "1" as one number
+        radii = options["radii_l2"]
+        radii = radii if isinstance(radii, tuple) else (radii,)
+        options["radii_l2"] = tuple(parse_value(r) if isinstance(r, str) else r for r in radii)
     return defend(model, post_average={"radius_l2": radius_l2, **options}, generator=generator)
 
 
@@ -228,4 +233,5 @@ def build_defense(spec: str, model: nn.Module) -> nn.Module:
         >>> build_defense("lowpass:radius=4,shape=square", model)
     """
     parsed = check_defense_spec(spec)
+    check_model(model)
     return DEFENSES.get(parsed.name)(model, *parsed.args, **parsed.options)

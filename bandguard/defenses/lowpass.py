@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from bandguard._checks import check_images
 from bandguard.defenses.base import Defense
 from bandguard.fourier import FilterKind, FrequencyFilter, MaskProfile, MaskShape
 
@@ -55,7 +56,9 @@ class _BandFilter(Defense):
         return cls(s.radius, shape=s.shape, profile=s.profile, order=s.order, rescale=s.rescale, clip=s.clip)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.filter(x)
+        # No bounds: a filter in a pipeline may see any real values; NaN, an empty batch or a
+        # channels-last layout would otherwise reach the FFT (an MKL error or a wrong geometry).
+        return self.filter(check_images(x, "x", bounds=None))
 
     def extra_repr(self) -> str:
         text = self.filter.describe().replace(f", kind={self.kind.value!r}", "")

@@ -32,7 +32,17 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from bandguard._checks import check_bounds, check_enum, check_int, check_nonnegative
+from bandguard._checks import (
+    check_bool,
+    check_bounds,
+    check_enum,
+    check_generator,
+    check_images,
+    check_int,
+    check_memory,
+    check_model,
+    check_nonnegative,
+)
 from bandguard.defenses.base import Defense
 
 __all__ = [
@@ -88,7 +98,7 @@ class PostAverageSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "radius_l2", check_nonnegative(self.radius_l2, "radius_l2"))
-        check_int(self.K, "K", minimum=1)
+        object.__setattr__(self, "K", check_int(self.K, "K", minimum=1))
         if self.radii_l2 is not None:
             radii_l2 = tuple(check_nonnegative(r, "radii_l2") for r in self.radii_l2)
             if not radii_l2:
@@ -100,8 +110,7 @@ class PostAverageSettings:
         if self.max_batch is not None:
             check_int(self.max_batch, "max_batch", minimum=1)
         for name in ("antithetic", "include_original"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, check_bool(getattr(self, name), name))
 
     @property
     def effective_radii_l2(self) -> tuple[float, ...]:
@@ -310,10 +319,8 @@ class PostAveraging(Defense):
         max_batch: int | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        check_model(model)
+        check_generator(generator)
         self.settings = PostAverageSettings(
             radius_l2=radius_l2, K=K, radii_l2=None if radii_l2 is None else tuple(radii_l2),
             antithetic=antithetic,
@@ -339,6 +346,11 @@ class PostAveraging(Defense):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.settings
+        check_images(x, "x", bounds=None)
+        # The directions [N, K, C, H, W] are drawn at once, plus one image's neighbours per chunk:
+        # refuse a K that cannot fit before torch tries to allocate it.
+        check_memory((x.shape[0] * s.K + s.samples_per_input) * x[0].numel() * x.element_size(), "K",
+                     device=x.device)
         return post_average(self.model, x, self.sample(x), s.effective_radii_l2,
                             antithetic=s.antithetic, include_original=s.include_original,
                             reduce=s.reduce, bounds=s.bounds, max_batch=s.max_batch)

@@ -65,7 +65,9 @@ def parse_spec(spec: str, *, what: str = "spec") -> Spec:
         >>> parse_spec("post_average:1.35,K=15")
         Spec(name='post_average', args=(1.35,), options={'K': 15})
     """
-    if not isinstance(spec, str) or not spec.strip():
+    if not isinstance(spec, str):
+        raise TypeError(f"{what} spec must be a string such as 'name:value,key=value', got {type(spec).__name__}")
+    if not spec.strip():
         raise ValueError(f"{what} spec must be a non-empty string, got {spec!r}")
     name, _, rest = spec.strip().partition(":")
     name = name.strip()

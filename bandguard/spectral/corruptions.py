@@ -44,7 +44,16 @@ from einops import rearrange
 from torch import nn
 from tqdm.auto import tqdm
 
-from bandguard._checks import check_enum, check_images, check_int, check_labels, check_nonnegative
+from bandguard._checks import (
+    check_enum,
+    check_generator,
+    check_images,
+    check_int,
+    check_labels,
+    check_model_input,
+    check_model_output,
+    check_nonnegative,
+)
 from bandguard._modes import model_mode
 from bandguard._registry import Registry
 from bandguard.spectral.perturbation import PerturbationSpectrum, default_radius, perturbation_spectrum
@@ -614,6 +623,7 @@ def corrupt(
         ImportError: the ``imagecorruptions`` source without the package installed.
     """
     x = check_images(x, "x", bounds=(0.0, 1.0))
+    check_generator(generator)
     family = CORRUPTIONS.get(name)
     check_int(severity, "severity", minimum=1)
     if severity not in SEVERITIES:
@@ -722,8 +732,9 @@ def corruption_spectrum(
     Returns:
         :class:`CorruptionSpectra`.
     """
-    x = check_images(x, "x", bounds=(0.0, 1.0))
+    x = check_model_input(model, x, bounds=(0.0, 1.0))
     y = check_labels(y, x).to(x.device)
+    check_generator(generator)
     if names is None:
         names = [n for n in CORRUPTIONS.names() if CORRUPTIONS.get(n).cifar10c is not None]
     names = list(names)
@@ -738,14 +749,17 @@ def corruption_spectrum(
 
     with model_mode(model), torch.inference_mode():
 
-        def accuracy(images: torch.Tensor) -> float:
-            hits = sum(
-                int((model(chunk).argmax(dim=1) == labels).sum())
-                for chunk, labels in zip(images.split(batch_size), y.split(batch_size))
-            )
+        def accuracy(images: torch.Tensor, check: bool = False) -> float:
+            hits = 0
+            for i, (chunk, labels) in enumerate(zip(images.split(batch_size), y.split(batch_size))):
+                logits = model(chunk)
+                if check and i == 0:  # the number of classes is known only now; check it once
+                    logits = check_model_output(logits, n=chunk.shape[0])
+                    check_labels(y, x, num_classes=logits.shape[1])
+                hits += int((logits.argmax(dim=1) == labels).sum())
             return hits / images.shape[0]
 
-        clean = accuracy(x)
+        clean = accuracy(x, check=True)
         results = []
         for name in names:
             used = CORRUPTIONS.get(name).default_source if chosen is None else chosen

@@ -23,11 +23,14 @@ import torch
 from torch import nn
 
 from bandguard._checks import (
+    check_bool,
     check_bounds,
-    check_images,
     check_int,
     check_labels,
+    check_model_input,
+    check_model_output,
     check_nonnegative,
+    is_scalar_number,
 )
 from bandguard._modes import model_mode
 from bandguard.fourier import FilterKind, FrequencyFilter, MaskShape
@@ -104,11 +107,12 @@ def filtered_accuracy(
         :class:`FilteredAccuracy`.
     """
     bounds = check_bounds(bounds)
-    x = check_images(x, "x", bounds=bounds)
+    x = check_model_input(model, x, bounds=bounds)
     y = check_labels(y, x)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
-    if isinstance(radii, (int, float)):
-        radii = [radii]
+    rescale = check_bool(rescale, "rescale")
+    if is_scalar_number(radii):  # one radius, also a numpy or 0-d tensor scalar
+        radii = [radii]  # type: ignore[list-item]
     radii = tuple(check_nonnegative(r, "radii") for r in radii)
     if not radii:
         raise ValueError("radii must hold at least one radius, got an empty sequence")
@@ -121,8 +125,12 @@ def filtered_accuracy(
             return int((model(images).argmax(dim=1) == labels).sum())
 
         clean_hits, hits = 0, [0] * len(radii)
-        for x_chunk, y_chunk in zip(x.split(batch_size), y.split(batch_size)):
-            clean_hits += correct(x_chunk, y_chunk)
+        for chunk, (x_chunk, y_chunk) in enumerate(zip(x.split(batch_size), y.split(batch_size))):
+            logits = model(x_chunk)
+            if chunk == 0:  # the number of classes is known only now; check the output once
+                logits = check_model_output(logits, n=x_chunk.shape[0])
+                check_labels(y, x, num_classes=logits.shape[1])
+            clean_hits += int((logits.argmax(dim=1) == y_chunk).sum())
             for i, transform in enumerate(filters):
                 hits[i] += correct(transform(x_chunk), y_chunk)
     n = x.shape[0]

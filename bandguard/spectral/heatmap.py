@@ -27,11 +27,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bandguard._checks import (
+    check_bool,
     check_bounds,
     check_enum,
-    check_images,
+    check_generator,
     check_int,
     check_labels,
+    check_model_input,
+    check_model_output,
     check_nonnegative,
 )
 from bandguard._modes import model_mode
@@ -277,11 +280,11 @@ def fourier_heatmap(
         torch.Size([32, 32])
     """
     bounds = check_bounds(bounds)
-    x = check_images(x, "x", bounds=bounds)
+    x = check_model_input(model, x, bounds=bounds)
     y = check_labels(y, x)
     eps = check_nonnegative(eps, "eps")
-    if not isinstance(relative_scale, bool):
-        raise TypeError(f"relative_scale must be a bool, got {relative_scale!r}")
+    relative_scale = check_bool(relative_scale, "relative_scale")
+    check_generator(generator)
     sign = Sign.coerce(sign)
     metric_name, metric_fn = _resolve_metric(metric)
     max_batch = check_int(DEFAULT_MAX_BATCH if max_batch is None else max_batch, "max_batch", minimum=1)
@@ -300,8 +303,12 @@ def fourier_heatmap(
         with model_mode(model):
             with torch.inference_mode():
                 clean_values, clean_features = [], []
-                for chunk, labels in zip(x.split(max_batch), y.split(max_batch)):
-                    clean_values.append(metric_fn(model(chunk), labels))
+                for i, (chunk, labels) in enumerate(zip(x.split(max_batch), y.split(max_batch))):
+                    logits = model(chunk)
+                    if i == 0:  # the number of classes is known only now; check the output once
+                        logits = check_model_output(logits, n=chunk.shape[0])
+                        check_labels(y, x, num_classes=logits.shape[1])
+                    clean_values.append(metric_fn(logits, labels))
                     if capture.value is not None:
                         clean_features.append(capture.value)
                 clean = torch.cat(clean_values)

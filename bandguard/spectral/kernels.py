@@ -15,6 +15,7 @@ import torch
 from einops import reduce
 from torch import nn
 
+from bandguard._checks import check_model
 from bandguard.fourier import KERNEL_GRID, high_frequency_fraction, kernel_frequency_response, radial_profile
 
 __all__ = [
@@ -106,6 +107,7 @@ def kernel_spectrum(model: nn.Module) -> KernelSpectrum:
     Returns:
         :class:`KernelSpectrum`.
     """
+    check_model(model)
     layers = []
     for name, module in model.named_modules():
         if not isinstance(module, nn.Conv2d):
