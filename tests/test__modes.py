@@ -125,7 +125,7 @@ def entry_points() -> dict[str, object]:
     points["kernel_spectrum"] = lambda m, x, y: kernel_spectrum(m)
     points["attack_spectrum"] = lambda m, x, y: attack_spectrum(m, pgd, x, y)
     points["compare_attack_spectra"] = lambda m, x, y: compare_attack_spectra([m, m], pgd, x, y)
-    points["fprinciple"] = lambda m, x, y: FPrincipleMonitor(x, y, deltas=(0.5,), num_classes=4).record(m, 1)
+    points["fprinciple"] = lambda m, x, y: FPrincipleMonitor(x, y, deltas=(2.0,), num_classes=4).record(m, 1)
     specs = {"lowpass": "lowpass:2", "highpass": "highpass:2", "post_average": "post_average:0.5,K=2",
              "smooth": "smooth:0.25", "filter_kernels": "filter_kernels:2"}
     assert set(specs) == set(DEFENSES.names()), "a registered defense is missing from the contract"

@@ -235,10 +235,10 @@ def test_cifar_found_nowhere(tmp_path: Path) -> None:
     ("name", "split", "kwargs", "error", "match"),
     [
         ("imagenet", "test", {}, ValueError, "unknown dataset name 'imagenet'"),
-        (3, "test", {}, ValueError, "unknown dataset name 3"),
+        (3, "test", {}, TypeError, "name must be a data set name or a folder path, got int 3"),
         ("mnist", "valid", {}, ValueError, "unknown split 'valid'"),
         ("mnist", 3, {}, ValueError, "unknown split 3"),
-        ("mnist", "test", {"download": "no"}, TypeError, "download must be a bool"),
+        ("mnist", "test", {"download": "no"}, TypeError, "download must be True or False"),
         ("mnist", "test", {"root": "/nonexistent/folder"}, ValueError, "root must be an existing directory"),
     ],
 )
