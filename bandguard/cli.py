@@ -421,7 +421,8 @@ def _attack_parser(p: argparse.ArgumentParser) -> None:
     _add_model_arguments(p)
     p.add_argument("--dataset", default=None, help="mnist, cifar10, ... (default: the checkpoint's)")
     p.add_argument("--attack", default="pgd",
-                   help=f"{', '.join(ATTACKS.names())} or foolbox:<Name> (e.g. foolbox:LinfPGD)")
+                   help=f"{', '.join(ATTACKS.names())} or foolbox:<Name> (e.g. foolbox:LinfPGD); standard: "
+                        "APGD-CE, APGD-T, Fourier-basis and Square cascaded, worst case per image")
     p.add_argument("--eps", type=nonnegative_numbers, required=True,
                    help="budgets, comma-separated: 0.1,0.2,8/255; for fourier and fourier_greedy the L2 "
                         "norm per channel, as in Yin et al. and the heat map (4 on CIFAR-10)")
@@ -430,7 +431,8 @@ def _attack_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step-size", type=positive_number, default=None, help="absolute step size")
     p.add_argument("--restarts", type=positive_int, default=None, help="pgd random restarts")
     p.add_argument("--loss", default=None, choices=["ce", "margin"])
-    p.add_argument("--max-queries", type=positive_int, default=None, help="black-box query budget per image")
+    p.add_argument("--max-queries", type=positive_int, default=None,
+                   help="black-box query budget per image (standard: Square's)")
     p.add_argument("-n", type=positive_int, default=1000, help="test images (the first n)")
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--seed", type=seed_int, default=0)
@@ -471,6 +473,9 @@ def _attack_run(args: argparse.Namespace) -> int:
     model, x, y, dataset = _model_and_data(args)
     given = {"norm": args.norm, "steps": args.steps, "step_size": args.step_size,
              "restarts": args.restarts, "loss": args.loss, "max_queries": args.max_queries}
+    if args.attack == "standard":
+        # The ensemble's query budget is Square's (its Fourier member keeps its own 100).
+        given["square_queries"] = given.pop("max_queries")
     options = {k: v for k, v in given.items() if v is not None}
     if not args.attack.startswith("foolbox:"):
         options["seed"] = args.seed

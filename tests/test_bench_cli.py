@@ -63,7 +63,7 @@ def test_demo_writes_its_files(tmp_path: Path, capsys: pytest.CaptureFixture[str
     out = tmp_path / "demo"
     assert main(["demo", "-n", "16", "--out", str(out), "-q"]) == 0
     printed = capsys.readouterr().out
-    assert "| mnist_cnn | post_average:3.0,K=3 | adaptive | pgd |" in printed
+    assert "| mnist_cnn | post_average:3.0,K=1 | adaptive | pgd |" in printed
     for name in ("report.md", "results.csv", "results.json", "fourier_heatmap.png",
                  "perturbation_spectrum.png", "robust_mnist_cnn_none.png"):
         assert (out / name).is_file(), name

@@ -52,10 +52,12 @@ def test_grid_cascade_worst_case_and_eot(checkpoint: Path, tmp_path: Path) -> No
     assert len(result.rows) == len(modes) * 3 * 2
     fgsm, pgd = cells[("none", "white-box", "fgsm")], cells[("none", "white-box", "pgd")]
     clean = cells[("none", "clean", "")].robust[0]
-    # Cascade: PGD spent nothing on samples FGSM broke at the smallest eps (or the model missed).
-    skipped = ~fgsm.robust[0]
-    assert skipped.any() and (pgd.forwards[:, skipped] == 0).all()
-    assert (pgd.forwards[:, ~skipped] > 1).all()
+    # Cascade, eps by eps: PGD spent nothing at an eps where FGSM broke the sample (or the model
+    # missed it), and attacked every other sample.
+    for e in range(2):
+        skipped = ~fgsm.robust[e]
+        assert skipped.any() and (pgd.forwards[e, skipped] == 0).all()
+        assert (pgd.forwards[e, ~skipped] > 1).all()
     # A sample is robust in the worst case only if no attack broke it.
     for e, eps in enumerate((0.1, 0.3)):
         worst = result.row(model="cnn", defense="none", mode="white-box", attack=WORST, eps=eps)
@@ -119,6 +121,22 @@ def test_resume_after_interruption_gives_the_same_table(checkpoint: Path, tmp_pa
     assert again.computed == 0 and again.rows == full.rows
     forced = run(spec, force=True)
     assert forced.reused == 0 and forced.computed == len(full.cells) and forced.rows == full.rows
+
+
+@pytest.mark.slow  # APGD 100 steps and Square 5001 queries: the ensemble's own budgets
+def test_standard_ensemble_key_runs_end_to_end(checkpoint: Path, tmp_path: Path) -> None:
+    spec = small_spec(checkpoint, tmp_path, n=8, ensemble="standard",
+                      attacks=[{"attack": "pgd", "eps": [0.05, 0.3], "steps": 3}])
+    result = run(spec)
+    cells = {(c.defense, c.mode, c.attack): c for c in result.cells}
+    pgd, std = cells[("none", "white-box", "pgd")], cells[("none", "white-box", "standard")]
+    assert "Ensemble(" in std.attack_repr and "Square(" in std.attack_repr and std.epsilons == (0.05, 0.3)
+    # The ensemble runs after PGD in the cascade: only on what PGD left robust, never more robust.
+    assert (std.robust <= pgd.robust).all() and (std.forwards[~pgd.robust] == 0).all()
+    assert int(std.forwards.sum()) > 0  # it attacked what PGD left at the small eps
+    assert ("lowpass:10", "adaptive", "standard") in cells and ("lowpass:10", "transfer", "standard") in cells
+    worst = result.row(model="cnn", defense="none", mode="white-box", attack=WORST, eps=0.05)
+    assert worst.robust_accuracy == pytest.approx(float(std.robust[0].float().mean()))
 
 
 def test_threat_models_cascade_separately(checkpoint: Path, tmp_path: Path) -> None:

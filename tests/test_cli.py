@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -41,6 +42,11 @@ def test_python_dash_m_and_help(capsys) -> None:
 _NETS = '''
 import torch
 from torch import nn
+
+
+def linear_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
 
 
 def softmax_net():
@@ -173,3 +179,18 @@ def test_train_refuses_an_arch_made_for_other_images(tmp_path, mnist_env, monkey
     line = _one_line_error(capsys, "train")
     assert "arch 'cifar_small' takes 3x32x32 images" in line and "--dataset 'mnist' has 1x28x28" in line
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_attack_standard_runs_the_ensemble(nets, data_root, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("BANDGUARD_DATA", str(data_root))
+    out = tmp_path / "std.json"
+    code = main(["attack", "--model-code", f"{nets}:linear_net", "--dataset", "mnist", "--attack", "standard",
+                 "--eps", "0.05,0.3", "--steps", "2", "--max-queries", "4", "-n", "8", "--device", "cpu",
+                 "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Ensemble(" in printed and "Square(" in printed and "queries=4" in printed
+    result = json.loads(out.read_text())
+    robust = result["robust_accuracy"]
+    assert len(robust) == 2 and robust[1] <= robust[0] <= result["clean_accuracy"]
+    assert robust[1] == 0.0  # Linf 0.3 on an untrained linear net: every image falls

@@ -9,7 +9,7 @@ For every model the harness evaluates the bare model and each defense around it:
   model (how Lin et al. 1905.12797 and Wang et al. 1905.13545 report).
 
 Attacks run in spec order as a cascade (as AutoAttack does, Croce & Hein 2003.01690): each one
-attacks only the samples that every earlier attack left robust at the smallest eps, so a cell's
+attacks, eps by eps, only the samples that every earlier attack left robust at that eps, so a cell's
 per-sample outcome is "robust after this attack and all before it" and the last cell of a group is
 the per-sample worst case (a sample counts as robust only if no attack broke it). The samples are
 cut into fixed batches whose randomness is seeded from the cell and batch index alone, so a run is
@@ -44,7 +44,7 @@ __all__ = ["FORMAT", "run"]
 
 log = logging.getLogger(__name__)
 
-FORMAT = "bandguard-bench/1"
+FORMAT = "bandguard-bench/2"
 """Part of every cell key: bump when a change alters what a cell computes."""
 
 WHITE_BOX, ADAPTIVE, TRANSFER, CLEAN = "white-box", "adaptive", "transfer", "clean"
@@ -367,16 +367,33 @@ def _prev_robust(prev: Cell, n_eps: int) -> torch.Tensor:
     return prev.robust.expand(n_eps, -1) if prev.mode == CLEAN else prev.robust
 
 
+def _per_eps(attack: Any) -> list[tuple[list[int], Any]]:
+    """``(eps indices, attack)`` pairs, smallest eps first: one attack per eps where it has an ``eps``
+    field (so each eps attacks only what is still robust at it), else the attack itself once."""
+    eps = list(attack.epsilons)
+    if not (dataclasses.is_dataclass(attack) and "eps" in {f.name for f in dataclasses.fields(attack)}):
+        return [(list(range(len(eps))), attack)]
+    order = sorted(range(len(eps)), key=lambda i: eps[i])
+    return [([i], dataclasses.replace(attack, eps=(eps[i],))) for i in order]
+
+
 def _attack_batches(
     ctx: _Context, key: str, attack: Any, module: nn.Module, alive: torch.Tensor, size: int, desc: str,
     on_batch: Callable[[int, slice, torch.Tensor, torch.Tensor, list[torch.Tensor]], Any] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[int, Any]]:
     """Run ``attack`` batch by batch on the alive samples of this rank's batches, then gather.
 
+    ``alive`` ``[E, N]``: the samples still robust at each eps. Eps by eps from the smallest, a
+    sample is attacked only where it is alive and this attack has not broken it at a smaller eps
+    (that adversarial example lies in the larger ball too and is carried over, with its counts, as
+    the attacks' own eps loop does); so a later attack in a cascade spends nothing at an eps where
+    an earlier one already broke the sample.
+
     Returns per-sample ``robust [E, N]`` (False where not attacked), ``forwards`` and
     ``gradients`` ``[E, N]``, and what ``on_batch(b, slice, xb, yb, x_adv per eps)`` returned.
     """
     n_eps = len(attack.epsilons)
+    runs = _per_eps(attack)
     parts: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
     extra: dict[int, Any] = {}
     for b, sl in ctx.shard.batches(len(ctx.y), size):
@@ -386,20 +403,30 @@ def _attack_batches(
         fwd = torch.zeros(n_eps, m, dtype=torch.long)
         grads = torch.zeros(n_eps, m, dtype=torch.long)
         x_adv = [xb.clone() for _ in range(n_eps)]
-        idx = alive[sl].nonzero().squeeze(1)
+        broken = torch.zeros(m, dtype=torch.bool)  # by this attack at a smaller eps
+        last: int | None = None
         seed = _batch_seed(key, b)
-        if idx.numel():
-            idx_d = idx.to(ctx.device)
-            with _seeded(seed, ctx.device):
-                results = _with_seed(attack, seed)(module, xb[idx_d], yb[idx_d])
-            for e, r in enumerate(results):
-                robust[e, idx] = (r.adv_pred == yb[idx_d]).cpu()
-                fwd[e, idx] = r.forwards.cpu()
-                grads[e, idx] = r.gradients.cpu()
-                x_adv[e][idx_d] = r.x_adv.to(xb.dtype)
+        for r, (eps_idx, run_attack) in enumerate(runs):
+            if last is not None:
+                for e in eps_idx:  # carry the smaller eps's adversarial examples over
+                    x_adv[e][broken.to(ctx.device)] = x_adv[last][broken.to(ctx.device)]
+                    fwd[e, broken], grads[e, broken] = fwd[last, broken], grads[last, broken]
+            idx = (alive[eps_idx][:, sl].any(0) & ~broken).nonzero().squeeze(1)
+            if idx.numel():
+                idx_d = idx.to(ctx.device)
+                with _seeded(seed + r, ctx.device):
+                    results = _with_seed(run_attack, seed + r)(module, xb[idx_d], yb[idx_d])
+                for e, res in zip(eps_idx, results):
+                    robust[e, idx] = (res.adv_pred == yb[idx_d]).cpu()
+                    fwd[e, idx] = res.forwards.cpu()
+                    grads[e, idx] = res.gradients.cpu()
+                    x_adv[e][idx_d] = res.x_adv.to(xb.dtype)
+            last = eps_idx[-1]
+            if len(runs) > 1:
+                broken |= alive[last, sl] & ~robust[last]
         parts[b] = (robust, fwd, grads)
         if on_batch is not None:
-            with _seeded(seed + 1, ctx.device):
+            with _seeded(seed + len(runs), ctx.device):
                 extra[b] = on_batch(b, sl, xb, yb, x_adv)
         if ctx.progress is not None:
             ctx.progress(desc, m * ctx.shard.world)
@@ -435,7 +462,8 @@ def _white_box_unit(
         return {d: torch.stack([(predict(m, xa, batch_size_for(ctx.spec, m)) == yb).cpu() for xa in x_adv])
                 for d, m in transfer_to.items()}
 
-    alive = (prev if ctx.spec.cascade else clean)[NO_DEFENSE].robust[0]
+    n_eps = len(a.eps)
+    alive = _prev_robust((prev if ctx.spec.cascade else clean)[NO_DEFENSE], n_eps)
     robust, fwd, grads, extra = _attack_batches(
         ctx, key, attack, bare, alive, batch_size_for(ctx.spec, bare),
         f"{model_name} | {a.name}", transfer if transfer_to else None)
@@ -470,7 +498,7 @@ def _adaptive_cell(
     if found is not None:
         return found[0]
     start = time.perf_counter()
-    alive = (prev if ctx.spec.cascade else clean).robust[0]
+    alive = _prev_robust(prev if ctx.spec.cascade else clean, len(a.eps))
     robust, fwd, grads, _ = _attack_batches(ctx, key, attack, module, alive, batch_size_for(ctx.spec, module),
                                             f"{model_name} | {d} | {a.name}")
     cell = Cell(key=key, model=model_name, defense=d, mode=ADAPTIVE, attack=a.name, norm=threat_norm(a),
