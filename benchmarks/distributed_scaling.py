@@ -73,7 +73,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
-        write_section("Distributed scaling", text, Path(__file__).with_name("RESULTS_harness.md"))
+        write_section("Harness: Distributed scaling", text, Path(__file__).with_name("RESULTS.md"))
     if not same:
         raise SystemExit("tables differ between process counts")
 

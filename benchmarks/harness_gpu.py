@@ -89,7 +89,7 @@ def main() -> None:
     ])
     print(text)
     if args.write:
-        write_section("Harness on the GPU", text, Path(__file__).with_name("RESULTS_harness.md"))
+        write_section("Harness on the GPU", text, Path(__file__).with_name("RESULTS.md"))
 
 
 if __name__ == "__main__":

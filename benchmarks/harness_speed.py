@@ -10,7 +10,7 @@ On the MNIST CNN (bare) and ``-n`` test images this times
 - the attacks alone: the same cascade as the harness through direct bandguard calls, so
   ``harness / attacks - 1`` is the harness's own overhead (data, seeding, store, reports).
 
-Prints a Markdown table; ``--write`` puts it in ``benchmarks/RESULTS_harness.md``.
+Prints a Markdown table; ``--write`` puts it in ``benchmarks/RESULTS.md``.
 
     python benchmarks/harness_speed.py -n 200 --write
 """
@@ -105,7 +105,7 @@ def main() -> None:
     ])
     print(text)
     if args.write:
-        write_section("Harness speed", text, Path(__file__).with_name("RESULTS_harness.md"))
+        write_section("Harness speed", text, Path(__file__).with_name("RESULTS.md"))
 
 
 if __name__ == "__main__":
