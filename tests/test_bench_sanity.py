@@ -82,7 +82,7 @@ def test_large_eps_probe(mnist_model: nn.Module, mnist_test: tuple[torch.Tensor,
     constant = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
     with torch.no_grad():
         constant[1].weight.zero_()
-        constant[1].bias.copy_(torch.nn.functional.one_hot(y.mode().values, 10).float())
+        constant[1].bias.copy_(5 * torch.nn.functional.one_hot(y.mode().values, 10).float())  # logits
     flag = check_large_eps(constant, x, y, num_classes=10, eot=1, where=WHERE)
     assert flag is not None and flag.check == "large_eps"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bandguard.defenses import BPDA
+from bandguard.defenses import BPDA, straight_through
 
 
 def test_value_is_exact_gradient_is_the_approximation(dtype) -> None:
@@ -26,3 +26,10 @@ def test_errors() -> None:
         BPDA(3)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="approx"):
         BPDA(torch.round, approx="identity")  # type: ignore[arg-type]
+
+
+def test_straight_through_has_the_value_of_exact_and_the_gradient_of_approx() -> None:
+    exact, approx = torch.tensor([3.0]), torch.tensor([1.0], requires_grad=True)
+    out = straight_through(exact, approx * 2)
+    out.backward()
+    assert out.item() == 3.0 and approx.grad.item() == 2.0

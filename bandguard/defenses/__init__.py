@@ -7,8 +7,8 @@ and regularizers are named by one spec grammar (:mod:`bandguard.defenses.spec`).
 
 from __future__ import annotations
 
-from bandguard.defenses.base import Defense, bpda, forward_cost, is_randomized
-from bandguard.defenses.bpda import BPDA
+from bandguard.defenses.base import Defense, forward_cost, is_randomized
+from bandguard.defenses.bpda import BPDA, straight_through
 from bandguard.defenses.compose import (
     DEFENSES,
     RECOMMENDED,
@@ -62,7 +62,6 @@ __all__ = [
     "RegularizerKind",
     "SmoothSettings",
     "Spec",
-    "bpda",
     "build_defense",
     "check_defense_spec",
     "defend",
@@ -79,4 +78,5 @@ __all__ = [
     "sample_directions",
     "smooth_kernel",
     "smooth_kernels",
+    "straight_through",
 ]

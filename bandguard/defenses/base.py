@@ -5,16 +5,15 @@ Attacks and benchmarks read these by duck typing (they never import ``bandguard.
 - ``randomized``: the output depends on fresh randomness per call, so gradient attacks must use
   expectation over transformation (EOT) (Athalye et al. 1802.00420).
 - ``differentiable``: if ``False``, a BPDA approximation (Athalye et al. 1802.00420) is declared
-  beside the defense so that gradient attacks can pass through it (see :func:`bpda`).
+  beside the defense so that gradient attacks can pass through it (see :mod:`bandguard.defenses.bpda`).
 - ``forward_cost``: forwards of the wrapped model per input image.
 """
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-__all__ = ["Defense", "bpda", "forward_cost", "is_randomized"]
+__all__ = ["Defense", "forward_cost", "is_randomized"]
 
 
 class Defense(nn.Module):
@@ -27,18 +26,6 @@ class Defense(nn.Module):
     randomized: bool = False
     differentiable: bool = True
     forward_cost: int = 1
-
-
-def bpda(exact: torch.Tensor, approx: torch.Tensor) -> torch.Tensor:
-    """Backward pass differentiable approximation (Athalye et al. 1802.00420).
-
-    Returns a tensor whose value is ``exact`` and whose gradient is that of ``approx``.
-
-    Args:
-        exact: the non-differentiable result, any shape.
-        approx: a differentiable approximation of it, same shape.
-    """
-    return approx + (exact - approx).detach()
 
 
 def is_randomized(model: nn.Module) -> bool:

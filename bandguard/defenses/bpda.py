@@ -11,16 +11,26 @@ from collections.abc import Callable
 
 import torch
 
-from bandguard.defenses.base import Defense, bpda
+from bandguard.defenses.base import Defense
 
-__all__ = ["BPDA"]
+__all__ = ["BPDA", "straight_through"]
+
+
+def straight_through(exact: torch.Tensor, approx: torch.Tensor) -> torch.Tensor:
+    """A tensor whose value is ``exact`` and whose gradient is that of ``approx`` (BPDA's core).
+
+    Args:
+        exact: the non-differentiable result, any shape.
+        approx: a differentiable approximation of it, same shape.
+    """
+    return approx + (exact - approx).detach()
 
 
 class BPDA(Defense):
     """``nn.Module`` whose value is ``fn(x)`` and whose gradient is that of ``approx(x)``.
 
     Put it in front of a model (``nn.Sequential(BPDA(jpeg), model)``) and every gradient attack
-    goes through it. The value is :func:`bandguard.defenses.base.bpda` of the two.
+    goes through it. The value is :func:`straight_through` of the two.
 
     Args:
         fn: the non-differentiable map, ``[N, C, H, W] -> [N, C, H, W]`` (run without autograd).
@@ -45,4 +55,4 @@ class BPDA(Defense):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             exact = self.fn(x)
-        return bpda(exact, x if self.approx_fn is None else self.approx_fn(x))
+        return straight_through(exact, x if self.approx_fn is None else self.approx_fn(x))
