@@ -15,13 +15,7 @@ from bandguard.attacks.apgd import APGD, APGDLoss, _apgd_loss, apgd, checkpoints
 from bandguard.attacks.band import Band
 from bandguard.fourier import filter_with_mask, frequency_filter, frequency_mask
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(c: int = 1, h: int = 8, w: int = 8, classes: int = 5, seed: int = 0,

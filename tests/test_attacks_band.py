@@ -14,14 +14,7 @@ from hypothesis import strategies as st
 from bandguard.attacks.band import Band, band_mask, band_project
 from bandguard.fourier import bandpass_mask, fft2c, filter_with_mask, radial_distance
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread beats two that spin against a busy machine (restored)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 bands = st.sampled_from([Band(high=2.5), Band(low=2.0), Band(low=1.0, high=3.5), Band(high=1.0)])

@@ -18,13 +18,7 @@ from bandguard.attacks.fourier_basis import FourierAttack
 from bandguard.attacks.square import Square
 from bandguard.fourier import distinct_frequencies, fourier_basis
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(c: int = 1, h: int = 8, w: int = 8, classes: int = 5, seed: int = 0,

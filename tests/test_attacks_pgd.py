@@ -12,13 +12,7 @@ from torch import nn
 from bandguard.attacks import PGD, pgd
 from bandguard.defenses import BPDA
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_counts_are_exact_and_clean_errors_are_not_attacked() -> None:

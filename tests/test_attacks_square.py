@@ -13,13 +13,7 @@ from torch import nn
 
 from bandguard.attacks.square import Square, _eta, square, square_fraction
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(c: int = 1, h: int = 8, w: int = 8, classes: int = 4, seed: int = 0,
