@@ -9,31 +9,13 @@ import math
 
 import pytest
 import torch
-from torch import nn
+from _tiny import tiny_model
 
 from bandguard.spectral import (
     attack_spectrum,
     compare_attack_spectra,
     perturbation_spectrum,
 )
-
-
-def tiny_model(channels: int = 2, size: int = 8, classes: int = 5, seed: int = 0) -> nn.Module:
-    """A small random conv net in float64 (no dropout, no batch statistics)."""
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(channels, 6, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(6, 4, 3, padding=1), nn.ReLU(),
-        nn.Flatten(), nn.Linear(4 * size * size, classes),
-    ).double()
-
-
-def tiny_data(n: int = 12, channels: int = 2, size: int = 8, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, channels, size, size, generator=g, dtype=torch.float64)
-    y = torch.randint(0, 5, (n,), generator=g)
-    return x, y
-
 
 # --------------------------------------------------------------------------- perturbation spectra
 
