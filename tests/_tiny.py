@@ -1,4 +1,4 @@
-"""Tiny deterministic nets and images shared by the defense tests (not a test module)."""
+"""Tiny deterministic nets and images shared by the defense and spectral tests (not a test module)."""
 
 from __future__ import annotations
 
