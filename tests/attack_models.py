@@ -6,17 +6,30 @@ import torch
 from torch import nn
 
 
+def _conv_net(c: int, h: int, w: int, classes: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+        nn.Linear(4 * h * w, classes),
+    )
+
+
 def tiny_model(c: int = 1, h: int = 8, w: int = 8, classes: int = 3, seed: int = 0,
                dtype: torch.dtype = torch.float32) -> nn.Module:
     """A conv-BN-ReLU-linear net with seeded default initialisation (a few hundred parameters)."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = nn.Sequential(
-            nn.Conv2d(c, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
-            nn.Linear(4 * h * w, classes),
-        )
+        model = _conv_net(c, h, w, classes)
         with torch.no_grad():
             model[1].running_mean.uniform_(-0.1, 0.1)
+    return model.to(dtype).eval()
+
+
+def plain_model(c: int = 1, h: int = 8, w: int = 8, classes: int = 3, seed: int = 0,
+                dtype: torch.dtype = torch.float32) -> nn.Module:
+    """:func:`tiny_model` with BatchNorm's default running statistics."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = _conv_net(c, h, w, classes)
     return model.to(dtype).eval()
 
 
@@ -90,3 +103,16 @@ class Counting(nn.Module):
         if x.requires_grad:
             self.grad_rows.index_add_(0, owner, torch.ones_like(owner))
         return self.model(x)
+
+
+class RowCounter(nn.Module):
+    """Runs ``inner`` and counts the rows (images) of every forward in ``rows``."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.rows = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows += x.shape[0]
+        return self.inner(x)

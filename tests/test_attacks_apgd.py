@@ -4,9 +4,13 @@ and agreement with torchattacks' APGD / APGDT on the trained fixtures."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torchattacks
+from attack_models import assert_same, plain_model, snapshot
+from attack_models import batch as shared_batch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -18,19 +22,8 @@ from bandguard.fourier import filter_with_mask, frequency_filter, frequency_mask
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny_model(c: int = 1, h: int = 8, w: int = 8, classes: int = 5, seed: int = 0,
-               dtype: torch.dtype = torch.float32) -> nn.Module:
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = nn.Sequential(nn.Conv2d(c, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
-                              nn.Linear(4 * h * w, classes))
-    return model.to(dtype).eval()
-
-
-def batch(n: int = 16, c: int = 1, h: int = 8, w: int = 8, classes: int = 5, seed: int = 1,
-          dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, c, h, w, generator=g, dtype=dtype), torch.randint(0, classes, (n,), generator=g)
+tiny_model = functools.partial(plain_model, classes=5)
+batch = functools.partial(shared_batch, classes=5)
 
 
 class _CountGrad(torch.autograd.Function):
@@ -56,18 +49,6 @@ class Counting(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.box["forwards"] += x.shape[0]
         return self.inner(_CountGrad.apply(x, self.box))
-
-
-def snapshot(model: nn.Module) -> dict:
-    return {"params": {k: v.clone() for k, v in model.state_dict().items()},
-            "modes": [m.training for m in model.modules()],
-            "requires_grad": [p.requires_grad for p in model.parameters()]}
-
-
-def assert_same(before: dict, after: dict) -> None:
-    assert before["modes"] == after["modes"] and before["requires_grad"] == after["requires_grad"]
-    for k, v in before["params"].items():
-        assert torch.equal(v, after["params"][k]), k
 
 
 def within(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str, bounds=(0.0, 1.0)) -> None:

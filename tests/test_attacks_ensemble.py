@@ -4,13 +4,15 @@ errors."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
 import torch
+from attack_models import RowCounter, plain_model
+from attack_models import batch as shared_batch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
 
 from bandguard.attacks.apgd import APGD
 from bandguard.attacks.ensemble import Ensemble, _BallFourier, standard_ensemble
@@ -21,30 +23,8 @@ from bandguard.fourier import distinct_frequencies, fourier_basis
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny_model(c: int = 1, h: int = 8, w: int = 8, classes: int = 5, seed: int = 0,
-               dtype: torch.dtype = torch.float32) -> nn.Module:
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = nn.Sequential(nn.Conv2d(c, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
-                              nn.Linear(4 * h * w, classes))
-    return model.to(dtype).eval()
-
-
-def batch(n: int = 16, c: int = 1, h: int = 8, w: int = 8, classes: int = 5, seed: int = 1,
-          dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, c, h, w, generator=g, dtype=dtype), torch.randint(0, classes, (n,), generator=g)
-
-
-class Counting(nn.Module):
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.rows = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.rows += x.shape[0]
-        return self.inner(x)
+tiny_model = functools.partial(plain_model, classes=5)
+batch = functools.partial(shared_batch, classes=5)
 
 
 def test_cascade_equals_members_run_in_turn_on_the_samples_left() -> None:
@@ -90,7 +70,7 @@ def test_worst_case_is_never_better_than_any_member() -> None:
 )
 def test_standard_ensemble_invariants_and_exact_counts(norm, eps, c, seed) -> None:
     inner = tiny_model(c=c, seed=seed).train()
-    model = Counting(inner)
+    model = RowCounter(inner)
     modes = [m.training for m in model.modules()]
     x, y = batch(6, c=c, seed=seed + 1)
     eps = eps if norm == "linf" else 4 * eps

@@ -4,42 +4,23 @@ agreement with torchattacks' Square on the trained fixtures."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torchattacks
+from attack_models import RowCounter, plain_model
+from attack_models import batch as shared_batch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
 
 from bandguard.attacks.square import Square, _eta, square, square_fraction
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny_model(c: int = 1, h: int = 8, w: int = 8, classes: int = 4, seed: int = 0,
-               dtype: torch.dtype = torch.float32) -> nn.Module:
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = nn.Sequential(nn.Conv2d(c, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
-                              nn.Linear(4 * h * w, classes))
-    return model.to(dtype).eval()
-
-
-def batch(n: int = 16, c: int = 1, h: int = 8, w: int = 8, classes: int = 4, seed: int = 1,
-          dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, c, h, w, generator=g, dtype=dtype), torch.randint(0, classes, (n,), generator=g)
-
-
-class Counting(nn.Module):
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.rows = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.rows += x.shape[0]
-        return self.inner(x)
+tiny_model = functools.partial(plain_model, classes=4)
+batch = functools.partial(shared_batch, classes=4)
 
 
 def within(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str, bounds=(0.0, 1.0)) -> None:
@@ -98,7 +79,7 @@ def test_l2_pattern_has_unit_norm_and_opposite_halves() -> None:
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_counts_are_exact_and_unbroken_images_spend_the_whole_budget(norm) -> None:
-    model = Counting(tiny_model())
+    model = RowCounter(tiny_model())
     x, y = batch(20)
     queries = 30
     r = Square(eps=1e-4 if norm == "linf" else 1e-3, norm=norm, queries=queries)(model, x, y)[0]
@@ -110,7 +91,7 @@ def test_counts_are_exact_and_unbroken_images_spend_the_whole_budget(norm) -> No
 
 
 def test_broken_images_stop_at_their_first_success() -> None:
-    model = Counting(tiny_model())
+    model = RowCounter(tiny_model())
     x, y = batch(32)
     r = Square(eps=0.3, queries=200)(model, x, y)[0]
     assert model.rows == int(r.forwards.sum())
