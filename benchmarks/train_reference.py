@@ -4,31 +4,22 @@ Usage::
 
     BANDGUARD_DATA=../shared/data python benchmarks/train_reference.py [--nets mnist_cnn,cifar_small]
 
-``cifar_resnet18`` runs only where CUDA is available (its recipe targets >= 93 % CIFAR-10 test
-accuracy in <= 5 minutes on one H100: 18 epochs, one-cycle, batch 512, bf16 autocast,
-channels_last, crop + flip, label smoothing 0.1). Prints a Markdown table to paste into
-``benchmarks/RESULTS.md``; the machine is named in its first line.
+Recipes come from :data:`bandguard.bench.zoo.RECIPES`. ``cifar_resnet18`` runs only where CUDA
+is available (its recipe targets >= 93 % CIFAR-10 test accuracy in <= 5 minutes on one H100:
+18 epochs, one-cycle, batch 512, bf16 autocast, channels_last, crop + flip, label smoothing 0.1).
+Prints a Markdown table to paste into ``benchmarks/RESULTS.md``; the machine is named in its first
+line.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import torch
 
+from bandguard.bench.zoo import RECIPES, train_reference
 from bandguard.data import load_dataset
-from bandguard.models import create_model
-from bandguard.training import TrainConfig, evaluate, train
-
-RECIPES = {
-    "mnist_cnn": ("mnist", TrainConfig(epochs=1, batch_size=128, lr=0.05, arch="mnist_cnn", dataset="mnist")),
-    "cifar_small": ("cifar10", TrainConfig(epochs=3, batch_size=128, lr=0.1, augment=True,
-                                           arch="cifar_small", dataset="cifar10")),
-    "cifar_resnet18": ("cifar10", TrainConfig(epochs=18, batch_size=512, lr=0.4, weight_decay=5e-4, augment=True,
-                                              label_smoothing=0.1, arch="cifar_resnet18", dataset="cifar10")),
-}
 
 
 def machine() -> str:
@@ -53,21 +44,15 @@ def main() -> None:
     print("| net | data | recipe | train time | test accuracy |")
     print("| --- | --- | --- | ---: | ---: |")
     for name in args.nets.split(","):
-        dataset, config = RECIPES[name]
-        train_set, test_set = load_dataset(dataset, "train"), load_dataset(dataset, "test")
-        torch.manual_seed(0)
-        model = create_model(name)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        result = train(model, train_set, config, device=device, progress=False)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-        acc = evaluate(model, test_set.images, test_set.labels, device=device)
-        recipe = f"{config.epochs} ep, batch {config.batch_size}, lr {config.lr}, {config.schedule}"
-        print(f"| {name} | {dataset} | {recipe} | {seconds:.0f} s | {acc:.2%} |", flush=True)
-        del result
+        recipe = RECIPES[name]
+        train_set, test_set = load_dataset(recipe.dataset, "train"), load_dataset(recipe.dataset, "test")
+        _, meta = train_reference(recipe, train_set, test_set, device=device)
+        c = recipe.config
+        text = f"{c.epochs} ep, batch {c.batch_size}, lr {c.lr}, {c.schedule}, {c.mode}"
+        if c.adversary is not None:
+            text += f", adversary {type(c.adversary).__name__} eps {c.adversary.epsilons[0]:.4g}"
+        print(f"| {name} | {recipe.dataset} | {text} | {meta['train_seconds']:.0f} s | "
+              f"{meta['test_accuracy']:.2%} |", flush=True)
 
 
 if __name__ == "__main__":

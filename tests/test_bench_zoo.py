@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def test_cached_file_is_found_by_name(mnist_trained: tuple[torch.nn.Module, floa
 
 
 def test_unknown_arch_and_wrong_images(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"unknown arch 'resnet' for a reference model; expected one of 'mnist_cnn'"):
+    with pytest.raises(ValueError, match=r"unknown reference model 'resnet'; expected one of 'mnist_cnn'"):
         reference_model("resnet", cache_dir=tmp_path)
     for split in ("train", "test"):
         (tmp_path / "rgb" / split / "a").mkdir(parents=True)
@@ -115,3 +116,22 @@ def test_sample_recipe_reaches_98_percent(tmp_path: Path, monkeypatch: pytest.Mo
     assert meta["data_source"] == "bundled sample" and meta["train_images"] == 120_000
     assert meta["test_accuracy"] >= 0.98
     assert Path(meta["path"]).parent == tmp_path / "cache" / "bandguard" / "models"
+
+
+def test_recipes_name_their_network_and_limit_keys_the_cache(tmp_path: Path) -> None:
+    """Training variants share one network; a limited run is its own recipe (and cache entry)."""
+    from bandguard.models import MODELS
+
+    for name, recipe in RECIPES.items():
+        assert recipe.arch in MODELS, name
+    variants = ("cifar_small", "cifar_small_gaussian", "cifar_small_adversarial")
+    assert {RECIPES[v].arch for v in variants} == {"cifar_small"}
+    gaussian = RECIPES["cifar_small_gaussian"].config
+    assert gaussian.mode == "gaussian" and gaussian.sigma > 0
+    assert RECIPES["cifar_small_adversarial"].config.adversary is not None
+    full = RECIPES["cifar_small"]
+    assert "limit" not in full.to_dict()  # full-data keys unchanged by the option
+    limited = dataclasses.replace(full, limit=1000)
+    assert limited.to_dict()["limit"] == 1000 and limited.to_dict() != full.to_dict()
+    with pytest.raises(ValueError, match="limit must be >= 1"):
+        reference_model("cifar_small", limit=0, cache_dir=tmp_path)

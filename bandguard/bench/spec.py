@@ -52,7 +52,8 @@ class ModelSpec:
 
     Attributes:
         name: the label in the tables.
-        reference: a reference net of :func:`bandguard.bench.zoo.reference_model` (``"mnist_cnn"``).
+        reference: a recipe of :func:`bandguard.bench.zoo.reference_model` (``"mnist_cnn"``,
+            ``"cifar_small_adversarial"``, ...).
         checkpoint: a checkpoint path (resolved against the spec's folder); ``arch`` optional.
         code: ``"package.module:function"`` returning an ``nn.Module`` (runs that code).
     """
@@ -223,7 +224,7 @@ def parse_spec(data: Mapping[str, Any], *, base_dir: str | os.PathLike[str] = ".
 
 
 def _models(value: Any, base: Path) -> tuple[ModelSpec, ...]:
-    from bandguard.bench.zoo import reference_model  # noqa: F401  (the zoo must import)
+    from bandguard.bench.zoo import RECIPES
     from bandguard.models import MODELS
 
     items = _table_list(value, "models")
@@ -243,8 +244,9 @@ def _models(value: Any, base: Path) -> tuple[ModelSpec, ...]:
             if arch not in MODELS:
                 raise SpecError(f"{where}.arch: unknown model {arch!r}; expected one of {', '.join(MODELS.names())}")
             fields["arch"] = arch
-        if kind == "reference" and text not in MODELS:
-            raise SpecError(f"{where}.reference: unknown model {text!r}; expected one of {', '.join(MODELS.names())}")
+        if kind == "reference" and text not in RECIPES:
+            raise SpecError(
+                f"{where}.reference: unknown reference model {text!r}; expected one of {', '.join(RECIPES)}")
         if kind == "checkpoint":
             path = base / text
             if not path.is_file():

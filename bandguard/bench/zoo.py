@@ -7,6 +7,12 @@ bundled MNIST sample is never served once the full set is available, and a chang
 retrains. Checkpoints go through :func:`bandguard.models.save_checkpoint` and are read with
 ``weights_only=True``.
 
+Recipes are named by what they train, not only by the network: ``cifar_small`` (natural),
+``cifar_small_gaussian`` (Gaussian noise augmentation) and ``cifar_small_adversarial`` (fast
+adversarial training, Wong et al. 2001.03994) share one architecture, so the examples can compare
+the three as Yin et al. (1906.08988) do. ``limit`` trains on the first images only, for quick runs;
+it joins the cache key.
+
 Each recipe trains on at least ``min_images`` images per run: a smaller training set (the
 bundled MNIST sample) is repeated, each repeat shifted by a random offset of up to
 ``max_shift`` pixels (a translation augmentation, as in Simard et al. 2003), so the sample gets
@@ -33,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bandguard._checks import check_int
+from bandguard.attacks.presets import attack_preset
 from bandguard.data import ImageDataset, load_dataset
 from bandguard.data.cache import cache_dir as user_cache_dir
 from bandguard.models import MODELS, create_model, load_checkpoint, save_checkpoint
@@ -53,19 +60,30 @@ class Recipe:
 
     Attributes:
         dataset: the data set it is trained on by default (a ``load_dataset`` name).
-        config: the training settings (seed included; the seed also initialises the model).
+        config: the training settings (seed included; the seed also initialises the model;
+            ``config.arch`` names the network).
         min_images: images per run; a smaller training set is repeated with random shifts.
         max_shift: the largest shift in pixels (each axis) of those repeats.
+        limit: train on the first ``limit`` training images only (``None``: all of them).
     """
 
     dataset: str
     config: TrainConfig
     min_images: int = 0
     max_shift: int = 0
+    limit: int | None = None
+
+    @property
+    def arch(self) -> str:
+        """The network it trains (a :data:`bandguard.models.MODELS` name)."""
+        return str(self.config.arch)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "config": self.config.recipe(), "min_images": self.min_images,
-                "max_shift": self.max_shift, "version": RECIPE_VERSION}
+        out = {"dataset": self.dataset, "config": self.config.recipe(), "min_images": self.min_images,
+               "max_shift": self.max_shift, "version": RECIPE_VERSION}
+        if self.limit is not None:  # absent when unset, so full-data cache keys stay as they were
+            out["limit"] = self.limit
+        return out
 
 
 RECIPES: Mapping[str, Recipe] = types.MappingProxyType({
@@ -83,12 +101,32 @@ RECIPES: Mapping[str, Recipe] = types.MappingProxyType({
         "cifar10",
         TrainConfig(epochs=3, batch_size=128, lr=0.1, seed=0, augment=True, arch="cifar_small", dataset="cifar10"),
     ),
+    # The same run on images plus N(0, 0.1^2) noise (Yin et al. 1906.08988's Gaussian augmentation).
+    "cifar_small_gaussian": Recipe(
+        "cifar10",
+        TrainConfig(epochs=3, batch_size=128, lr=0.1, seed=0, augment=True, mode="gaussian", sigma=0.1,
+                    arch="cifar_small", dataset="cifar10"),
+    ),
+    # The same run on FGSM-with-random-start examples at eps 8/255 (Wong et al. 2001.03994): about
+    # twice the natural run's cost, where Madry et al.'s 7-step PGD would cost eight times.
+    "cifar_small_adversarial": Recipe(
+        "cifar10",
+        TrainConfig(epochs=3, batch_size=128, lr=0.1, seed=0, augment=True,
+                    adversary=attack_preset("wong_fast_cifar10"), arch="cifar_small", dataset="cifar10"),
+    ),
+    # A GPU recipe (goal: >= 93 % in <= 5 minutes on one H100), bf16 autocast where available.
+    "cifar_resnet18": Recipe(
+        "cifar10",
+        TrainConfig(epochs=18, batch_size=512, lr=0.4, weight_decay=5e-4, seed=0, augment=True,
+                    label_smoothing=0.1, arch="cifar_resnet18", dataset="cifar10"),
+    ),
 })
 
 
 def reference_model(
-    arch: str = "mnist_cnn",
+    name: str = "mnist_cnn",
     *,
+    limit: int | None = None,
     dataset: str | os.PathLike[str] | None = None,
     device: torch.device | str | None = None,
     retrain: bool = False,
@@ -97,10 +135,13 @@ def reference_model(
     root: str | os.PathLike[str] | None = None,
     download: bool = True,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """The reference net ``arch``, loaded from the cache or trained with its recipe and cached.
+    """The reference net of recipe ``name``, loaded from the cache or trained and cached.
 
     Args:
-        arch: a name in :data:`RECIPES` (``"mnist_cnn"``, ``"cifar_small"``).
+        name: a name in :data:`RECIPES` (``"mnist_cnn"``, ``"cifar_small"``,
+            ``"cifar_small_gaussian"``, ``"cifar_small_adversarial"``, ``"cifar_resnet18"``).
+        limit: train on the first ``limit`` training images only (quick runs; a separate cache
+            entry); ``None`` uses the recipe's own setting.
         dataset: the data set to train on (default the recipe's); any name or folder
             :func:`bandguard.data.load_dataset` takes, with images of the arch's shape.
         device: where the model is trained and returned (default CPU).
@@ -114,24 +155,29 @@ def reference_model(
         ``test_accuracy`` (on the whole test split), ``data_source`` (where the training images
         came from, e.g. ``"bundled sample"`` or a file), ``train_size`` (images in the training
         split), ``train_images`` (images per epoch, after repetition), ``train_seconds``,
-        ``cached`` (loaded rather than trained now), ``path``, ``arch``, ``dataset``, ``recipe``.
+        ``cached`` (loaded rather than trained now), ``path``, ``arch``, ``dataset``, ``recipe``
+        (``name`` also, for a model trained now).
 
     Raises:
-        ValueError: an arch with no recipe, or a data set whose images do not fit the arch.
+        ValueError: an unknown recipe name, a ``limit`` below 1, or a data set whose images do
+            not fit the recipe's network.
 
     Example:
         >>> model, meta = reference_model("mnist_cnn")
         >>> meta["test_accuracy"] >= 0.98
         True
     """
-    recipe = _recipe(arch)
+    recipe = _recipe(name)
+    if limit is not None:
+        recipe = dataclasses.replace(recipe, limit=check_int(limit, "limit", minimum=1))
     if not isinstance(retrain, bool):
         raise TypeError(f"retrain must be a bool, got {type(retrain).__name__} {retrain!r}")
-    name = recipe.dataset if dataset is None else os.fspath(dataset)
-    train_set = load_dataset(name, "train", root=root, download=download)
-    test_set = load_dataset(name, "test", root=root, download=download)
+    data_name = recipe.dataset if dataset is None else os.fspath(dataset)
+    train_set = load_dataset(data_name, "train", root=root, download=download)
+    test_set = load_dataset(data_name, "test", root=root, download=download)
     folder = Path(cache_dir) if cache_dir is not None else user_cache_dir() / "models"
-    path = folder / f"{arch}-{train_set.name}-{_cache_key(recipe, train_set, test_set)}.pt"
+    size = "" if recipe.limit is None else f"-first{recipe.limit}"
+    path = folder / f"{name}{size}-{train_set.name}-{_cache_key(recipe, train_set, test_set)}.pt"
     if path.is_file() and not retrain:
         try:
             ckpt = load_checkpoint(path)
@@ -140,36 +186,37 @@ def reference_model(
             ckpt = None
         if ckpt is not None and all(k in ckpt.meta for k in _EXTRA_META):
             return model.eval(), {**ckpt.meta, "cached": True, "path": str(path)}
-    model, meta = train_reference(arch, train_set, test_set, device=device, progress=progress)
-    save_checkpoint(path, model, arch=arch, dataset=name, test_accuracy=meta["test_accuracy"],
+    model, meta = train_reference(recipe, train_set, test_set, device=device, progress=progress)
+    save_checkpoint(path, model, arch=recipe.arch, dataset=data_name, test_accuracy=meta["test_accuracy"],
                     recipe=meta["recipe"], extra={k: meta[k] for k in _EXTRA_META})
-    return model, {**meta, "cached": False, "path": str(path), "arch": arch, "dataset": name}
+    return model, {**meta, "cached": False, "path": str(path), "arch": recipe.arch, "dataset": data_name,
+                   "name": name}
 
 
 def train_reference(
-    arch: str,
+    recipe: Recipe,
     train_set: ImageDataset,
     test_set: ImageDataset,
     *,
     device: torch.device | str | None = None,
     progress: bool = False,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Train a fresh ``arch`` on ``train_set`` with its recipe (no cache involved).
+    """Train a fresh net with ``recipe`` on ``train_set`` (no cache involved).
 
     Returns:
         ``(model, meta)`` with the model in eval mode and ``meta`` holding ``test_accuracy``,
-        ``data_source``, ``train_size``, ``train_images`` (after repetition), ``train_seconds``
-        and ``recipe``.
+        ``data_source``, ``train_size``, ``train_images`` (after limit and repetition),
+        ``train_seconds`` and ``recipe``.
     """
-    recipe = _recipe(arch)
+    arch = recipe.arch
     expected = MODELS.get(arch).input_shape
     if train_set.shape != expected or test_set.shape != expected:
         raise ValueError(
             f"{arch} takes images of shape {expected}, got {train_set.shape} ({train_set.name} {train_set.source})"
         )
     config = recipe.config
-    images, labels = train_set.images, train_set.labels
-    copies = max(1, math.ceil(recipe.min_images / len(train_set)))
+    images, labels = train_set.images[:recipe.limit], train_set.labels[:recipe.limit]
+    copies = max(1, math.ceil(recipe.min_images / len(labels)))
     if copies > 1:
         generator = torch.Generator().manual_seed(config.seed)
         images = shifted_copies(images, copies, max_shift=recipe.max_shift, generator=generator)
@@ -245,11 +292,11 @@ def resolve_dataset(model: str | os.PathLike[str], dataset: str | None = None) -
     raise ValueError(f"dataset is needed: {str(model)!r} does not name its data set (pass --dataset)")
 
 
-def _recipe(arch: str) -> Recipe:
-    if arch not in RECIPES:
+def _recipe(name: str) -> Recipe:
+    if name not in RECIPES:
         known = ', '.join(map(repr, RECIPES))
-        raise ValueError(f"unknown arch {arch!r} for a reference model; expected one of {known}")
-    return RECIPES[arch]
+        raise ValueError(f"unknown reference model {name!r}; expected one of {known}")
+    return RECIPES[name]
 
 
 def _cache_key(recipe: Recipe, train_set: ImageDataset, test_set: ImageDataset) -> str:
