@@ -139,7 +139,7 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
                    help="divide each filtered image by its maximum (Wang et al.'s x / max(x))")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random crop + flip (default on for CIFAR-10)")
-    p.add_argument("--limit", type=positive_int, default=None, help="train on the first N images only")
+    p.add_argument("--limit", type=positive_int, default=None, help="train on N images only (a fixed random subset)")
     p.add_argument("--amp", default="auto", choices=["auto", "off", "bf16"])
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="auto")

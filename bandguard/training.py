@@ -47,7 +47,9 @@ from bandguard.attacks.protocol import Attack
 from bandguard.fourier import FilterKind, FrequencyFilter, MaskShape
 from bandguard.models import accuracy, checkpoint_payload, load_checkpoint
 
-__all__ = ["AdversaryMode", "Callback", "Schedule", "TrainConfig", "TrainMode", "TrainResult", "evaluate", "train"]
+__all__ = [
+    "AdversaryMode", "Callback", "Schedule", "TrainConfig", "TrainMode", "TrainResult", "evaluate", "subset", "train",
+]
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +115,9 @@ class TrainConfig:
         filter_rescale: Wang et al.'s per-image ``x / max(x)`` after filtering (default off: the
             raw filtered image, never clipped, as their HFC code makes it).
         augment: random crop (4-pixel zero padding) and horizontal flip, for CIFAR-like data.
-        limit: train on the first ``limit`` images only (quick runs); ``None`` uses all.
+        limit: train on ``limit`` images only (quick runs): a fixed random subset drawn with
+            ``seed`` (:func:`subset`), never the first ones, which are one or two classes in
+            data sets stored class by class; ``None`` uses all.
         amp: ``"auto"`` (bf16 autocast where the device supports it), ``"off"`` or ``"bf16"``.
         label_smoothing: cross-entropy label smoothing.
         checkpoint: file written atomically after each epoch (a bandguard checkpoint with the
@@ -270,8 +274,7 @@ def train(
     """
     images, labels = _unpack(data, "data")
     frozen = [m for m in model.modules() if model.training and not m.training]
-    if config.limit is not None:
-        images, labels = images[: config.limit], labels[: config.limit]
+    images, labels = subset(images, labels, config.limit, seed=config.seed)
     test = _unpack(test_data, "test_data") if test_data is not None else None
     device = check_device(device) if device is not None else _model_device(model)
     model.to(device)
@@ -370,6 +373,28 @@ def evaluate(
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def subset(
+    images: torch.Tensor, labels: torch.Tensor, limit: int | None, *, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed random subset of ``limit`` images and their labels, in the data set's order.
+
+    Random rather than the first ``limit``: data sets stored class by class (CIFAR-10 from image
+    folders) would otherwise give one or two classes.
+
+    Args:
+        images: ``[N, ...]``; labels: ``[N]``.
+        limit: how many to keep; ``None`` (or ``>= N``) keeps all, unchanged.
+        seed: draws the subset.
+
+    Returns:
+        ``(images[idx], labels[idx])`` with ``idx`` sorted.
+    """
+    if limit is None or limit >= len(labels):
+        return images, labels
+    idx = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+    return images[idx.to(images.device)], labels[idx.to(labels.device)]
 
 
 def _unpack(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -174,10 +174,25 @@ def test_bad_data_is_refused() -> None:
 def test_cli_train_writes_a_loadable_checkpoint(tmp_path, data_root, monkeypatch, capsys) -> None:
     monkeypatch.setenv("BANDGUARD_DATA", str(data_root))
     out = tmp_path / "mnist.pt"
-    code = main(["train", "--dataset", "mnist", "--arch", "mnist_cnn", "--epochs", "1", "--limit", "1000",
+    code = main(["train", "--dataset", "mnist", "--arch", "mnist_cnn", "--epochs", "2", "--limit", "3000",
                  "--out", str(out)])
     assert code == 0
     ckpt = load_checkpoint(out)
-    assert ckpt.meta["arch"] == "mnist_cnn" and ckpt.meta["recipe"]["limit"] == 1000
-    assert 0.5 < ckpt.meta["test_accuracy"] <= 1.0
+    assert ckpt.meta["arch"] == "mnist_cnn" and ckpt.meta["recipe"]["limit"] == 3000
+    assert ckpt.meta["test_accuracy"] > 0.8  # 48 steps on 3,000 images: about 92 %
     assert "test accuracy" in capsys.readouterr().out
+
+
+def test_limit_draws_a_random_subset_not_the_first_images() -> None:
+    """Data sets stored class by class must not train on one class when ``limit`` is set."""
+    from bandguard.training import subset
+
+    labels = torch.arange(10).repeat_interleave(100)  # sorted by class, like CIFAR-10 folders
+    images = labels.float()[:, None]
+    x, y = subset(images, labels, 200, seed=0)
+    assert len(y) == 200 and torch.equal(x[:, 0], y.float())
+    assert y.unique().numel() == 10 and bool((y[1:] >= y[:-1]).all())  # every class, original order
+    again, _ = subset(images, labels, 200, seed=0)
+    other, _ = subset(images, labels, 200, seed=1)
+    assert torch.equal(again, x) and not torch.equal(other, x)
+    assert subset(images, labels, None, seed=0)[1] is labels and subset(images, labels, 5000, seed=0)[1] is labels

@@ -10,7 +10,7 @@ retrains. Checkpoints go through :func:`bandguard.models.save_checkpoint` and ar
 Recipes are named by what they train, not only by the network: ``cifar_small`` (natural),
 ``cifar_small_gaussian`` (Gaussian noise augmentation) and ``cifar_small_adversarial`` (fast
 adversarial training, Wong et al. 2001.03994) share one architecture, so the examples can compare
-the three as Yin et al. (1906.08988) do. ``limit`` trains on the first images only, for quick runs;
+the three as Yin et al. (1906.08988) do. ``limit`` trains on a fixed random subset, for quick runs;
 it joins the cache key.
 
 Each recipe trains on at least ``min_images`` images per run: a smaller training set (the
@@ -43,7 +43,7 @@ from bandguard.attacks.presets import attack_preset
 from bandguard.data import ImageDataset, load_dataset
 from bandguard.data.cache import cache_dir as user_cache_dir
 from bandguard.models import MODELS, create_model, load_checkpoint, save_checkpoint
-from bandguard.training import TrainConfig, evaluate, train
+from bandguard.training import TrainConfig, evaluate, subset, train
 
 __all__ = ["RECIPES", "Recipe", "reference_model", "resolve_dataset", "shifted_copies", "train_reference"]
 
@@ -64,7 +64,8 @@ class Recipe:
             ``config.arch`` names the network).
         min_images: images per run; a smaller training set is repeated with random shifts.
         max_shift: the largest shift in pixels (each axis) of those repeats.
-        limit: train on the first ``limit`` training images only (``None``: all of them).
+        limit: train on a fixed random subset of ``limit`` training images
+            (:func:`bandguard.training.subset`); ``None``: all of them.
     """
 
     dataset: str
@@ -140,8 +141,8 @@ def reference_model(
     Args:
         name: a name in :data:`RECIPES` (``"mnist_cnn"``, ``"cifar_small"``,
             ``"cifar_small_gaussian"``, ``"cifar_small_adversarial"``, ``"cifar_resnet18"``).
-        limit: train on the first ``limit`` training images only (quick runs; a separate cache
-            entry); ``None`` uses the recipe's own setting.
+        limit: train on a fixed random subset of ``limit`` training images (quick runs; a
+            separate cache entry); ``None`` uses the recipe's own setting.
         dataset: the data set to train on (default the recipe's); any name or folder
             :func:`bandguard.data.load_dataset` takes, with images of the arch's shape.
         device: where the model is trained and returned (default CPU).
@@ -176,7 +177,7 @@ def reference_model(
     train_set = load_dataset(data_name, "train", root=root, download=download)
     test_set = load_dataset(data_name, "test", root=root, download=download)
     folder = Path(cache_dir) if cache_dir is not None else user_cache_dir() / "models"
-    size = "" if recipe.limit is None else f"-first{recipe.limit}"
+    size = "" if recipe.limit is None else f"-{recipe.limit}images"
     path = folder / f"{name}{size}-{train_set.name}-{_cache_key(recipe, train_set, test_set)}.pt"
     if path.is_file() and not retrain:
         try:
@@ -215,7 +216,7 @@ def train_reference(
             f"{arch} takes images of shape {expected}, got {train_set.shape} ({train_set.name} {train_set.source})"
         )
     config = recipe.config
-    images, labels = train_set.images[:recipe.limit], train_set.labels[:recipe.limit]
+    images, labels = subset(train_set.images, train_set.labels, recipe.limit, seed=config.seed)
     copies = max(1, math.ceil(recipe.min_images / len(labels)))
     if copies > 1:
         generator = torch.Generator().manual_seed(config.seed)
