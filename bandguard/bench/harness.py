@@ -42,7 +42,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from bandguard._checks import check_device, check_images, check_int, check_labels, check_model, check_seed
+from bandguard._checks import (
+    check_device,
+    check_images,
+    check_int,
+    check_labels,
+    check_model,
+    check_model_input,
+    check_model_output,
+    check_seed,
+)
 from bandguard._modes import model_mode
 from bandguard.attacks.protocol import Attack
 from bandguard.bench.distributed import Shard, init_from_env, local_device
@@ -85,8 +94,6 @@ def check_model_fits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device:
     """One forward on one sample, so a model that does not take the data, returns no logits
     ``[N, classes]`` (a tuple, a 1-D output, probabilities) or has fewer classes than the labels
     (called ``labels`` in the error) fails with a clear error before any cell runs."""
-    from bandguard._checks import check_model_input, check_model_output
-
     xb = check_model_input(model, x[:1].to(device), bounds=None)
     with model_mode(model), torch.inference_mode():
         logits = check_model_output(model(xb), n=1)
