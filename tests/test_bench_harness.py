@@ -93,6 +93,12 @@ def test_grid_cascade_worst_case_and_eot(grid) -> None:
     assert cells[("post_average:3.0,K=1", "adaptive", "pgd")].randomized
     # Transfer cells reuse the bare model's queries (crafted there).
     assert torch.equal(cells[("lowpass:10", "transfer", "pgd")].forwards, pgd.forwards)
+    # Per-sample perturbation norms: within the ball, 0 where nothing was attacked; stored with the cell.
+    assert (pgd.norms <= torch.tensor([[0.1], [0.3]]) + 1e-6).all() and (pgd.norms[pgd.forwards == 0] == 0).all()
+    store = ResultStore(out / "results.sqlite")
+    stored = store.get(pgd.key)
+    store.close()
+    assert stored is not None and torch.equal(stored.norms, pgd.norms) and stored.mean_norm == pgd.mean_norm
     # Reports.
     for name in ("report.md", "results.csv", "results.json", "results.sqlite", "robust_cnn_none.png"):
         assert (out / name).is_file(), name
