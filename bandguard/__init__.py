@@ -19,8 +19,8 @@ from bandguard.attacks import (
     FourierGreedy,
     attack_preset,
     create_attack,
-    evaluate_attack,
 )
+from bandguard.bench import evaluate_robustness
 from bandguard.data import ImageDataset, SampleDataWarning, load_dataset, make_loader
 from bandguard.defenses import (
     HighPass,
@@ -80,7 +80,7 @@ __all__ = [
     "create_model",
     "defend",
     "defenses",
-    "evaluate_attack",
+    "evaluate_robustness",
     "filter_kernels",
     "filtered_accuracy",
     "fourier",

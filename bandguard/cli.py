@@ -446,29 +446,10 @@ def _attack_parser(p: argparse.ArgumentParser) -> None:
                    help="gradient samples per step (EOT) against randomized defenses (default 10)")
 
 
-def _attack_defenses(args: argparse.Namespace, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-                     dataset: str, attack: Any) -> int:
-    from bandguard.bench.defense_eval import evaluate_defenses
-    from bandguard.defenses import build_defense
-
-    defenses = {spec: build_defense(spec, model).to(x.device) for spec in args.defense}
-    start = time.perf_counter()
-    table = evaluate_defenses(model, defenses, attack, x, y, eot_samples=args.eot,
-                              batch_size=args.batch_size,
-                              callback=lambda name: print(f"evaluating {name} ...", file=sys.stderr))
-    print(f"{attack!r} on {table.n} {dataset} test images ({table.device}, "
-          f"{time.perf_counter() - start:.1f} s); accuracies in %")
-    print("transfer: crafted on the undefended model; adaptive: through the defense (EOT if randomized)")
-    print(table.to_markdown())
-    if args.out:
-        print(f"wrote {write_json_atomic(args.out, table.to_dict())}")
-    return 0
-
-
 def _attack_run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from bandguard.attacks import create_attack, evaluate_attack
+    from bandguard.attacks import create_attack
+    from bandguard.bench import evaluate_robustness
+    from bandguard.defenses import build_defense
 
     model, x, y, dataset = _model_and_data(args)
     given = {"norm": args.norm, "steps": args.steps, "step_size": args.step_size,
@@ -477,24 +458,29 @@ def _attack_run(args: argparse.Namespace) -> int:
         # The ensemble's query budget is Square's (its Fourier member keeps its own 100).
         given["square_queries"] = given.pop("max_queries")
     options = {k: v for k, v in given.items() if v is not None}
-    if not args.attack.startswith("foolbox:"):
-        options["seed"] = args.seed
-    eps = tuple(args.eps)
-    if args.eot is not None and not args.defense:
-        options["eot_samples"] = args.eot
-    attack = create_attack(args.attack, eps=eps, **options)
-    if args.defense:
-        return _attack_defenses(args, model, x, y, dataset, attack)
-    with tqdm(total=len(y), desc=args.attack, unit="img") as bar:
-        result = evaluate_attack(model, x, y, attack, batch_size=args.batch_size, callback=bar.update)
-    print(f"{attack!r} on {result.n} {dataset} test images ({result.device}, {result.seconds:.1f} s)")
-    print(f"clean accuracy {result.clean_accuracy:.2%}")
-    print(f"{'eps':>10}  {'robust acc':>10}  {'success':>8}  {'mean ' + result.norm:>10}  {'queries/img':>11}")
-    for i, eps in enumerate(result.epsilons):
-        print(f"{eps:>10.4g}  {result.robust_accuracy[i]:>10.2%}  {result.success_rate[i]:>8.2%}  "
-              f"{result.mean_norm[i]:>10.4g}  {result.forwards[i] / result.n:>11.1f}")
+    attack = create_attack(args.attack, eps=tuple(args.eps), **options)
+    defenses = {spec: build_defense(spec, model).to(x.device) for spec in args.defense}
+    settings = {"eot": args.eot} if args.eot is not None else {}
+    progress = _Progress(len(y), disable=not sys.stderr.isatty())
+    try:
+        result = evaluate_robustness(model, x, y, {args.attack: attack}, defenses=defenses,
+                                     name=_model_label(args), batch_size=args.batch_size, seed=args.seed,
+                                     progress=progress, **settings)
+    finally:
+        progress.close()
+    print(f"{attack!r} on {len(y)} {dataset} test images ({result.device}, {result.seconds:.1f} s)")
+    if defenses:
+        print("transfer: crafted on the undefended model; adaptive: through the defense (EOT if randomized)")
+        print(result.to_markdown())
+    else:
+        cell = result.cells[-1]
+        print(f"clean accuracy {result.rows[0].clean_accuracy:.2%}")
+        print(f"{'eps':>10}  {'robust acc':>10}  {'success':>8}  {'mean ' + cell.norm:>10}  {'queries/img':>11}")
+        for r, mean_norm in zip(result.rows, cell.mean_norm):
+            print(f"{r.eps:>10.4g}  {r.robust_accuracy:>10.2%}  {1 - r.robust_accuracy:>8.2%}  "
+                  f"{mean_norm:>10.4g}  {r.forwards_per_sample:>11.1f}")
     if args.out:
-        print(f"wrote {result.save(args.out)}")
+        print(f"wrote {write_json_atomic(args.out, result.to_dict())}")
     return 0
 
 

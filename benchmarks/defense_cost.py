@@ -14,7 +14,7 @@ Three parts, each printed as Markdown (``--write`` puts them into ``benchmarks/R
    (0.1, 0.25, 0.5, 1.0; first conv layer), on the first ``--n`` test images (post-averaging on
    ``--n-pa``).
 3. ``--table``: clean, transfer and adaptive (EOT) robust accuracy of every defense on MNIST under
-   Linf PGD (:func:`bandguard.bench.defense_eval.evaluate_defenses`).
+   Linf PGD (:func:`bandguard.bench.evaluate_robustness`, the benchmark harness on tensors).
 
 Weights: the shared test cache (``~/.cache/bandguard/test-models``, written by the test fixtures)
 for accuracy; speed uses whatever is there or a random init (speed does not depend on weights).
@@ -165,7 +165,7 @@ def clean_accuracy(n: int, n_pa: int) -> list[str]:
 
 def transfer_table(n: int, eps: tuple[float, ...], steps: int, eot: int) -> tuple[str, float]:
     from bandguard.attacks import PGD
-    from bandguard.bench.defense_eval import evaluate_defenses
+    from bandguard.bench import evaluate_robustness
     from bandguard.data import load_dataset
 
     model, trained = load_model("mnist_cnn", torch.device("cpu"))
@@ -177,8 +177,8 @@ def transfer_table(n: int, eps: tuple[float, ...], steps: int, eot: int) -> tupl
              "smooth:0.25", "smooth:1.0"]
     defenses = {s: build_defense(s, model) for s in specs}
     start = time.perf_counter()
-    table = evaluate_defenses(model, defenses, PGD(eps=eps, steps=steps, seed=0), x, y, eot_samples=eot)
-    return table.to_markdown(), time.perf_counter() - start
+    result = evaluate_robustness(model, x, y, {"pgd": PGD(eps=eps, steps=steps)}, defenses=defenses, eot=eot)
+    return result.to_markdown(), time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             f"(step 2.5 eps / steps, random start), CPU: {machine(torch.device('cpu'))}; {seconds:.0f} s. "
             "Transfer: adversarial examples crafted on the undefended net, then classified by the defense "
             "(how Lin et al. and Wang et al. report). Adaptive: the same attack through the defense, with "
-            f"EOT over {args.eot} gradient samples per step for randomized defenses. Worst case: correct "
-            "under both. Accuracies in %.", "", md, ""])
+            f"EOT over {args.eot} gradient samples per step for randomized defenses. Accuracies in %.",
+            "", md, ""])
         print(table, flush=True)
         if args.write:
             write_section("Defenses: transfer vs adaptive", table, ROOT / "RESULTS.md")

@@ -97,7 +97,8 @@ ATTACK_SETTINGS = {
 
 def entry_points() -> dict[str, object]:
     """name -> callable(model, x, y): every public function that runs a caller's model."""
-    from bandguard.attacks import ATTACKS, create_attack, evaluate_attack
+    from bandguard.attacks import ATTACKS, create_attack
+    from bandguard.bench import evaluate_robustness
     from bandguard.defenses import DEFENSES, build_defense, defend
     from bandguard.spectral import (
         FPrincipleMonitor,
@@ -117,7 +118,8 @@ def entry_points() -> dict[str, object]:
         points[f"attack:{name}"] = lambda m, x, y, a=attack: a(m, x, y)
     points["attack:foolbox"] = lambda m, x, y: create_attack("foolbox:LinfPGD", eps=0.1, steps=2)(m, x, y)
     pgd = create_attack("pgd", eps=0.1, steps=2)
-    points["evaluate_attack"] = lambda m, x, y: evaluate_attack(m, x, y, pgd, batch_size=5)
+    points["evaluate_robustness"] = lambda m, x, y: evaluate_robustness(
+        m, x, y, {"pgd": pgd}, defenses={"lowpass": build_defense("lowpass:2", m)}, batch_size=5)
     points["fourier_heatmap"] = lambda m, x, y: fourier_heatmap(m, x, y, eps=1.0)
     points["fourier_heatmap:layer"] = lambda m, x, y: fourier_heatmap(m, x, y, eps=1.0, layer="2")
     points["filtered_accuracy"] = lambda m, x, y: filtered_accuracy(m, x, y, [2.0])

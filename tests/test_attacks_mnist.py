@@ -10,7 +10,7 @@ import pytest
 import torch
 import torchattacks
 
-from bandguard.attacks import FGSM, PGD, attack_preset, evaluate_attack, fgsm
+from bandguard.attacks import FGSM, PGD, attack_preset, fgsm
 from bandguard.models import create_model
 from bandguard.training import TrainConfig, train
 
@@ -92,8 +92,8 @@ def test_fast_adversarial_training_is_measurably_more_robust(mnist_model, mnist_
         robust_model = create_model("mnist_cnn")
     train(robust_model, mnist_train, config, progress=False)
     attack = PGD(eps=eps, steps=10)
-    natural = evaluate_attack(mnist_model, x, y, attack, batch_size=500)
-    trained = evaluate_attack(robust_model, x, y, attack, batch_size=500)
+    natural = attack(mnist_model, x, y)
+    trained = attack(robust_model, x, y)
     assert trained.clean_accuracy >= 0.9
     assert trained.robust_accuracy[0] >= natural.robust_accuracy[0] + 0.2
 

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from bandguard import attacks, defenses, spectral
+from bandguard.bench import evaluate_robustness
 from bandguard.cli import main
 from bandguard.data import ImageDataset, load_dataset, make_loader
 from bandguard.fourier import FrequencyFilter, frequency_filter
@@ -187,14 +188,18 @@ row("create-attack-foolbox-unknown", lambda: attacks.create_attack("foolbox:NoSu
 row("create-attack-foolbox-wrong-type",
     lambda: attacks.create_attack("foolbox:LinfPGD", eps=0.1, steps="ten")(_linear(), _x(), _y()), TypeError,
     "steps")
-row("evaluate-attack-not-attack", lambda: attacks.evaluate_attack(_linear(), _x(), _y(), "pgd"), TypeError,
-    "attack")
-row("evaluate-attack-batch-size-zero",
-    lambda: attacks.evaluate_attack(_linear(), _x(), _y(), attacks.FGSM(eps=0.1), batch_size=0), ValueError,
+row("evaluate-robustness-not-attack",
+    lambda: evaluate_robustness(_linear(), _x(), _y(), {"pgd": "pgd"}), TypeError,
+    "attacks['pgd'] must be a bandguard Attack, got str")
+row("evaluate-robustness-batch-size-zero",
+    lambda: evaluate_robustness(_linear(), _x(), _y(), {"fgsm": attacks.FGSM(eps=0.1)}, batch_size=0), ValueError,
     "batch_size must be >= 1")
-row("evaluate-attack-device-unknown",
-    lambda: attacks.evaluate_attack(_linear(), _x(), _y(), attacks.FGSM(eps=0.1), device="gpu"), ValueError,
+row("evaluate-robustness-device-unknown",
+    lambda: evaluate_robustness(_linear(), _x(), _y(), {"fgsm": attacks.FGSM(eps=0.1)}, device="gpu"), ValueError,
     "unknown device 'gpu'")
+row("evaluate-robustness-defense-reserved",
+    lambda: evaluate_robustness(_linear(), _x(), _y(), {"fgsm": attacks.FGSM(eps=0.1)}, defenses={"none": _linear()}),
+    ValueError, "defense name 'none' is reserved")
 row("PGD-call-y-out-of-range", lambda: attacks.PGD(eps=0.1, steps=1)(_linear(), _x(), _y(K)), ValueError,
     "y holds class 10", )
 row("PGD-call-softmax", lambda: attacks.PGD(eps=0.1, steps=1)(_softmax(), _x(), _y()), ValueError,

@@ -1,4 +1,5 @@
-"""The benchmark harness on the trained MNIST fixture: cascade, worst case, EOT, resume, determinism."""
+"""The benchmark harness (bandguard/bench/harness.py): cascade, worst case, EOT, resume, determinism,
+and its in-memory entry point ``evaluate_robustness`` (the same cells as a spec run)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from attack_models import batch, tiny_model
 
-from bandguard.bench import parse_spec, run
-from bandguard.bench.harness import batch_size_for, build_defense, sample_indices, threat_chains
+from bandguard.attacks import FGSM, PGD, FourierGreedy
+from bandguard.bench import evaluate_robustness, parse_spec, run
+from bandguard.bench.harness import batch_size_for, build_defense, load_samples, sample_indices, threat_chains
 from bandguard.bench.results import WORST, ResultStore
 from bandguard.models import save_checkpoint
 
@@ -42,8 +45,19 @@ def test_sample_indices_fixed_by_seed() -> None:
     assert torch.equal(sample_indices(5, 0, 0), torch.arange(5))
 
 
-def test_grid_cascade_worst_case_and_eot(checkpoint: Path, tmp_path: Path) -> None:
-    result = run(small_spec(checkpoint, tmp_path / "a", defenses=["lowpass:10", "post_average:3.0,K=1"]))
+def grid_spec(checkpoint: Path, out: Path):
+    return small_spec(checkpoint, out, defenses=["lowpass:10", "post_average:3.0,K=1"], device="cpu")
+
+
+@pytest.fixture(scope="module")
+def grid(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A spec run over the bare CNN, a low-pass and a randomized post-averaging, and its folder."""
+    out = tmp_path_factory.mktemp("grid")
+    return run(grid_spec(checkpoint, out)), out
+
+
+def test_grid_cascade_worst_case_and_eot(grid) -> None:
+    result, out = grid
     cells = {(c.defense, c.mode, c.attack): c for c in result.cells}
     # Every model x defense x mode x attack x eps has a row, plus the worst case per cascade.
     modes = {("none", "white-box"), ("lowpass:10", "transfer"), ("lowpass:10", "adaptive"),
@@ -79,11 +93,109 @@ def test_grid_cascade_worst_case_and_eot(checkpoint: Path, tmp_path: Path) -> No
     assert cells[("post_average:3.0,K=1", "adaptive", "pgd")].randomized
     # Transfer cells reuse the bare model's queries (crafted there).
     assert torch.equal(cells[("lowpass:10", "transfer", "pgd")].forwards, pgd.forwards)
+    # Per-sample perturbation norms: within the ball, 0 where nothing was attacked; stored with the cell.
+    assert (pgd.norms <= torch.tensor([[0.1], [0.3]]) + 1e-6).all() and (pgd.norms[pgd.forwards == 0] == 0).all()
+    store = ResultStore(out / "results.sqlite")
+    stored = store.get(pgd.key)
+    store.close()
+    assert stored is not None and torch.equal(stored.norms, pgd.norms) and stored.mean_norm == pgd.mean_norm
     # Reports.
-    out = tmp_path / "a"
     for name in ("report.md", "results.csv", "results.json", "results.sqlite", "robust_cnn_none.png"):
         assert (out / name).is_file(), name
     assert len(json.loads((out / "results.json").read_text())["rows"]) == len(result.rows)
+
+
+def test_in_memory_equals_the_spec_run(grid, checkpoint: Path, mnist_model: torch.nn.Module) -> None:
+    # The same samples, seed and labels through evaluate_robustness: every cell's per-sample outcome
+    # and every row equal the spec run's, with PGD's random start and post-averaging's noise drawn
+    # alike (the randomness derives from the seed and the labels only).
+    result, out = grid
+    spec = grid_spec(checkpoint, out)
+    x, y, _ = load_samples(spec)
+    defenses = {d: build_defense(d, mnist_model) for d in spec.defenses[1:]}
+    memory = evaluate_robustness(mnist_model, x, y, {a.name: a.build() for a in spec.attacks}, defenses=defenses,
+                                 name="cnn", batch_size=spec.batch_size, sample_budget=spec.sample_budget,
+                                 eot=spec.eot, seed=spec.seed)
+    assert memory.rows == result.rows
+    assert len(memory.cells) == len(result.cells)
+    for a, b in zip(memory.cells, result.cells):
+        assert (a.defense, a.mode, a.attack, a.eot_samples) == (b.defense, b.mode, b.attack, b.eot_samples)
+        for field in ("robust", "forwards", "gradients", "norms"):
+            assert torch.equal(getattr(a, field), getattr(b, field)), (a.defense, a.mode, a.attack, field)
+    assert memory.computed == len(memory.cells) and memory.flags == ()
+
+
+@pytest.mark.parametrize("attack", [FourierGreedy(eps=(0.3, 1.0), max_queries=6),
+                                    PGD(eps=(0.1, 0.3), steps=3, random_start=False)], ids=["greedy", "pgd"])
+def test_in_memory_equals_the_attack_run_directly(attack) -> None:
+    # Deterministic attacks, so batches of 16 add up to one call on all 40 samples.
+    model, (x, y) = tiny_model(), batch(40)
+    seen: list[tuple[str, int]] = []
+    result = evaluate_robustness(model, x, y, {"a": attack}, batch_size=16,
+                                 progress=lambda desc, k: seen.append((desc, k)))
+    assert seen == [("model | a", 16), ("model | a", 16), ("model | a", 8)]
+    direct = attack(model, x, y)
+    clean, cell = result.cells
+    assert torch.equal(clean.robust[0], direct[0].clean_pred == y)
+    assert [r.robust_accuracy for r in result.rows] == list(direct.robust_accuracy)
+    assert {r.clean_accuracy for r in result.rows} == {direct.clean_accuracy}
+    attacked = clean.robust[0]  # the harness never attacks a sample the model already gets wrong
+    assert 0 < int(attacked.sum()) < 40
+    for e, res in enumerate(direct):
+        assert torch.equal(cell.robust[e], res.adv_pred == y)
+        assert torch.equal(cell.forwards[e][attacked], res.forwards[attacked])
+        assert torch.equal(cell.gradients[e][attacked], res.gradients[attacked])
+        assert (cell.forwards[e][~attacked] == 0).all()
+        torch.testing.assert_close(cell.norms[e], res.norms.float())
+    assert cell.mean_norm == pytest.approx(tuple(float(r.norms.double().mean()) for r in direct))
+    assert cell.epsilons == attack.epsilons and cell.attack_repr.startswith(f"{type(attack).__name__}(eps=")
+
+
+def test_in_memory_defenses_transfer_adaptive_and_eot() -> None:
+    net, (x, _) = tiny_model(), batch(12)
+    y = net(x).argmax(1)  # every sample clean-correct on the bare net
+    defenses = {"lowpass:3": build_defense("lowpass:3", net), "pa": build_defense("post_average:0.3,K=1,seed=0", net)}
+    attacks = {"pgd": PGD(eps=(0.0, 0.1), steps=3), "fgsm": FGSM(eps=(0.0, 0.1))}
+    result = evaluate_robustness(net, x, y, attacks, defenses=defenses, eot=3)
+    cells = {(c.defense, c.mode, c.attack): c for c in result.cells}
+    assert {(r.defense, r.mode) for r in result.rows} == {
+        ("none", "white-box"), ("lowpass:3", "transfer"), ("lowpass:3", "adaptive"), ("pa", "transfer"),
+        ("pa", "adaptive")}
+    assert len(result.rows) == 5 * 3 * 2  # two attacks and their worst case, two eps
+    assert cells[("none", "clean", "")].robust.all()
+    assert result.row(model="model", defense="none", mode="white-box", attack="pgd", eps=0.0).robust_accuracy == 1.0
+    # EOT from what the defense declares; the post-averaging's cost sizes its batches.
+    assert cells[("pa", "adaptive", "pgd")].eot_samples == 3 and cells[("pa", "adaptive", "pgd")].randomized
+    assert cells[("lowpass:3", "adaptive", "pgd")].eot_samples == 1
+    assert cells[("pa", "clean", "")].forward_cost == 7
+    assert torch.equal(cells[("pa", "transfer", "pgd")].forwards, cells[("none", "white-box", "pgd")].forwards)
+    # Cascade: FGSM attacks only what PGD left robust, so the worst case is FGSM's cell.
+    for d, mode in (("none", "white-box"), ("pa", "adaptive")):
+        pgd, fgsm = cells[(d, mode, "pgd")], cells[(d, mode, "fgsm")]
+        assert (fgsm.robust <= pgd.robust).all() and (fgsm.forwards[~pgd.robust] == 0).all()
+        worst = result.row(model="model", defense=d, mode=mode, attack=WORST, eps=0.1)
+        assert worst.robust_accuracy == pytest.approx(fgsm.robust_accuracy[1])
+
+
+def test_in_memory_errors() -> None:
+    net, (x, y) = tiny_model(), batch(4)
+    pgd = {"pgd": PGD(eps=0.1, steps=1)}
+    with pytest.raises(ValueError, match="'none' is reserved"):
+        evaluate_robustness(net, x, y, pgd, defenses={"none": net})
+    with pytest.raises(TypeError, match=r"defenses\['f'\] must be a torch.nn.Module"):
+        evaluate_robustness(net, x, y, pgd, defenses={"f": lambda t: t})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match=r"attacks\['pgd'\] must be a bandguard Attack"):
+        evaluate_robustness(net, x, y, {"pgd": lambda m, a, b: a})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="attacks must be a non-empty mapping"):
+        evaluate_robustness(net, x, y, PGD(eps=0.1))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        evaluate_robustness(lambda t: t, x, y, pgd)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        evaluate_robustness(net, x, y, pgd, batch_size=0)
+    with pytest.raises(ValueError, match="y has 3 labels but x has 4 images"):
+        evaluate_robustness(net, x, y[:3], pgd)
+    with pytest.raises(ValueError, match="y holds class 7 but the model has 3 classes"):
+        evaluate_robustness(net, x, torch.full((4,), 7), pgd)
 
 
 @pytest.mark.slow
@@ -149,23 +261,20 @@ def test_threat_models_cascade_separately(checkpoint: Path, tmp_path: Path) -> N
         {"attack": "pgd", "name": "pgd-l2", "norm": "l2", "eps": [1.0], "steps": 2},
         {"attack": "fgsm", "eps": [0.1]},
     ])
-    chains = threat_chains(spec.attacks)
-    assert [[a.name for a in c] for c in chains] == [["pgd", "fgsm"], ["pgd-l2"]]
+    chains = threat_chains({a.name: a.build() for a in spec.attacks})
+    assert chains == [["pgd", "fgsm"], ["pgd-l2"]]
 
 
-def test_batch_for_a_costly_defense_follows_the_budget(checkpoint: Path, tmp_path: Path,
-                                                      mnist_model: torch.nn.Module) -> None:
-    spec = small_spec(checkpoint, tmp_path, batch_size=256, sample_budget=700)
-    assert batch_size_for(spec, mnist_model) == 256
+def test_batch_for_a_costly_defense_follows_the_budget(mnist_model: torch.nn.Module) -> None:
+    assert batch_size_for(256, 700, mnist_model) == 256
     pa = build_defense("post_average:3.0,K=15", mnist_model)
-    assert batch_size_for(spec, pa) == 700 // 91
+    assert batch_size_for(256, 700, pa) == 700 // 91
 
 
 _MEMORY_SCRIPT = """
 import resource, sys, torch
 from torch import nn
 from bandguard.bench.harness import _attack_batches, _Context
-from bandguard.bench.distributed import Shard
 from bandguard.defenses import build_defense
 from bandguard.attacks import PGD
 torch.manual_seed(0)
@@ -173,11 +282,11 @@ n = int(sys.argv[1])
 net = nn.Sequential(nn.Conv2d(1, 64, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64 * 28 * 28, 10))
 defense = build_defense("post_average:3.0,K=15", net)
 x, y = torch.rand(n, 1, 28, 28), torch.randint(0, 10, (n,))
-ctx = _Context(spec=None, device=torch.device("cpu"), shard=Shard(), store=None, force=False, x=x, y=y,
-               progress=None)
+ctx = _Context(x=x, y=y, device=torch.device("cpu"), batch_size=256, sample_budget=2048, eot=1, cascade=True,
+               seed=0)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 attack = PGD(eps=(0.1,), steps=1, eot_samples=1, random_start=False)
-_attack_batches(ctx, "k", attack, defense, torch.ones(n, dtype=torch.bool), max(1, 2048 // 91), "")
+_attack_batches(ctx, "k", attack, defense, torch.ones(1, n, dtype=torch.bool), ctx.batch_size_for(defense), "")
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
 """
 

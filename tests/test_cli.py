@@ -190,7 +190,28 @@ def test_attack_standard_runs_the_ensemble(nets, data_root, tmp_path, monkeypatc
     assert code == 0
     printed = capsys.readouterr().out
     assert "Ensemble(" in printed and "Square(" in printed and "queries=4" in printed
-    result = json.loads(out.read_text())
-    robust = result["robust_accuracy"]
-    assert len(robust) == 2 and robust[1] <= robust[0] <= result["clean_accuracy"]
+    rows = json.loads(out.read_text())["rows"]  # the harness's table: one row per eps
+    robust = [r["robust_accuracy"] for r in rows]
+    assert [(r["attack"], r["eps"]) for r in rows] == [("standard", 0.05), ("standard", 0.3)]
+    assert robust[1] <= robust[0] <= rows[0]["clean_accuracy"]
     assert robust[1] == 0.0  # Linf 0.3 on an untrained linear net: every image falls
+
+
+def test_attack_prints_its_table_and_with_defenses_the_harness_table(nets, mnist_env, tmp_path, capsys) -> None:
+    base = ["attack", "--model-code", f"{nets}:linear_net", "--dataset", "mnist", "--attack", "fgsm",
+            "--eps", "0,0.3", "-n", "100", "--device", "cpu"]
+    assert main([*base, "--out", str(tmp_path / "bare.json")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[2].split() == ["eps", "robust", "acc", "success", "mean", "linf", "queries/img"]
+    clean = float(printed[1].removeprefix("clean accuracy ").rstrip("%")) / 100
+    eps0, eps3 = printed[3].split(), printed[4].split()
+    # eps 0 moves nothing: robust accuracy is the clean one and the mean perturbation is 0. At 0.3
+    # FGSM breaks every image; only those the net got right are attacked, each moved by Linf 0.3.
+    assert clean > 0 and float(eps0[1].rstrip("%")) / 100 == pytest.approx(clean) and float(eps0[3]) == 0.0
+    assert float(eps3[1].rstrip("%")) == 0.0 and float(eps3[3]) == pytest.approx(0.3 * clean, rel=1e-3)
+    assert main([*base, "--defense", "lowpass:3", "--out", str(tmp_path / "lp.json")]) == 0
+    assert f"| {nets}:linear_net | lowpass:3 | adaptive | fgsm | linf 0.3 |" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "lp.json").read_text())["rows"]
+    assert {(r["defense"], r["mode"]) for r in rows} == {
+        ("none", "white-box"), ("lowpass:3", "transfer"), ("lowpass:3", "adaptive")}
+    assert {r["model"] for r in rows} == {f"{nets}:linear_net"}

@@ -107,34 +107,6 @@ def test_compile_matches_eager_inductor() -> None:
     _check_compiled("inductor")
 
 
-def test_evaluate_defenses_table_on_a_tiny_net() -> None:
-    from bandguard.attacks import PGD
-    from bandguard.bench.defense_eval import evaluate_defenses
-
-    net, x = tiny_net(), images(12)
-    y = net(x).argmax(1)
-    defenses = {"lowpass:3": build_defense("lowpass:3", net),
-                "pa": build_defense("post_average:0.3,K=1,seed=0", net)}
-    table = evaluate_defenses(net, defenses, PGD(eps=(0.0, 0.1), steps=3), x, y, eot_samples=3)
-    assert [r.name for r in table.rows] == ["none", "lowpass:3", "pa"] and table.n == 12
-    none = table.row("none")
-    assert none.clean_accuracy == 1.0 and none.transfer_accuracy == none.adaptive_accuracy
-    assert none.transfer_accuracy[0] == 1.0  # eps 0 changes nothing
-    assert table.row("lowpass:3").eot_samples == 1 and not table.row("lowpass:3").randomized
-    pa = table.row("pa")
-    assert pa.randomized and pa.eot_samples == 3 and pa.forward_cost == 7
-    for r in table.rows:
-        assert all(w <= min(t, a) for w, t, a in zip(r.worst_accuracy, r.transfer_accuracy, r.adaptive_accuracy))
-    assert len(table.to_markdown().splitlines()) == 2 + 3 * 2
-    assert table.to_dict()["rows"][2]["forward_cost"] == 7
-    with pytest.raises(ValueError, match="reserved"):
-        evaluate_defenses(net, {"none": net}, PGD(eps=0.1, steps=1), x, y)
-    with pytest.raises(TypeError, match="defense 'f' must be an nn.Module"):
-        evaluate_defenses(net, {"f": lambda t: t}, PGD(eps=0.1, steps=1), x, y)  # type: ignore[dict-item]
-    with pytest.raises(ValueError, match="no defense 'jpeg'"):
-        table.row("jpeg")
-
-
 def test_cli_help_lists_the_registries(capsys: pytest.CaptureFixture[str]) -> None:
     from bandguard.cli import build_parser
     from bandguard.defenses import RegularizerKind

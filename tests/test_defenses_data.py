@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from bandguard.attacks import PGD
-from bandguard.bench.defense_eval import evaluate_defenses
+from bandguard.bench import evaluate_robustness
 from bandguard.defenses import RECOMMENDED, LowPass, PostAveraging, build_defense, defend, smooth_kernels
 from bandguard.models import accuracy
 
@@ -82,14 +82,16 @@ def test_adaptive_eot_attack_beats_transfer_on_post_averaged_model(mnist_model, 
     # A cheap post-averaging (K=2, 13 forwards) keeps the test fast; the mechanism is the same.
     x, y = mnist_test[0][:32], mnist_test[1][:32]
     pa = build_defense(f"post_average:{RECOMMENDED['mnist']['post_average']},K=2,seed=0", mnist_model)
-    attack = PGD(eps=0.12, steps=8, seed=0)
-    table = evaluate_defenses(mnist_model, {"post_average": pa}, attack, x, y, eot_samples=2)
-    row = table.row("post_average")
-    print(table.to_markdown())
-    assert row.eot_samples == 2 and row.randomized
-    assert row.adaptive_accuracy[0] <= row.transfer_accuracy[0]
+    result = evaluate_robustness(mnist_model, x, y, {"pgd": PGD(eps=0.12, steps=8)}, defenses={"post_average": pa},
+                                 eot=2)
+    cells = {(c.defense, c.mode): c for c in result.cells}
+    print(result.to_markdown())
+    adaptive = cells[("post_average", "adaptive")]
+    assert adaptive.eot_samples == 2 and adaptive.randomized
+    assert adaptive.robust_accuracy[0] <= cells[("post_average", "transfer")].robust_accuracy[0]
     # The undefended model's own attack is real (well below its clean accuracy).
-    assert table.row("none").transfer_accuracy[0] < table.row("none").clean_accuracy - 0.2
+    bare = cells[("none", "white-box")].robust_accuracy[0]
+    assert bare < cells[("none", "clean")].robust_accuracy[0] - 0.2
 
 
 @pytest.mark.slow

@@ -8,8 +8,9 @@ White-box: :class:`PGD` (Linf/L2, restarts, EOT, targeted), :class:`FGSM`, :clas
 Black-box in the Fourier basis, ``eps`` the L2 norm per channel as in Yin et al. (1906.08988):
 :class:`FourierAttack` and :class:`FourierGreedy` (SimBA-style, Guo et al. 1905.07121). Any
 foolbox 3 attack through :class:`FoolboxAttack`. Published settings by name:
-:data:`ATTACK_PRESETS`. Robust accuracy over a data set: :func:`evaluate_attack`. Adversarial
-training takes any attack: ``TrainConfig(adversary=PGD(eps=0.3))``.
+:data:`ATTACK_PRESETS`. Adversarial training takes any attack: ``TrainConfig(adversary=PGD(eps=0.3))``.
+Robust accuracy over a data set, with defenses and a worst case over attacks, is the benchmark
+harness's job (``bandguard.bench.evaluate_robustness``).
 
 ``create_attack("pgd", eps=0.3, steps=40)`` builds any registered attack by name; names are
 ``ATTACKS.names()`` plus ``"foolbox:<Name>"`` for ``foolbox.attacks.<Name>``.
@@ -26,7 +27,6 @@ from bandguard._registry import Registry
 from bandguard.attacks.apgd import APGD, APGDLoss, apgd
 from bandguard.attacks.band import Band, band_project
 from bandguard.attacks.ensemble import Ensemble, standard_ensemble
-from bandguard.attacks.evaluate import EvalResult, evaluate_attack
 from bandguard.attacks.fgsm import FGM, FGSM, fgm, fgsm
 from bandguard.attacks.foolbox_adapter import FoolboxAttack, foolbox_attack
 from bandguard.attacks.fourier_basis import (
@@ -58,7 +58,6 @@ __all__ = [
     "AttackResults",
     "Band",
     "Ensemble",
-    "EvalResult",
     "FoolboxAttack",
     "FourierAttack",
     "FourierGreedy",
@@ -71,7 +70,6 @@ __all__ = [
     "attack_preset",
     "band_project",
     "create_attack",
-    "evaluate_attack",
     "fgm",
     "fgsm",
     "foolbox_attack",

@@ -1,13 +1,15 @@
 """Benchmarks: a TOML spec of models x defenses x attacks x eps, run by one harness.
 
 ``bandguard.bench.run(spec)`` (or ``bandguard bench SPEC.toml``) evaluates the grid with a
-per-sample worst case, gradient-masking checks and a resumable SQLite store; see
+per-sample worst case, gradient-masking checks and a resumable SQLite store;
+``bandguard.bench.evaluate_robustness(model, x, y, attacks, defenses=...)`` runs the same cells on
+tensors and modules in memory (``bandguard attack`` is argument parsing around it). See
 :mod:`bandguard.bench.harness`.
 """
 
 from __future__ import annotations
 
-from bandguard.bench.harness import run
+from bandguard.bench.harness import evaluate_robustness, run
 from bandguard.bench.results import BenchResult, Cell, Flag, ResultStore, Row
 from bandguard.bench.spec import AttackSpec, BenchSpec, ModelSpec, SpecError, load_spec, parse_spec
 
@@ -21,6 +23,7 @@ __all__ = [
     "ResultStore",
     "Row",
     "SpecError",
+    "evaluate_robustness",
     "load_spec",
     "parse_spec",
     "run",

@@ -42,6 +42,7 @@ class Cell:
         forwards, gradients: int64 ``[E, N]`` model evaluations / input gradients spent per sample.
         eot_samples: gradient samples per step; randomized, forward_cost: what the model declares.
         seconds: wall time.
+        norms: float ``[E, N]`` norm (in ``norm``) of each sample's perturbation, 0 where not attacked.
     """
 
     key: str
@@ -59,16 +60,24 @@ class Cell:
     randomized: bool
     forward_cost: int
     seconds: float
+    norms: torch.Tensor | None = None
 
     @property
     def robust_accuracy(self) -> tuple[float, ...]:
         """Per eps, fraction of samples still robust."""
         return tuple(float(r.float().mean()) for r in self.robust)
 
+    @property
+    def mean_norm(self) -> tuple[float, ...]:
+        """Per eps, mean perturbation norm over all samples (``nan`` where norms were not kept)."""
+        if self.norms is None:
+            return (float("nan"),) * len(self.epsilons)
+        return tuple(float(n.double().mean()) for n in self.norms)
+
     def meta(self) -> dict[str, Any]:
         """The cell's plain fields (no tensors)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for k in ("robust", "forwards", "gradients"):
+        for k in ("robust", "forwards", "gradients", "norms"):
             out.pop(k)
         out["epsilons"] = list(self.epsilons)
         return out
@@ -221,7 +230,10 @@ def table_rows(cells: Sequence[Cell], flags: Sequence[Flag] = ()) -> list[Row]:
 
 def _pack(cell: Cell) -> bytes:
     buf = io.BytesIO()
-    torch.save({"robust": cell.robust, "forwards": cell.forwards, "gradients": cell.gradients}, buf)
+    tensors = {"robust": cell.robust, "forwards": cell.forwards, "gradients": cell.gradients}
+    if cell.norms is not None:
+        tensors["norms"] = cell.norms
+    torch.save(tensors, buf)
     return buf.getvalue()
 
 
