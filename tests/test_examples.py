@@ -28,6 +28,7 @@ def _load(name: str):
     try:
         spec = importlib.util.spec_from_file_location(f"examples_{name}", EXAMPLES_DIR / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
         spec.loader.exec_module(module)  # type: ignore[union-attr]
         return module
     finally:
