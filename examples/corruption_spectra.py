@@ -13,6 +13,7 @@ same random draws for both models. The high-frequency fraction is the share of t
 energy outside the centred disc of radius 8.
 
     PYTHONPATH=. BANDGUARD_DATA=/path/to/data python examples/corruption_spectra.py --quick
+    # ~2-3 min with both models cached (2 shared CPU cores, load ~12-14), plus ~75 s per model to train
     PYTHONPATH=. BANDGUARD_DATA=/path/to/data python examples/corruption_spectra.py  # full: GPU
 """
 

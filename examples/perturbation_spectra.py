@@ -13,6 +13,7 @@ The high-frequency fraction is the share of ``E||delta||^2`` outside the centred
 spectrum) is the reference.
 
     PYTHONPATH=. BANDGUARD_DATA=/path/to/data python examples/perturbation_spectra.py --quick
+    # ~65 s with both models cached (2 shared CPU cores, load ~12), plus ~75 s and ~150 s to train them
     PYTHONPATH=. BANDGUARD_DATA=/path/to/data python examples/perturbation_spectra.py  # full: GPU
 """
 
