@@ -135,3 +135,20 @@ def test_recipes_name_their_network_and_limit_keys_the_cache(tmp_path: Path) -> 
     assert limited.to_dict()["limit"] == 1000 and limited.to_dict() != full.to_dict()
     with pytest.raises(ValueError, match="limit must be >= 1"):
         reference_model("cifar_small", limit=0, cache_dir=tmp_path)
+
+
+def test_filtered_recipes_train_on_complementary_bands() -> None:
+    """cifar_small_lowpass and cifar_small_highpass split each image in two (Wang et al. 1905.13545)."""
+    low, high = RECIPES["cifar_small_lowpass"].config, RECIPES["cifar_small_highpass"].config
+    assert (low.mode, high.mode) == ("lowpass", "highpass")
+    # Everything but the filter matches the natural recipe, so the three differ by their input only.
+    natural = RECIPES["cifar_small"].config
+    for config in (low, high):
+        assert dataclasses.replace(config, mode="natural", radius=None) == natural
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    parts = low.frequency_filter()(x), high.frequency_filter()(x)  # type: ignore[misc]
+    torch.testing.assert_close(parts[0] + parts[1], x, atol=1e-5, rtol=0)
+    # The DC term is the lowest frequency: the low part keeps each channel's mean, the high part none.
+    torch.testing.assert_close(parts[0].mean(dim=(2, 3)), x.mean(dim=(2, 3)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(parts[1].mean(dim=(2, 3)), torch.zeros(4, 3), atol=1e-5, rtol=0)
+    assert float(parts[1].std()) > 0.1  # uniform noise has most of its energy outside the disc

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 from torch import nn
 
@@ -65,3 +66,31 @@ def test_spectral_modules_import_without_the_plotting_layer() -> None:
     code = ("import sys, bandguard.spectral.fprinciple, bandguard.spectral.heatmap; "
             "sys.exit('bandguard.spectral.plots' in sys.modules or 'matplotlib' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_corruption_gain_plots_the_accuracy_difference_against_the_high_frequency_share(tmp_path) -> None:
+    x = torch.rand(6, 3, 8, 8, dtype=torch.float64)
+    y = torch.randint(0, 5, (6,), generator=torch.Generator().manual_seed(1))
+    names = ["fog", "gaussian_noise"]
+    base = corruption_spectrum(tiny_model(), x, y, names, generator=torch.Generator().manual_seed(0))
+    other_model = tiny_model()
+    with torch.no_grad():
+        other_model[-1].bias += torch.arange(5, dtype=torch.float64) * 10  # predicts class 4 always
+    other = corruption_spectrum(other_model, x, y, names, generator=torch.Generator().manual_seed(0))
+    fig = plots.plot_corruption_gain(base, other, tmp_path / "gain.png", labels=("a", "b"))
+    data = json.loads((tmp_path / "gain.json").read_text())
+    assert list(data["points"]) == names and data["labels"] == ["a", "b"]
+    for name in names:
+        point = data["points"][name]
+        assert point["gain"] == pytest.approx(float((y == 4).double().mean()) - base[name].accuracy)
+        assert point["high_fraction"] == pytest.approx(base[name].high_fraction)
+    # the scatter's points are the recorded ones, gains in accuracy points
+    offsets = fig.axes[0].collections[0].get_offsets()
+    assert offsets[:, 1].tolist() == pytest.approx([100 * data["points"][n]["gain"] for n in names])
+    assert (tmp_path / "gain.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    fewer = corruption_spectrum(tiny_model(), x, y, ["fog"])
+    with pytest.raises(ValueError, match="same corruptions"):
+        plots.plot_corruption_gain(base, fewer)
+    harsher = corruption_spectrum(tiny_model(), x, y, names, severity=5)
+    with pytest.raises(ValueError, match="same severities"):
+        plots.plot_corruption_gain(base, harsher)

@@ -10,7 +10,8 @@ retrains. Checkpoints go through :func:`bandguard.models.save_checkpoint` and ar
 Recipes are named by what they train, not only by the network: ``cifar_small`` (natural),
 ``cifar_small_gaussian`` (Gaussian noise augmentation) and ``cifar_small_adversarial`` (fast
 adversarial training, Wong et al. 2001.03994) share one architecture, so the examples can compare
-the three as Yin et al. (1906.08988) do. ``limit`` trains on a fixed random subset, for quick runs;
+the three as Yin et al. (1906.08988) do; ``cifar_small_lowpass`` and ``cifar_small_highpass`` train
+it on the low- and high-frequency parts of the images (Wang et al. 1905.13545). ``limit`` trains on a fixed random subset, for quick runs;
 it joins the cache key.
 
 Each recipe trains on at least ``min_images`` images per run: a smaller training set (the
@@ -121,6 +122,19 @@ RECIPES: Mapping[str, Recipe] = types.MappingProxyType({
         TrainConfig(epochs=18, batch_size=512, lr=0.4, weight_decay=5e-4, seed=0, augment=True,
                     label_smoothing=0.1, arch="cifar_resnet18", dataset="cifar10"),
     ),
+    # The natural run on low-pass filtered images: the part of each (cropped, flipped) image inside
+    # a centred disc of radius 8 (Wang et al. 1905.13545's low-frequency component, raw: no rescale).
+    "cifar_small_lowpass": Recipe(
+        "cifar10",
+        TrainConfig(epochs=3, batch_size=128, lr=0.1, seed=0, augment=True, mode="lowpass", radius=8,
+                    arch="cifar_small", dataset="cifar10"),
+    ),
+    # Its complement: the high-frequency component outside that disc, the part humans barely see.
+    "cifar_small_highpass": Recipe(
+        "cifar10",
+        TrainConfig(epochs=3, batch_size=128, lr=0.1, seed=0, augment=True, mode="highpass", radius=8,
+                    arch="cifar_small", dataset="cifar10"),
+    ),
 })
 
 
@@ -140,7 +154,8 @@ def reference_model(
 
     Args:
         name: a name in :data:`RECIPES` (``"mnist_cnn"``, ``"cifar_small"``,
-            ``"cifar_small_gaussian"``, ``"cifar_small_adversarial"``, ``"cifar_resnet18"``).
+            ``"cifar_small_gaussian"``, ``"cifar_small_adversarial"``, ``"cifar_resnet18"``,
+            ``"cifar_small_lowpass"``, ``"cifar_small_highpass"``).
         limit: train on a fixed random subset of ``limit`` training images (quick runs; a
             separate cache entry); ``None`` uses the recipe's own setting.
         dataset: the data set to train on (default the recipe's); any name or folder

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from bandguard.spectral.perturbation import PerturbationSpectrum, SpectrumComparison
 
 __all__ = [
+    "plot_corruption_gain",
     "plot_corruption_spectra",
     "plot_filtered_accuracy",
     "plot_fprinciple",
@@ -224,6 +225,56 @@ def plot_corruption_spectra(
     fig.suptitle(f"corruption spectra, clean accuracy {result.clean_accuracy:.0%}", fontsize=10)
     fig.tight_layout()
     return _finish(fig, path, result.to_dict(), write_data)
+
+
+def _corruption_gain(baseline: CorruptionSpectra, other: CorruptionSpectra) -> dict[str, dict[str, float]]:
+    """``{name: {"high_fraction", "gain"}}``: each corruption's high-frequency share (``baseline``'s)
+    and ``other``'s accuracy minus ``baseline``'s, in ``baseline``'s order."""
+    ours = {r.name: r.severity for r in baseline.results}
+    theirs = {r.name: r.severity for r in other.results}
+    if ours != theirs:
+        raise ValueError(f"baseline and other must hold the same corruptions at the same severities, "
+                         f"got {ours} and {theirs}")
+    return {r.name: {"high_fraction": r.high_fraction, "gain": other[r.name].accuracy - r.accuracy}
+            for r in baseline.results}
+
+
+def plot_corruption_gain(
+    baseline: CorruptionSpectra,
+    other: CorruptionSpectra,
+    path: PathLike | None = None,
+    *,
+    labels: tuple[str, str] = ("natural", "Gaussian-augmented"),
+    write_data: bool = True,
+) -> Figure:
+    """Accuracy gain of ``other`` over ``baseline`` per corruption against the corruption's
+    high-frequency energy share (Yin et al. 1906.08988: Gaussian augmentation helps on
+    high-frequency corruptions and hurts on low-frequency ones), one labelled point each.
+
+    Args:
+        baseline, other: :func:`~bandguard.spectral.corruption_spectrum` results of two models on
+            the same corruptions at the same severity.
+        labels: the two models' names, for the axis label.
+
+    Raises:
+        ValueError: the two results hold different corruptions or severities.
+    """
+    points = _corruption_gain(baseline, other)
+    fig = Figure(figsize=(4.6, 3.6))
+    ax = fig.add_subplot()
+    xs = [p["high_fraction"] for p in points.values()]
+    ys = [100 * p["gain"] for p in points.values()]
+    ax.scatter(xs, ys, s=14)
+    for name, xv, yv in zip(points, xs, ys):
+        ax.annotate(name, (xv, yv), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xlabel("high-frequency energy fraction of C(x) - x", fontsize=8)
+    ax.set_ylabel(f"accuracy gain, {labels[1]} - {labels[0]} (points)", fontsize=8)
+    ax.set_title("accuracy gain per corruption", fontsize=9)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _finish(fig, path, {"labels": list(labels), "points": points}, write_data)
 
 
 # --------------------------------------------------------------------------- kernels
