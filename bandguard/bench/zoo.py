@@ -11,8 +11,8 @@ Recipes are named by what they train, not only by the network: ``cifar_small`` (
 ``cifar_small_gaussian`` (Gaussian noise augmentation) and ``cifar_small_adversarial`` (fast
 adversarial training, Wong et al. 2001.03994) share one architecture, so the examples can compare
 the three as Yin et al. (1906.08988) do; ``cifar_small_lowpass`` and ``cifar_small_highpass`` train
-it on the low- and high-frequency parts of the images (Wang et al. 1905.13545). ``limit`` trains on a fixed random subset, for quick runs;
-it joins the cache key.
+it on the low- and high-frequency parts of the images (Wang et al. 1905.13545). ``limit`` trains
+on a fixed random subset, for quick runs; it joins the cache key.
 
 Each recipe trains on at least ``min_images`` images per run: a smaller training set (the
 bundled MNIST sample) is repeated, each repeat shifted by a random offset of up to
