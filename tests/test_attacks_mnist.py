@@ -122,10 +122,10 @@ def test_cli_attack_writes_accuracies_per_eps(mnist_model, mnist_env, tmp_path, 
     code = main(["attack", "--model", str(ckpt), "--attack", "pgd", "--norm", "linf",
                  "--eps", "0,0.3", "--steps", "5", "-n", "64", "--batch-size", "32", "--out", str(out)])
     assert code == 0
-    data = json.loads(out.read_text())
-    assert data["n"] == 64 and data["epsilons"] == [0.0, 0.3]
-    assert data["robust_accuracy"][0] == data["clean_accuracy"] >= 0.9
-    assert data["robust_accuracy"][1] < 0.5
+    rows = [r for r in json.loads(out.read_text())["rows"] if r["mode"] == "white-box" and r["attack"] == "pgd"]
+    assert [r["eps"] for r in rows] == [0.0, 0.3] and all(r["n"] == 64 for r in rows)
+    assert rows[0]["robust_accuracy"] == rows[0]["clean_accuracy"] >= 0.9
+    assert rows[1]["robust_accuracy"] < 0.5
     assert "robust acc" in capsys.readouterr().out
     assert main(["attack", "--model", str(ckpt), "--attack", "fgsm", "--eps", "0.1", "--steps", "3",
                  "-n", "8"]) == 2  # fgsm takes no --steps: a clear error, not a traceback
