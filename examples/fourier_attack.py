@@ -62,7 +62,7 @@ def attack_each(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: f
     """
     parts = []
     for i in range(x.shape[0]):
-        attack = create_attack("fourier", eps=eps, order="random", seed=seed * 1_000_003 + i, batch_size=32)
+        attack = create_attack("fourier", eps=eps, order="random", seed=seed * 1_000_003 + i, batch_size=128)
         parts.append(attack(model, x[i : i + 1], y[i : i + 1])[0])
     joined = {f.name: torch.cat([getattr(p, f.name) for p in parts])
               for f in dataclasses.fields(AttackResult) if isinstance(getattr(parts[0], f.name), torch.Tensor)}
@@ -85,7 +85,8 @@ def main() -> None:
     h, w = x.shape[-2:]
     low_radius = h / 4
     tried = distinct_frequencies(h, w)
-    chance = summary.number("chance_low", (radial_distance(h, w)[tried[:, 0], tried[:, 1]] < low_radius).float().mean())
+    tried_dist = radial_distance(h, w)[tried[:, 0], tried[:, 1]]
+    chance = summary.number("chance_low", (tried_dist < low_radius).float().mean())
     summary.number("n_images", n)
 
     rows = []
@@ -110,15 +111,21 @@ def main() -> None:
             summary.number(f"n_broken_{key}", broken.sum())
             rows.append([label, f"{eps:g}", f"{int(correct.sum())}", rate, f"{median:.0f}", f"{mean:.1f}", low])
             if eps == FINDING_EPS:
-                ax.hist(dist.cpu().numpy(), bins=bins.numpy(), color="tab:blue")
+                ax.hist(dist.cpu().numpy(), bins=bins.numpy(), color="tab:blue", label="broken")
+                # What a frequency-blind model would give: the frequencies' own distances, same total.
+                scale = torch.full_like(tried_dist, len(dist) / len(tried_dist))
+                ax.hist(tried_dist.numpy(), bins=bins.numpy(), weights=scale.numpy(), histtype="step", color="black",
+                        label="chance")
                 ax.axvline(low_radius, color="tab:red", lw=1, ls="--")
                 ax.set_title(f"{label}: {int(broken.sum())} broken", fontsize=9)
                 ax.set_xlabel("distance from centre of the\nbreaking frequency", fontsize=8)
     axes[0].set_ylabel(f"images (eps {FINDING_EPS:g})", fontsize=8)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     path = save_figure(fig, settings.out / "success_frequencies.png", dpi=80)
     summary.figure(path, f"Where the successful basis images lie at eps {FINDING_EPS:g} "
-                         f"(dashed: the low band's edge, distance {low_radius:g})")
+                         f"(dashed: the low band's edge, distance {low_radius:g}; "
+                         "black: the spread of all frequencies tried, scaled to the same count)")
 
     summary.table("Fourier-basis attack per model and eps (success and low share as fractions; queries include "
                   "the clean forward)",
