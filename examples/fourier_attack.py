@@ -154,7 +154,8 @@ def main() -> None:
         "A black-box Fourier-basis attack finds the adversarially trained model's errors",
         "Yin et al. 1906.08988, Sec. 4",
         f"adversarial model: {{success_adversarial_{e}:.0%}} of correct images broken at eps {FINDING_EPS:g}, "
-        f"median {{median_queries_adversarial_{e}:.0f}} queries",
+        f"median {{median_queries_adversarial_{e}:.0f}} queries (natural {{success_natural_{e}:.0%}}, "
+        f"median {{median_queries_natural_{e}:.0f}})",
         rate >= 0.5,
         "it breaks at least half of the correctly classified images" if rate >= 0.5
         else "it breaks fewer than half of the correctly classified images",
