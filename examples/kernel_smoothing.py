@@ -85,7 +85,8 @@ def main() -> None:
         f"Scale: {spec.n} test images, PGD {dict(spec.attacks[1].options).get('steps')} steps, models "
         f"trained on {'a 10,000-image subset' if settings.quick else 'the whole training split'}; "
         "the verdicts read eps 8/255 and call a gain real when it exceeds twice its paired standard error "
-        "(sqrt(discordant samples) / n).")
+        "(sqrt(discordant samples) / n). The harness's gradient-masking probes ran on every model and "
+        "smoothing (flags, if any, in the last table).")
 
     def cell(model: str, defense: str, mode: str, attack: str) -> bench.Cell:
         if defense == "none":
@@ -204,6 +205,11 @@ def main() -> None:
         falls,
         "the share falls at every step of rho for both models" if falls else
         "the share does not fall at every step of rho")
+    # The harness's gradient-masking probes (bandguard.bench.sanity) on every model and smoothing.
+    summary.number("sanity_flags", len(result.flags))
+    if result.flags:
+        summary.table("Sanity flags of the harness", ["check", "model", "defense", "reason"],
+                      [[f.check, f.model, f.defense, f.reason] for f in result.flags])
     summary.write()
 
 
