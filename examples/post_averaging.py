@@ -175,7 +175,7 @@ def main() -> None:
             f"{budget}, R = {{paper_radius:g}}: {{transfer_{t}:.1%}} vs {{transfer_bare_{etag(eps)}:.1%}} on the "
             f"bare net, clean {{clean_{tag}:.1%}} (agree: gain > 2 SE and at least half the clean accuracy)",
             robust,
-            "the bare model's examples lie close to its decision boundary and the averaging pulls most back"
+            "part of the bare model's examples lie just past its decision boundary and the averaging pulls them back"
             if robust else "most of the bare model's examples stay adversarial after averaging, so even the "
             "transfer evaluation shows little robustness")
         lost, se_lost = paired_gain(cell(paper, "transfer", "pgd"), last_adaptive(paper), e)
