@@ -61,6 +61,12 @@ def test_example_spec_is_valid() -> None:
          r"^models\[0\]\.code: expected 'package.module:function'"),
         ({"models": [{"name": "a"}]}, r"^models\[0\]: expected exactly one of"),
         ({"models": [{"name": "a", "reference": "mnist_cnn", "size": 3}]}, r"^models\[0\]\.size: unknown key"),
+        ({"models": [{"name": "a", "reference": "mnist_cnn", "limit": 0}]},
+         r"^models\[0\]\.limit: expected an integer >= 1, got 0"),
+        ({"models": [{"name": "a", "reference": "mnist_cnn", "limit": 1e4}]},
+         r"^models\[0\]\.limit: expected an integer"),
+        ({"models": [{"name": "a", "code": "pkg.mod:fn", "limit": 100}]},
+         r"^models\[0\]\.limit: only a 'reference' model takes"),
         ({"models": []}, r"^models: expected a non-empty array"),
         ({"attacks": [{"attack": "pgd", "eps": [0.1, -0.2]}]},
          r"^attacks\[0\]\.eps\[1\]: expected a finite number >= 0"),
@@ -94,6 +100,22 @@ def test_load_spec_reports_bad_toml_and_missing_file(tmp_path: Path) -> None:
     bad.write_text("dataset = \n")
     with pytest.raises(SpecError, match="not valid TOML"):
         load_spec(bad)
+
+
+def test_limit_names_a_subset_trained_reference_in_the_cell_key(tmp_path: Path) -> None:
+    full, quick = parse_spec(_spec(models=[{"name": "a", "reference": "mnist_cnn"},
+                                           {"name": "b", "reference": "mnist_cnn", "limit": 10_000}]),
+                             base_dir=tmp_path).models
+    assert (full.limit, quick.limit) == (None, 10_000)
+    # Unset, the key is absent, so the stores of specs written before `limit` existed stay valid.
+    assert full.identity() == {"name": "a", "reference": "mnist_cnn", "checkpoint": None, "arch": None, "code": None}
+    assert quick.identity() == {**full.identity(), "name": "b", "limit": 10_000}
+
+
+@pytest.mark.parametrize("path", sorted(SPECS.glob("*.toml")), ids=lambda p: p.stem)
+def test_every_example_spec_loads(path: Path) -> None:
+    spec = load_spec(path)
+    assert spec.models and spec.attacks
 
 
 def test_checkpoint_path_resolves_against_the_spec_folder(tmp_path: Path) -> None:

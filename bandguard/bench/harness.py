@@ -78,7 +78,7 @@ def load_model(spec: ModelSpec, device: torch.device) -> nn.Module:
     if spec.reference is not None:
         from bandguard.bench.zoo import reference_model
 
-        model, _ = reference_model(spec.reference, device=device)
+        model, _ = reference_model(spec.reference, limit=spec.limit, device=device)
         return model.eval()
     if spec.checkpoint is not None:
         from bandguard.models import load_model as load_checkpoint_model

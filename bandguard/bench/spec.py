@@ -14,6 +14,7 @@ models, the defenses (spec strings of :func:`bandguard.defenses.build_defense`) 
     [[models]]
     name = "cnn"
     reference = "mnist_cnn"          # or checkpoint = "m.pt" (+ arch), or code = "pkg.mod:fn"
+    limit = 10000                    # optional, reference only: trained on a random training subset
 
     [[attacks]]
     attack = "pgd"
@@ -56,6 +57,9 @@ class ModelSpec:
             ``"cifar_small_adversarial"``, ...).
         checkpoint: a checkpoint path (resolved against the spec's folder); ``arch`` optional.
         code: ``"package.module:function"`` returning an ``nn.Module`` (runs that code).
+        limit: with ``reference`` only: the recipe trained on a fixed random subset of ``limit``
+            training images (``reference_model(..., limit=...)``, a quick run's model); ``None``:
+            the recipe's own training set.
     """
 
     name: str
@@ -63,10 +67,13 @@ class ModelSpec:
     checkpoint: str | None = None
     arch: str | None = None
     code: str | None = None
+    limit: int | None = None
 
     def identity(self) -> dict[str, Any]:
         """What identifies the model's weights in a cell key (a checkpoint by its content hash)."""
         out = dataclasses.asdict(self)
+        if self.limit is None:  # absent when unset, so the cell keys of existing stores stay valid
+            out.pop("limit")
         if self.checkpoint is not None:
             out["checkpoint"] = _file_digest(Path(self.checkpoint))
         return out
@@ -247,6 +254,11 @@ def _models(value: Any, base: Path) -> tuple[ModelSpec, ...]:
         if kind == "reference" and text not in RECIPES:
             raise SpecError(
                 f"{where}.reference: unknown reference model {text!r}; expected one of {', '.join(RECIPES)}")
+        if "limit" in item:
+            if kind != "reference":
+                raise SpecError(f"{where}.limit: only a 'reference' model takes a training-subset limit, "
+                                f"not a '{kind}' one")
+            fields["limit"] = _int(item["limit"], f"{where}.limit", 1)
         if kind == "checkpoint":
             path = base / text
             if not path.is_file():
