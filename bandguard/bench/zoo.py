@@ -121,6 +121,15 @@ RECIPES: Mapping[str, Recipe] = types.MappingProxyType({
         TrainConfig(epochs=18, batch_size=512, lr=0.4, weight_decay=5e-4, seed=0, augment=True,
                     label_smoothing=0.1, arch="cifar_resnet18", dataset="cifar10"),
     ),
+    # The mnist_cnn run on FGSM-with-random-start examples at Wong et al.'s (2001.03994) MNIST
+    # setting, eps 0.3 and step 0.375: the adversarially trained MNIST net of the spectral tour.
+    "mnist_cnn_adversarial": Recipe(
+        "mnist",
+        TrainConfig(epochs=1, batch_size=128, lr=0.05, seed=0, adversary=attack_preset("wong_fast_mnist"),
+                    arch="mnist_cnn", dataset="mnist"),
+        min_images=120_000,
+        max_shift=2,
+    ),
 })
 
 
