@@ -15,6 +15,9 @@ from bandguard.spectral.fprinciple import (
     FPrincipleMonitor,
     frequency_errors,
     gaussian_filter_kernel,
+    nonuniform_dft,
+    principal_projection,
+    projection_errors,
     squared_distances,
 )
 from bandguard.spectral.plots import plot_fprinciple
@@ -111,3 +114,45 @@ def test_low_frequencies_are_fitted_first_on_mnist(mnist_train) -> None:
         j = deltas.index(delta)
         assert result.e_low[-1][j] < 0.5 * result.e_low[0][j]  # training fitted the low part
     assert time.perf_counter() - start < 120
+
+
+def test_nonuniform_dft_on_a_uniform_grid_is_the_fft() -> None:
+    n = 16
+    positions = 2 * torch.pi * torch.arange(n, dtype=torch.float64) / n
+    values = torch.randn(n, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    k = torch.arange(n, dtype=torch.float64)
+    torch.testing.assert_close(nonuniform_dft(positions, values, k), torch.fft.fft(values, dim=0) / n)
+    torch.testing.assert_close(nonuniform_dft(positions, values[:, 0], k[:3]), torch.fft.fft(values[:, 0])[:3] / n)
+    with pytest.raises(ValueError, match="values must be"):
+        nonuniform_dft(positions, values[:5], k)
+
+
+def test_principal_projection_finds_the_direction_of_largest_variance() -> None:
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(200, generator=g, dtype=torch.float64)
+    direction = torch.tensor([3.0, -4.0], dtype=torch.float64) / 5
+    # a line through (1, 2) along `direction`, with a little noise across it
+    x = torch.tensor([1.0, 2.0], dtype=torch.float64) + t[:, None] * direction
+    x = x + 1e-3 * torch.randn(200, 1, generator=g, dtype=torch.float64) * torch.tensor([4.0, 3.0]) / 5
+    p = principal_projection(x.reshape(200, 1, 2))
+    # direction's largest entry (-4/5) is made positive: the coordinate is -(t - mean t)
+    torch.testing.assert_close(p, -(t - t.mean()), atol=1e-2, rtol=0)
+    scalars = torch.tensor([1.0, 2.0, 6.0])
+    torch.testing.assert_close(principal_projection(scalars), torch.tensor([-2.0, -1.0, 3.0]))
+    with pytest.raises(ValueError, match="n >= 2"):
+        principal_projection(torch.ones(1, 3))
+
+
+def test_projection_errors_measure_each_frequency_on_its_own() -> None:
+    """sin x + sin 3x + sin 5x fitted without the 5x term: error 1 at k = 5, 0 at k = 1 and 3."""
+    x = -torch.pi + 2 * torch.pi * torch.arange(64, dtype=torch.float64) / 64
+    target = torch.sin(x) + torch.sin(3 * x) + torch.sin(5 * x)
+    k = torch.tensor([1.0, 3.0, 5.0], dtype=torch.float64)
+    output = torch.sin(x) + 0.5 * torch.sin(3 * x)
+    errors = projection_errors(x[:, None], target, output, k)
+    torch.testing.assert_close(errors, torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64), atol=1e-12, rtol=0)
+    # the columns of a [n, c] target are pooled: both columns off by half at k = 3 -> 0.5
+    two = projection_errors(x, torch.stack([target, target], 1), torch.stack([output, output], 1), k)
+    torch.testing.assert_close(two, errors)
+    with pytest.raises(ValueError, match="output must have the target's shape"):
+        projection_errors(x, target, output[:10], k)

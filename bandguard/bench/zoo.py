@@ -135,6 +135,15 @@ RECIPES: Mapping[str, Recipe] = types.MappingProxyType({
         TrainConfig(epochs=3, batch_size=128, lr=0.1, seed=0, augment=True, mode="highpass", radius=8,
                     arch="cifar_small", dataset="cifar10"),
     ),
+    # The mnist_cnn run on FGSM-with-random-start examples at Wong et al.'s (2001.03994) MNIST
+    # setting, eps 0.3 and step 0.375: the adversarially trained MNIST net of the spectral tour.
+    "mnist_cnn_adversarial": Recipe(
+        "mnist",
+        TrainConfig(epochs=1, batch_size=128, lr=0.05, seed=0, adversary=attack_preset("wong_fast_mnist"),
+                    arch="mnist_cnn", dataset="mnist"),
+        min_images=120_000,
+        max_shift=2,
+    ),
 })
 
 
