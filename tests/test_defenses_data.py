@@ -6,6 +6,8 @@ images through 91 forwards each, CIFAR post-averaging) are marked ``slow``.
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from torch import nn
@@ -59,18 +61,22 @@ def test_recommended_post_averaging_keeps_clean_accuracy_1000(dataset: str, requ
     assert acc >= base - MAX_GAP
 
 
-def test_kernel_smoothing_cost_is_measured_and_small_rho_is_cheap(mnist_model, mnist_test) -> None:
-    # Measured at rho 0.1: the net trained on all 60,000 images loses 1.2 points (99.1 % -> 97.9 %),
-    # the one trained on the bundled sample (offline) 1.3 points (98.7 % -> 97.4 %).
+def test_kernel_smoothing_cost_grows_with_rho_and_small_rho_is_cheap(mnist_model, mnist_test) -> None:
+    """Smoothing is not among the RECOMMENDED defenses: its cost depends on the trained kernels.
+
+    Measured on 1,000 test images, cost at rho 0.1 / 0.25 in points: the net trained on all 60,000
+    images 1.2 / 5.3; nets trained on the bundled sample (offline) 1.3 / 8.4 and 2.2 / 11.1 (two
+    runs of the same recipe on different thread counts). What holds for all of them: the cost
+    grows with rho, and rho 0.1 costs under 3 points and under half of what rho 0.25 costs.
+    """
     x, y = mnist_test
     base = accuracy(mnist_model, x, y)
-    accs = {rho: accuracy(smooth_kernels(mnist_model, rho), x, y) for rho in (0.1, 0.25, 0.5, 1.0)}
-    print("MNIST clean accuracy after smoothing the first conv:", base, accs)
-    assert accs[0.1] >= base - MAX_GAP
-    # rho = 1 does change the model: some predictions move.
-    with torch.no_grad():
-        moved = (smooth_kernels(mnist_model, 1.0)(x).argmax(1) != mnist_model(x).argmax(1)).sum()
-    assert int(moved) > 0
+    rhos = (0.1, 0.25, 0.5, 1.0)
+    cost = [base - accuracy(smooth_kernels(mnist_model, rho), x, y) for rho in rhos]
+    print("MNIST clean accuracy lost to smoothing the first conv, per rho", dict(zip(rhos, cost)))
+    assert all(a <= b + 0.005 for a, b in itertools.pairwise(cost)), cost  # more smoothing, more cost
+    assert cost[0] < 0.03 and cost[0] < 0.5 * cost[1], cost
+    assert cost[-1] > 0.05  # rho = 1 does change the model
 
 
 def test_adaptive_eot_attack_beats_transfer_on_post_averaged_model(mnist_model, mnist_test) -> None:
