@@ -30,7 +30,7 @@ import torch
 from _common import Summary, reference, setup, test_images
 from scipy.stats import spearmanr
 
-from bandguard.attacks import create_attack, evaluate_attack
+from bandguard.attacks import create_attack
 from bandguard.data import load_dataset
 from bandguard.fourier import radial_distance
 from bandguard.models import create_model
@@ -72,7 +72,7 @@ def main() -> None:
     pgd = create_attack("pgd", eps=PGD_EPS, steps=10)
     n_attack = s.pick(200, 1000)
     for name, model in models.items():
-        result = evaluate_attack(model, x[:n_attack], y[:n_attack], pgd)
+        result = pgd(model, x[:n_attack], y[:n_attack])
         summary.number(f"{name}_pgd_acc", result.robust_accuracy[0])
     clock("robust accuracy")
 
