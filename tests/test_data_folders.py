@@ -45,10 +45,11 @@ def test_folder_png_is_exact_and_classes_sort(tmp_path: Path) -> None:
     assert [p.name for p in image_files(tmp_path)] == ["0.png", "1.png", "0.png", "1.png"]
     splits, classes = decode_folder(tmp_path, "train")
     images, labels = splits["train"]
-    assert classes == ("circle", "square") and labels.tolist() == [0, 0, 1, 1]
+    assert classes == ("circle", "square") and labels.tolist() == [0, 1, 0, 1]  # classes in turn
     assert images.shape == (4, 3, 8, 8) and images.dtype == torch.uint8
-    # PNG is lossless: circle (k=1) images first, then square (k=0).
+    # PNG is lossless: circle (k=1) 0, square (k=0) 0, circle 1, square 1.
     assert torch.equal(images[0], image(10, 3)) and torch.equal(images[3], image(1, 3))
+    assert torch.equal(images[1], image(0, 3)) and torch.equal(images[2], image(11, 3))
 
 
 def test_grey_jpegs_give_one_channel_and_mixed_sets_three(tmp_path: Path) -> None:
@@ -93,8 +94,8 @@ def test_tar_both_splits_in_order(tmp_path: Path) -> None:
     splits, classes = decode_image_tar(write_tar(tmp_path / "set.tar.gz", files))
     assert classes == ("cat", "dog")
     images, labels = splits["test"]
-    assert labels.tolist() == [0, 0, 1, 1]
-    assert torch.equal(images[0], image(100 + 10 + 0, 3)) and torch.equal(images[2], image(100 + 0, 3))
+    assert labels.tolist() == [0, 1, 0, 1]  # cat 0, dog 0, cat 1, dog 1
+    assert torch.equal(images[0], image(100 + 10 + 0, 3)) and torch.equal(images[1], image(100 + 0, 3))
     assert splits["train"][0].shape == (4, 3, 8, 8)
 
 
@@ -123,3 +124,24 @@ def test_tar_corrupt_truncated_incomplete(tmp_path: Path) -> None:
     write_tar(archive, {"t/train/c/0.jpg": good[:30], "t/test/c/0.png": good})
     with pytest.raises(ValueError, match=r"t/train/c/0\.jpg: not a readable image"):
         decode_image_tar(archive)
+
+
+def test_interleave_classes_takes_each_class_in_turn() -> None:
+    from bandguard.data.folders import interleave_classes
+
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    order = interleave_classes(labels)
+    assert order.tolist() == [0, 3, 5, 1, 4, 6, 2, 7, 8]
+    assert labels[order].tolist() == [0, 1, 2, 0, 1, 2, 0, 2, 2]
+    shuffled = labels[torch.randperm(9, generator=torch.Generator().manual_seed(0))]
+    again = shuffled[interleave_classes(shuffled)]
+    assert again[:6].sort().values.tolist() == [0, 0, 1, 1, 2, 2]  # grouping not required
+
+
+def test_real_cifar_prefix_is_class_balanced(data_root) -> None:
+    """Sorted by folder, the first 1,000 CIFAR-10 test images were all airplanes."""
+    from bandguard.data import load_dataset
+
+    test = load_dataset("cifar10", "test", root=data_root, download=False)
+    assert test.labels[:1000].bincount(minlength=10).tolist() == [100] * 10
+    assert test.labels[:10].tolist() == list(range(10))

@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 CHECKSUM_FILE = "SHA256SUMS"
 # Bumped whenever the cached tensors' layout changes, so stale caches are never read.
-CACHE_FORMAT = "bandguard-decoded/1"
+CACHE_FORMAT = "bandguard-decoded/2"  # 2: folder images interleaved by class
 
 
 def cache_dir() -> Path:

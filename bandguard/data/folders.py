@@ -2,8 +2,12 @@
 
 The layout is torchvision's ImageFolder: one sub-folder per class, classes sorted by name, so
 the CIFAR-10 JPEG copy (``cifar10-jpeg/{train,test}/{airplane,...,truck}/NNNN.jpg``) gets the
-standard label order. A tarball is read member by member, never extracted, so a member named
-``../../x`` or a link cannot write anywhere; every member must be ``<split>/<class>/<image>``.
+standard label order. Images are then ordered class by class in turn (the first image of every
+class, then the second of every class, ...), so that the first ``n`` images of a split are a
+class-balanced sample, as they are in CIFAR-10's original binary release; sorted by folder, the
+first 1,000 CIFAR-10 test images would all be airplanes. A tarball is read member by member,
+never extracted, so a member named ``../../x`` or a link cannot write anywhere; every member must
+be ``<split>/<class>/<image>``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import torch
 
 from bandguard.data.dataset import SPLITS
 
-__all__ = ["IMAGE_SUFFIXES", "Decoded", "decode_folder", "decode_image_tar", "image_files"]
+__all__ = ["IMAGE_SUFFIXES", "Decoded", "decode_folder", "decode_image_tar", "image_files", "interleave_classes"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -32,6 +36,25 @@ Decoded = tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], tuple[str, ...]]
 def image_files(folder: Path) -> list[Path]:
     """The image files one level below ``folder``'s class sub-folders, sorted by path."""
     return sorted(p for p in folder.glob("*/*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def interleave_classes(labels: torch.Tensor) -> torch.Tensor:
+    """The order that takes each class in turn: int64 ``[N]`` indices into ``labels``.
+
+    Within a class the given order is kept; position ``r`` of every class comes before position
+    ``r + 1`` of any class, classes in label order. Any prefix of the result is as
+    class-balanced as the class sizes allow.
+
+    Args:
+        labels: int64 ``[N]``, grouped or not.
+    """
+    n = labels.numel()
+    order = torch.argsort(labels, stable=True)  # grouped by class, given order kept within
+    counts = torch.bincount(labels)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty(n, dtype=torch.int64)
+    rank[order] = torch.arange(n) - starts[labels[order]]  # position of each image in its class
+    return torch.argsort(rank * (int(labels.max()) + 1) + labels, stable=True)
 
 
 def decode_folder(folder: Path, split: str) -> Decoded:
@@ -50,7 +73,8 @@ def decode_folder(folder: Path, split: str) -> Decoded:
     index = {c: k for k, c in enumerate(classes)}
     images = decode_images([(str(p), p.read_bytes()) for p in files], folder)
     labels = torch.tensor([index[p.parent.name] for p in files], dtype=torch.int64)
-    return {split: (images, labels)}, classes
+    order = interleave_classes(labels)
+    return {split: (images[order], labels[order])}, classes
 
 
 def decode_image_tar(source: Path) -> Decoded:
@@ -87,7 +111,9 @@ def decode_image_tar(source: Path) -> Decoded:
     for s, items in members.items():
         items.sort(key=lambda t: (t[0], t[1]))
         images = decode_images([(f"{source}:{n}", d) for _, n, d in items], source)
-        out[s] = (images, torch.tensor([index[c] for c, _, _ in items], dtype=torch.int64))
+        labels = torch.tensor([index[c] for c, _, _ in items], dtype=torch.int64)
+        order = interleave_classes(labels)
+        out[s] = (images[order], labels[order])
     return out, classes
 
 
