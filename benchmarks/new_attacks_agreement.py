@@ -2,7 +2,7 @@
 
 On the shared trained fixtures (``mnist_cnn`` one epoch, ``cifar_small`` short run; the test
 cache under ``~/.cache/bandguard/test-models``, trained by ``tests/conftest.py`` when missing) and
-the first ``--n`` test images, for each eps this measures robust accuracy and wall time of
+the first ``--n`` test images (class-balanced), for each eps this measures robust accuracy and wall time of
 
 - ``APGD(loss="ce"|"dlr")`` vs ``torchattacks.APGD`` and ``APGD(loss="dlr", target_classes=9)`` vs
   ``torchattacks.APGDT``, same steps, one restart;
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
 from _common import cpu_name, write_section  # noqa: E402
-from conftest import CIFAR_RECIPE, MNIST_RECIPE, _dataset, trained_model  # noqa: E402
+from conftest import _dataset, trained_model  # noqa: E402
 
 from bandguard.attacks.apgd import APGD  # noqa: E402
 from bandguard.attacks.ensemble import standard_ensemble  # noqa: E402
@@ -41,9 +41,8 @@ EPS_L2 = {"mnist": (1.0, 1.5, 2.0), "cifar10": (0.25, 0.5, 1.0)}
 
 
 def load(name: str, n: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    recipe = MNIST_RECIPE if name == "mnist" else CIFAR_RECIPE
-    model, _ = trained_model(recipe, _dataset(name, "train"), _dataset(name, "test"))
-    x, y = _dataset(name, "test").tensors(n)
+    model, _ = trained_model("mnist_cnn" if name == "mnist" else "cifar_small", name)
+    x, y = _dataset(name, "test").tensors(n)  # class-balanced: folder data sets interleave classes
     return model.eval(), x, y
 
 
