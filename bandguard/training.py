@@ -48,7 +48,8 @@ from bandguard.fourier import FilterKind, FrequencyFilter, MaskShape
 from bandguard.models import accuracy, checkpoint_payload, load_checkpoint
 
 __all__ = [
-    "AdversaryMode", "Callback", "Schedule", "TrainConfig", "TrainMode", "TrainResult", "evaluate", "subset", "train",
+    "AdversaryMode", "Callback", "Schedule", "TrainConfig", "TrainMode", "TrainResult", "evaluate", "subset",
+    "subset_indices", "train",
 ]
 
 log = logging.getLogger(__name__)
@@ -393,8 +394,19 @@ def subset(
     """
     if limit is None or limit >= len(labels):
         return images, labels
-    idx = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+    idx = subset_indices(len(labels), limit, seed)
     return images[idx.to(images.device)], labels[idx.to(labels.device)]
+
+
+def subset_indices(size: int, n: int | None, seed: int) -> torch.Tensor:
+    """A fixed subset of ``range(size)``: ``n`` indices drawn with ``seed``, sorted (``None``: all).
+
+    The one draw behind :func:`subset`, the benchmark harness's samples and the examples' test
+    images, so the same ``(size, n, seed)`` picks the same images everywhere.
+    """
+    if n is None or n >= size:
+        return torch.arange(size)
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:n].sort().values
 
 
 def _unpack(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:

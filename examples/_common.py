@@ -32,6 +32,7 @@ from bandguard._io import write_bytes_atomic, write_json_atomic
 from bandguard.bench.harness import resolve_device
 from bandguard.bench.zoo import reference_model
 from bandguard.data import load_dataset
+from bandguard.training import subset
 
 QUICK_TRAIN_IMAGES = 10_000
 """Training images of every model in ``--quick`` mode (a fixed random subset of the training split)."""
@@ -83,11 +84,8 @@ def reference(name: str, settings: Settings) -> tuple[nn.Module, dict[str, Any]]
 
 def test_images(dataset: str, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` test images of ``dataset`` (a fixed random subset drawn with ``seed``), as float [0, 1]."""
-    test_set = load_dataset(dataset, "test")
-    n = min(n, len(test_set))
-    idx = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(seed))[:n].sort().values
-    x, y = test_set.tensors()
-    return x[idx], y[idx]
+    x, y = load_dataset(dataset, "test").tensors()
+    return subset(x, y, n, seed=seed)
 
 
 @dataclasses.dataclass

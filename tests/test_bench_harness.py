@@ -14,7 +14,7 @@ from attack_models import batch, tiny_model
 
 from bandguard.attacks import FGSM, PGD, FourierGreedy
 from bandguard.bench import evaluate_robustness, parse_spec, run
-from bandguard.bench.harness import batch_size_for, build_defense, load_samples, sample_indices, threat_chains
+from bandguard.bench.harness import batch_size_for, build_defense, load_samples, threat_chains
 from bandguard.bench.results import WORST, ResultStore
 from bandguard.models import save_checkpoint
 
@@ -36,13 +36,6 @@ def small_spec(checkpoint: Path, out: Path, **overrides: object):
     }
     data.update(overrides)
     return parse_spec(data)
-
-
-def test_sample_indices_fixed_by_seed() -> None:
-    a, b, c = sample_indices(100, 10, 0), sample_indices(100, 10, 0), sample_indices(100, 10, 1)
-    assert torch.equal(a, b) and not torch.equal(a, c)
-    assert a.tolist() == sorted(set(a.tolist())) and len(a) == 10
-    assert torch.equal(sample_indices(5, 0, 0), torch.arange(5))
 
 
 def grid_spec(checkpoint: Path, out: Path):

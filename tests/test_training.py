@@ -196,3 +196,13 @@ def test_limit_draws_a_random_subset_not_the_first_images() -> None:
     other, _ = subset(images, labels, 200, seed=1)
     assert torch.equal(again, x) and not torch.equal(other, x)
     assert subset(images, labels, None, seed=0)[1] is labels and subset(images, labels, 5000, seed=0)[1] is labels
+
+
+def test_subset_indices_fixed_by_seed() -> None:
+    from bandguard.training import subset_indices
+
+    a, b, c = subset_indices(100, 10, 0), subset_indices(100, 10, 0), subset_indices(100, 10, 1)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.tolist() == sorted(set(a.tolist())) and len(a) == 10
+    assert torch.equal(subset_indices(5, None, 0), torch.arange(5))
+    assert torch.equal(subset_indices(5, 9, 0), torch.arange(5))

@@ -173,20 +173,13 @@ def _batch_seed(key: str, batch: int) -> int:
 # --------------------------------------------------------------------------- data
 
 
-def sample_indices(size: int, n: int, seed: int) -> torch.Tensor:
-    """A fixed subset of ``range(size)``: ``n`` indices drawn with ``seed``, sorted (``0``: all)."""
-    if n == 0 or n >= size:
-        return torch.arange(size)
-    perm = torch.randperm(size, generator=torch.Generator().manual_seed(seed))
-    return perm[:n].sort().values
-
-
 def load_samples(spec: BenchSpec) -> tuple[torch.Tensor, torch.Tensor, int]:
     """``(x [N, C, H, W] float32 in [0, 1], y [N], num_classes)`` of the spec's fixed subset (CPU)."""
     from bandguard.data import load_dataset
+    from bandguard.training import subset_indices
 
     data = load_dataset(spec.dataset, spec.split)
-    idx = sample_indices(len(data), spec.n, spec.seed)
+    idx = subset_indices(len(data), spec.n or None, spec.seed)  # spec.n == 0: every image
     x = data.images[idx].to(torch.float32).div_(255)
     return x, data.labels[idx].clone(), int(data.num_classes)
 
