@@ -14,9 +14,13 @@ line.
 from __future__ import annotations
 
 import argparse
-import platform
+import sys
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_name
 
 from bandguard.bench.zoo import RECIPES, train_reference
 from bandguard.data import load_dataset
@@ -25,13 +29,7 @@ from bandguard.data import load_dataset
 def machine() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, CPU only"
+    return f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, CPU only"
 
 
 def main() -> None:
