@@ -162,10 +162,7 @@ def render(data: Mapping[str, Any]) -> str:
              f"Mode: **{data['mode']}** on {data['device']}, seed {data['seed']}, {data['seconds']:.0f} s.", ""]
     if data["findings"]:
         lines += ["| claim | source | measured | verdict | why |", "|---|---|---|---|---|"]
-        for f in data["findings"]:
-            verdict = "agrees" if f["agree"] else "disagrees"
-            lines.append(f"| {f['claim']} | {f['source']} | {f['measured'].format(**numbers)} | "
-                         f"**{verdict}** | {f['why']} |")
+        lines += [f"| {finding_cells(f, numbers)} |" for f in data["findings"]]
         lines.append("")
     for t in data["tables"]:
         lines += [f"**{t['caption']}**", "", "| " + " | ".join(t["header"]) + " |",
@@ -177,6 +174,13 @@ def render(data: Mapping[str, Any]) -> str:
     for fig in data["figures"]:
         lines += [f"![{fig['caption']}]({fig['file']})", "", f"*{fig['caption']}*", ""]
     return "\n".join(lines)
+
+
+def finding_cells(finding: Mapping[str, Any], numbers: Mapping[str, float]) -> str:
+    """One finding as Markdown cells: claim | source | measured | verdict | why."""
+    verdict = "agrees" if finding["agree"] else "disagrees"
+    return (f"{finding['claim']} | {finding['source']} | {finding['measured'].format(**numbers)} | "
+            f"**{verdict}** | {finding['why']}")
 
 
 def device_name(device: torch.device) -> str:

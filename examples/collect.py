@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from _common import RESULTS_DIR, load_results
+from _common import RESULTS_DIR, finding_cells, load_results
 
 README = Path(__file__).resolve().parent / "README.md"
 START, END = "<!-- findings:start -->", "<!-- findings:end -->"
@@ -26,10 +26,7 @@ def findings_table(results_dir: Path = RESULTS_DIR) -> str:
     for folder in sorted(p for p in results_dir.iterdir() if (p / "results.json").is_file()):
         data = load_results(folder)
         link = f"[{data['example']}](results/{folder.name}/summary.md) ({data['mode']}, {data['device']})"
-        for f in data["findings"]:
-            verdict = "agrees" if f["agree"] else "disagrees"
-            lines.append(f"| {link} | {f['claim']} | {f['source']} | {f['measured'].format(**data['numbers'])} | "
-                         f"**{verdict}** | {f['why']} |")
+        lines += [f"| {link} | {finding_cells(f, data['numbers'])} |" for f in data["findings"]]
     return "\n".join(lines)
 
 
