@@ -126,16 +126,15 @@ def test_checkpoint_path_resolves_against_the_spec_folder(tmp_path: Path) -> Non
 
 
 def test_standard_ensemble_key(tmp_path: Path) -> None:
-    import importlib.util
-
+    from bandguard.attacks import Ensemble
     from bandguard.bench.spec import ensemble_spec
 
     spec = parse_spec(_spec(ensemble="standard"), base_dir=tmp_path)
     assert spec.ensemble == "standard"
     extra = ensemble_spec(spec)
-    if importlib.util.find_spec("bandguard.attacks.ensemble") is None:
-        assert extra is None  # the harness logs a warning and runs the other attacks
-    else:
-        assert extra is not None and extra.eps == spec.attacks[0].eps
+    assert extra.eps == spec.attacks[0].eps
+    built = extra.build()
+    assert isinstance(built, Ensemble)
+    assert [a.name for a in built.attacks] == ["apgd", "apgd", "fourier_in_ball", "square"]
     with pytest.raises(SpecError, match=r"^ensemble: expected one of 'standard'"):
         parse_spec(_spec(ensemble="plus"), base_dir=tmp_path)

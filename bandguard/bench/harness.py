@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -56,12 +55,19 @@ from bandguard._modes import model_mode
 from bandguard.attacks.protocol import Attack
 from bandguard.bench.distributed import Shard, init_from_env, local_device
 from bandguard.bench.results import BenchResult, Cell, ResultStore
-from bandguard.bench.spec import NO_DEFENSE, AttackSpec, BenchSpec, ModelSpec, load_spec, settings_hash
+from bandguard.bench.spec import (
+    NO_DEFENSE,
+    AttackSpec,
+    BenchSpec,
+    ModelSpec,
+    ensemble_spec,
+    load_spec,
+    settings_hash,
+)
 from bandguard.defenses.base import forward_cost, is_randomized
 
 __all__ = ["FORMAT", "evaluate_robustness", "run"]
 
-log = logging.getLogger(__name__)
 
 FORMAT = "bandguard-bench/3"
 """Part of every cell key: bump when a change alters what a cell computes."""
@@ -668,13 +674,7 @@ def _model_key(s: BenchSpec, model_spec: ModelSpec) -> dict[str, Any]:
 def _attack_list(spec: BenchSpec) -> list[AttackSpec]:
     attacks = list(spec.attacks)
     if spec.ensemble == "standard":
-        from bandguard.bench.spec import ensemble_spec
-
-        extra = ensemble_spec(spec)
-        if extra is None:
-            log.warning("ensemble = 'standard' needs bandguard.attacks.ensemble; skipped")
-        else:
-            attacks.append(extra)
+        attacks.append(ensemble_spec(spec))
     return attacks
 
 

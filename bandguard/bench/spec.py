@@ -102,10 +102,6 @@ class AttackSpec:
 
     def build(self) -> Any:
         """The :class:`~bandguard.attacks.Attack` (all eps in one call)."""
-        if self.attack == "ensemble:standard":
-            from bandguard.attacks.ensemble import standard_ensemble
-
-            return standard_ensemble(self.eps, **self.options)
         from bandguard.attacks import create_attack
 
         return create_attack(self.attack, eps=self.eps, **self.options)
@@ -389,16 +385,11 @@ def _eps(value: Any, where: str) -> tuple[float, ...]:
     return tuple(out)
 
 
-def ensemble_spec(spec: BenchSpec) -> AttackSpec | None:
+def ensemble_spec(spec: BenchSpec) -> AttackSpec:
     """The ``ensemble = "standard"`` attack on the first attack's eps list and norm.
 
-    Built by ``bandguard.attacks.ensemble.standard_ensemble(eps, norm=...)``; ``None`` where that
-    module is not available.
+    Built by the attack registry's ``"standard"`` (``bandguard.attacks.standard_ensemble``).
     """
-    try:
-        from bandguard.attacks.ensemble import standard_ensemble  # noqa: F401
-    except ImportError:
-        return None
     first = spec.attacks[0]
     norm = str(first.options.get("norm", "linf"))
-    return AttackSpec(name="standard", attack="ensemble:standard", eps=first.eps, settings=(("norm", norm),))
+    return AttackSpec(name="standard", attack="standard", eps=first.eps, settings=(("norm", norm),))
