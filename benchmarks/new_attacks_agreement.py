@@ -87,20 +87,37 @@ def part_apgd(names: list[str], n: int, steps: int, kinds: list[str], norm: str)
     return rows
 
 
-def part_square(names: list[str], n: int, queries: int) -> list[str]:
-    rows = ["| data | norm | eps | ours robust acc | torchattacks | diff (pt) | ours s | torchattacks s |",
+def part_square(names: list[str], n: int, queries: int, norms: list[str], seeds: int) -> list[str]:
+    """Square against torchattacks' Square, each run with seeds ``0 .. seeds - 1``.
+
+    torchattacks' port draws one window and one set of signs per iteration for the whole batch, so
+    its robust accuracy moves with the seed as one block (several points on 1,000 MNIST images);
+    ours draws them per image. With ``seeds > 1`` the table gives each side's mean and range.
+    """
+    rows = ["| data | norm | eps | ours robust acc | torchattacks | diff of means (pt) | ours s | torchattacks s |",
             "|---|---|---|---|---|---|---|---|"]
+
+    def cell(accs: list[float]) -> str:
+        mean = 100 * sum(accs) / len(accs)
+        return f"{mean:.1f}" if len(accs) == 1 else f"{mean:.1f} ({100 * min(accs):.1f}-{100 * max(accs):.1f})"
+
     for name in names:
         model, x, y = load(name, n)
-        for norm in ("linf", "l2"):
+        for norm in norms:
             for eps in (EPSILONS if norm == "linf" else EPS_L2)[name]:
-                ours, t1 = timed(Square(eps=eps, norm=norm, queries=queries + 1), model, x, y)
-                ta = torchattacks.Square(model, eps=eps, norm="Linf" if norm == "linf" else "L2",
-                                         n_queries=queries, seed=0)
-                ref, t2 = timed(ta, x, y)
-                a, b = ours[0].robust_accuracy, robust(model, ref, y)
-                rows.append(f"| {name} | {norm} | {fmt_eps(name, eps, norm)} | {100 * a:.1f} | {100 * b:.1f} | "
-                            f"{100 * (a - b):+.1f} | {t1:.1f} | {t2:.1f} |")
+                ours_acc, ref_acc, t1, t2 = [], [], 0.0, 0.0
+                for seed in range(seeds):
+                    ours, t = timed(Square(eps=eps, norm=norm, queries=queries + 1, seed=seed), model, x, y)
+                    ours_acc.append(ours[0].robust_accuracy)
+                    t1 += t / seeds
+                    ta = torchattacks.Square(model, eps=eps, norm="Linf" if norm == "linf" else "L2",
+                                             n_queries=queries, seed=seed)
+                    ref, t = timed(ta, x, y)
+                    ref_acc.append(robust(model, ref, y))
+                    t2 += t / seeds
+                diff = 100 * (sum(ours_acc) - sum(ref_acc)) / seeds
+                rows.append(f"| {name} | {norm} | {fmt_eps(name, eps, norm)} | {cell(ours_acc)} | {cell(ref_acc)} | "
+                            f"{diff:+.1f} | {t1:.1f} | {t2:.1f} |")
                 print(rows[-1], flush=True)
     return rows
 
@@ -174,6 +191,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--norm", choices=["linf", "l2"], default="linf", help="threat model (--part apgd)")
+    parser.add_argument("--norms", nargs="+", choices=["linf", "l2"], default=["linf", "l2"],
+                        help="threat models (--part square)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per cell, mean and range reported (--part square)")
     parser.add_argument("--kinds", nargs="+", default=["ce", "dlr", "apgd-t"], help="APGD losses (--part apgd)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     args = parser.parse_args()
@@ -184,8 +204,9 @@ def main() -> None:
         title = (f"APGD agreement with torchattacks ({args.norm}, {args.n} images, {args.steps} steps, "
                  f"{' '.join(args.kinds)})")
     elif args.part == "square":
-        rows = part_square(args.data, args.n, args.queries)
-        title = f"Square agreement with torchattacks ({args.n} images, {args.queries} queries)"
+        rows = part_square(args.data, args.n, args.queries, args.norms, args.seeds)
+        title = (f"Square agreement with torchattacks ({' '.join(args.norms)}, {args.n} images, "
+                 f"{args.queries} queries, {args.seeds} seed(s))")
     elif args.part == "band":
         rows = part_band(args.data, args.n, args.steps)
         title = f"Low-pass defense: full-band vs in-band APGD ({args.n} images, {args.steps} steps)"
@@ -196,7 +217,8 @@ def main() -> None:
     text = (f"## {title}\n\nMachine: {cpu_name()}, {args.threads} thread(s), CPU, torch {torch.__version__}, "
             f"torchattacks {torchattacks.__version__}. Command: `python benchmarks/new_attacks_agreement.py "
             f"--part {args.part} --data {' '.join(args.data)} --n {args.n} --steps {args.steps} "
-            f"--queries {args.queries} --kinds {' '.join(args.kinds)} --norm {args.norm}`.\n\n"
+            f"--queries {args.queries} --kinds {' '.join(args.kinds)} --norm {args.norm} "
+            f"--norms {' '.join(args.norms)} --seeds {args.seeds}`. Times are means per seed.\n\n"
             + "\n".join(rows) + "\n")
     write_section(title, text, args.out)
     print(text)
