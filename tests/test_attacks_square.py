@@ -121,8 +121,8 @@ def test_bad_settings_raise_naming_the_argument(kwargs, name) -> None:
         Square(eps=0.1, **kwargs)
 
 
-def _torchattacks_robust(model, x, y, eps, norm, queries) -> float:
-    ta = torchattacks.Square(model, eps=eps, norm="Linf" if norm == "linf" else "L2", n_queries=queries, seed=0)
+def _torchattacks_robust(model, x, y, eps, norm, queries, seed) -> float:
+    ta = torchattacks.Square(model, eps=eps, norm="Linf" if norm == "linf" else "L2", n_queries=queries, seed=seed)
     x_adv = ta(x, y)
     with torch.no_grad():
         return float((model(x_adv).argmax(1) == y).float().mean())
@@ -131,7 +131,14 @@ def _torchattacks_robust(model, x, y, eps, norm, queries) -> float:
 @pytest.mark.slow
 @pytest.mark.parametrize(("norm", "eps"), [("linf", 0.15), ("l2", 2.0)])
 def test_square_agrees_with_torchattacks_on_mnist(mnist_model, mnist_test, norm, eps) -> None:
+    """Mean robust accuracy over seeds: ours 3, torchattacks' 10.
+
+    torchattacks' port draws one window and sign set per iteration for the whole batch, so one of
+    its runs moves as a block (10 seeds on 1,000 MNIST images at Linf 0.15: 22.7 % to 29.8 %); a
+    single seed cannot be held to 2 points. Ours draws per image and varies far less.
+    """
     x, y = mnist_test[0][:500], mnist_test[1][:500]
-    ours = Square(eps=eps, norm=norm, queries=301)(mnist_model, x, y).robust_accuracy
-    ref = _torchattacks_robust(mnist_model, x, y, eps, norm, 300)
-    assert abs(ours - ref) <= 0.02, (ours, ref)
+    ours = [Square(eps=eps, norm=norm, queries=301, seed=s)(mnist_model, x, y)[0].robust_accuracy for s in range(3)]
+    ref = [_torchattacks_robust(mnist_model, x, y, eps, norm, 300, s) for s in range(10)]
+    assert abs(sum(ours) / 3 - sum(ref) / 10) <= 0.02, (ours, ref)
+    assert max(ours) - min(ours) <= 0.02, ours  # per-image draws: the seeds agree closely
