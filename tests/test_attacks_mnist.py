@@ -99,18 +99,25 @@ def test_fast_adversarial_training_is_measurably_more_robust(mnist_model, mnist_
 
 
 @pytest.mark.slow
-def test_pgd_at_adversary_trains_a_robust_model(mnist_train, mnist_test) -> None:
+def test_pgd_at_adversary_trains_a_robust_model(mnist_train, mnist_test, mnist_model) -> None:
+    """One epoch of PGD-7 adversarial training at eps 0.1 makes the net robust at 0.1.
+
+    Measured (1,000 test images, PGD-40): 93.6 % for the adversarially trained net, 26.5 % for the
+    naturally trained fixture. At eps 0.3 one epoch from scratch is not enough (12.6 %): Madry et
+    al.'s MNIST net trains for many epochs.
+    """
     x, y = mnist_test
     config = TrainConfig(
         epochs=1, batch_size=128, lr=0.05, seed=0,
-        adversary=PGD(eps=0.3, steps=7, step_size=0.1 / 2),
+        adversary=PGD(eps=0.1, steps=7, step_size=0.1 / 4),
     )
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = create_model("mnist_cnn")
     train(model, mnist_train, config, progress=False)
-    r = PGD(eps=0.3, steps=STEPS)(model, x, y)[0]
-    assert r.robust_accuracy >= 0.3
+    trained = PGD(eps=0.1, steps=STEPS)(model, x, y)[0].robust_accuracy
+    natural = PGD(eps=0.1, steps=STEPS)(mnist_model, x, y)[0].robust_accuracy
+    assert trained >= 0.8 and natural < 0.5, (trained, natural)
 
 
 def test_cli_attack_writes_accuracies_per_eps(mnist_model, mnist_env, tmp_path, capsys) -> None:
