@@ -122,6 +122,14 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
     from bandguard.models import MODELS
     from bandguard.training import Schedule, TrainMode
 
+    from bandguard.bench.zoo import RECIPES
+
+    p.add_argument("--recipe", default=None, choices=list(RECIPES),
+                   help="train a reference recipe as published (e.g. cifar_fast: airbench's class, >= 93 %% "
+                        "on CIFAR-10); the other training options are then not used. Uses published weights "
+                        "($BANDGUARD_WEIGHTS) or the cache unless --retrain; resumes per epoch")
+    p.add_argument("--retrain", action="store_true", help="with --recipe: train even if weights exist")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("--dataset", default="mnist", help="mnist, cifar10 or an ImageFolder path")
     p.add_argument("--arch", default="mnist_cnn", choices=MODELS.names())
     p.add_argument("--epochs", type=positive_int, default=2)
@@ -186,7 +194,32 @@ def _train_adversary(args: argparse.Namespace) -> Any:
     return FGSM(eps=args.eps, random_start=True, step_size=args.step_size)
 
 
+def _train_recipe(args: argparse.Namespace) -> int:
+    """``train --recipe NAME``: the zoo's recipe, trained (or loaded) and written to ``--out``."""
+    import shutil
+
+    from bandguard.bench.zoo import reference_model
+
+    start = time.perf_counter()
+    model, meta = reference_model(args.recipe, retrain=args.retrain, progress=not args.quiet,
+                                  device=_device(args.device))
+    if meta.get("published"):
+        from bandguard.models import save_checkpoint
+
+        save_checkpoint(args.out, model, arch=meta["arch"], dataset=meta["dataset"],
+                        test_accuracy=meta["test_accuracy"], recipe=meta["recipe"])
+    else:
+        shutil.copyfile(meta["path"], args.out)
+    how = "loaded" if meta.get("cached") else "trained"
+    tta = f" ({meta['tta_accuracy']:.2%} with test-time augmentation)" if "tta_accuracy" in meta else ""
+    print(f"{how} {args.recipe} in {time.perf_counter() - start:.1f} s; test accuracy "
+          f"{meta['test_accuracy']:.2%}{tta}; checkpoint {args.out}")
+    return 0
+
+
 def _train_run(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> int:
+    if getattr(args, "recipe", None) is not None:
+        return _train_recipe(args)
     from bandguard.data import load_dataset
     from bandguard.defenses import parse_regularizer
     from bandguard.models import check_input_shape, create_model

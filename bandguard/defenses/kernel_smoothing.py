@@ -13,6 +13,10 @@ convolves over the channel axes by mistake; bandguard smooths the spatial axes.
 
 Both functions return a new model (``copy.deepcopy``); the caller's model is untouched.
 
+"First" means the first ``nn.Conv2d``: the frozen patch-whitening layer of the ``cifar_fast`` nets
+(:class:`bandguard.models.PatchWhitening`, fixed by the data, never trained) is no ``nn.Conv2d``,
+so smoothing starts at their first trainable conv.
+
 Measured clean-accuracy cost of :func:`smooth_kernels` (first conv layer only, first 1,000 test
 images, reference nets of the test fixtures; ``benchmarks/defense_cost.py``, recorded in
 ``benchmarks/RESULTS.md`` under ``## Defense cost``), clean accuracy in %:

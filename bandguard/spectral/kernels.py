@@ -99,7 +99,9 @@ def kernel_spectrum(model: nn.Module) -> KernelSpectrum:
 
     Each kernel's spectrum is read on the one 32 x 32 kernel grid (see :func:`kernel_amplitude`);
     the amplitude is averaged over output and input channels. Layers with a 1 x 1 kernel have a
-    flat response and are included for completeness. The model is not changed.
+    flat response and are included for completeness. The frozen patch-whitening layer of the
+    ``cifar_fast`` nets (:class:`bandguard.models.PatchWhitening`) is no ``nn.Conv2d`` and is not
+    analysed: its filters come from the data, not from training. The model is not changed.
 
     Args:
         model: any module; every ``nn.Conv2d`` inside it is analysed (kernels at most 32 x 32).
