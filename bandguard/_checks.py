@@ -226,9 +226,11 @@ def check_logits_shape(out: object, n: int, *, name: str = "model output") -> to
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"{name} must be a tensor of logits [N, classes], got {type(out).__name__}")
     if out.ndim != 2:
+        hint = ("; it returned images: a defense must wrap the classifier, e.g. nn.Sequential(LowPass(8), model)"
+                if out.ndim == 4 else "")
         raise ValueError(
             f"{name} must have shape [N, classes] (logits), got {tuple(out.shape)}; "
-            f"a classifier returns one row of class scores per image"
+            f"a classifier returns one row of class scores per image{hint}"
         )
     if out.shape[0] != n:
         raise ValueError(f"{name} has {out.shape[0]} rows for {n} images; expected shape [{n}, classes]")
@@ -409,7 +411,7 @@ def check_names(value: object, name: str, *, allow_empty: bool = False) -> tuple
         if not isinstance(item, str) or not item:
             raise TypeError(f"{name} must hold non-empty strings, got {type(item).__name__} {item!r} in {value!r}")
     if not items and not allow_empty:
-        raise ValueError(f"{name} must name at least one, got {value!r}")
+        raise ValueError(f"{name} must name at least one, got {value!r}; expected a name or a list of names")
     return tuple(items)  # type: ignore[arg-type]
 
 
