@@ -273,7 +273,7 @@ row("smooth-kernels-layers-unknown", lambda: defenses.smooth_kernels(_conv(), 0.
     "layers")
 row("filter-kernels-radius-negative", lambda: defenses.filter_kernels(_conv(), -1), ValueError, "radius must be >= 0")
 row("filter-kernels-layers-empty", lambda: defenses.filter_kernels(_conv(), 1, layers=[]), ValueError,
-    "layers must name at least one layer")
+    "layers must name at least one, got []")
 
 # --------------------------------------------------------------------------- spectral
 

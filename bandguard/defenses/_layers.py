@@ -63,7 +63,9 @@ def select_convs(model: nn.Module, layers: LayerSpec, *, name: str = "layers") -
     known = [n for n, _ in convs]
     for layer in wanted:
         if layer not in modules:
-            raise ValueError(f"unknown layer {layer!r} in {name}; conv layers are {known}")
+            raise ValueError(
+                f"unknown layer {layer!r} in {name}; expected 'first', 'all' or names of conv layers {known}"
+            )
         if not isinstance(modules[layer], nn.Conv2d):
             raise ValueError(
                 f"layer {layer!r} in {name} is a {type(modules[layer]).__name__}, not nn.Conv2d; "
