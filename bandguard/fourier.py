@@ -201,8 +201,7 @@ def frequency_mask(
     kind = _coerce(kind, FilterKind, "kind")
     profile = _coerce(profile, MaskProfile, "profile")
     radius = _check_radius(radius)
-    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
-        raise ValueError(f"order must be an int >= 1, got {order!r}")
+    order = check_int(order, "order", minimum=1)
     d = radial_distance(h, w, shape=shape, device=device, dtype=dtype)
     if profile is MaskProfile.IDEAL:
         low = (d < radius).to(d.dtype)

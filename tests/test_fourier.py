@@ -122,7 +122,7 @@ def test_unknown_vocabulary_is_refused_even_at_radius_zero() -> None:
         fourier.frequency_mask(8, 8, 0.0, kind="band")
     with pytest.raises(ValueError, match="radius must be >= 0"):
         fourier.frequency_mask(8, 8, -1.0)
-    with pytest.raises(ValueError, match="order must be an int >= 1"):
+    with pytest.raises(ValueError, match="order must be >= 1"):
         fourier.frequency_mask(8, 8, 2.0, profile="butterworth", order=0)
     with pytest.raises(TypeError, match="radius must be a real number"):
         fourier.frequency_mask(8, 8, "2")  # type: ignore[arg-type]

@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from bandguard._checks import Bounds, check_enum, check_int, check_nonnegative
+from bandguard._checks import Bounds, check_bounds, check_enum, check_int, check_nonnegative
 from bandguard.attacks.norms import Norm
 from bandguard.fourier import bandpass_mask, filter_with_mask
 
@@ -136,6 +136,7 @@ def band_project(x: torch.Tensor, x0: torch.Tensor, *, eps: float, norm: Norm | 
     """
     norm = check_enum(norm, Norm, "norm")
     eps = check_nonnegative(eps, "eps")
+    bounds = check_bounds(bounds)
     slack = band.slack
     mask = band_mask(band, *x.shape[-2:], device=x.device, dtype=x.dtype)
     delta = filter_with_mask(x - x0, mask)

@@ -62,7 +62,9 @@ class ImageDataset(Dataset):
         if images.shape[0] == 0:  # a data file with no images: refuse it here, not at the first batch
             where = f"{self.source}: " if self.source else ""
             raise ValueError(f"{where}the {self.name} {self.split!r} split holds no images; expected at least one")
-        classes = self.classes if isinstance(self.classes, str) else [str(c) for c in self.classes]
+        classes = self.classes
+        if isinstance(classes, Iterable) and not isinstance(classes, str):
+            classes = [str(c) for c in classes]
         object.__setattr__(self, "classes", check_names(classes, "classes"))
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= len(self.classes)):
             raise ValueError(
