@@ -813,15 +813,21 @@ def test_valid_pathlib_checkpoint_and_arch_keyword(files) -> None:
     assert torch.equal(load_model(files["good"])(x), reference(x))
 
 
-def test_valid_mnist_pickle_of_protocol_2(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+def _mnist_pickle(folder: Path, sizes: tuple[int, int, int]) -> Path:
+    """A protocol-2 ``mnist.pkl.gz`` with (train, valid, test) parts of these sizes."""
     rng = np.random.default_rng(0)
 
     def part(n: int) -> tuple[np.ndarray, np.ndarray]:
         return rng.integers(0, 256, (n, 784)).astype(np.float32) / 256, rng.integers(0, 10, n).astype(np.int64)
 
-    with gzip.open(tmp_path / "mnist.pkl.gz", "wb") as f:
-        pickle.dump((part(6), part(2), part(3)), f, protocol=2)
+    with gzip.open(folder / "mnist.pkl.gz", "wb") as f:
+        pickle.dump(tuple(part(n) for n in sizes), f, protocol=2)
+    return folder / "mnist.pkl.gz"
+
+
+def test_valid_mnist_pickle_of_protocol_2(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _mnist_pickle(tmp_path, (6, 2, 3))
     test = load_dataset("mnist", "test", root=tmp_path, download=False)
     assert test.images.shape == (3, 1, 28, 28) and len(load_dataset("mnist", "train", root=tmp_path)) == 8
 
@@ -974,13 +980,7 @@ def test_a_data_file_holding_zero_images_is_refused(tmp_path, monkeypatch) -> No
     """6. An MNIST pickle whose test part is empty: a clear error naming the file, not a failure at
     the first batch; the other split of the same file still loads."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    rng = np.random.default_rng(0)
-
-    def part(n: int) -> tuple[np.ndarray, np.ndarray]:
-        return rng.integers(0, 256, (n, 784)).astype(np.float32) / 256, rng.integers(0, 10, n).astype(np.int64)
-
-    with gzip.open(tmp_path / "mnist.pkl.gz", "wb") as f:
-        pickle.dump((part(6), part(2), part(0)), f, protocol=2)
+    _mnist_pickle(tmp_path, (6, 2, 0))
     with pytest.raises(ValueError, match=r"mnist\.pkl\.gz: the mnist 'test' split holds no images"):
         load_dataset("mnist", "test", root=tmp_path, download=False)
     assert len(load_dataset("mnist", "train", root=tmp_path, download=False)) == 8
