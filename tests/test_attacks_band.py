@@ -135,6 +135,9 @@ def test_band_limited_pgd_stays_in_band_ball_and_bounds(norm: str) -> None:
     from bandguard.attacks import PGD
 
     g = torch.Generator().manual_seed(0)
+    # Seeded: with the global generator's state left by earlier tests, about 1 model in 20 already
+    # misclassifies all six images, which are then not attacked and the "it moved" check fails.
+    torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 12 * 12, 4)).double()
     x = 0.25 + 0.5 * torch.rand(6, 3, 12, 12, generator=g, dtype=torch.float64)
     y = torch.arange(6) % 4
