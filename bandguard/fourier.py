@@ -306,6 +306,7 @@ def frequency_filter(
     """
     h, w = x.shape[-2:]
     clip = None if clip is None else check_bounds(clip, "clip")
+    rescale = check_bool(rescale, "rescale")
     mask = frequency_mask(h, w, radius, kind=kind, shape=shape, profile=profile, order=order,
                           device=x.device, dtype=x.dtype)
     out = filter_with_mask(x, mask)

@@ -593,6 +593,15 @@ def _plots() -> Any:
     return plots
 
 
+def _run_demo(**kw: Any) -> Any:
+    import tempfile
+
+    from bandguard.bench.demo import run_demo
+
+    with tempfile.TemporaryDirectory() as d:  # refused before anything is written or trained
+        return run_demo(Path(d) / "demo", **kw)
+
+
 def _big_linear() -> nn.Module:  # every weight 1: a neighbour 3e38 away overflows its logits
     model = _linear()
     with torch.no_grad():
@@ -695,6 +704,12 @@ for id_, call, says in [
      "names must be a name or a list of names, got int 5"),
     ("smooth-kernels-layers-int-list", lambda: defenses.smooth_kernels(_conv(), 0.1, layers=[None]),
      "layers must be 'first', 'all' or module names"),
+    ("run-demo-retrain", lambda: _run_demo(retrain="no"), "retrain must be True or False, got str 'no'"),
+    ("post-average-include-original", lambda: defenses.post_average(_linear(), _x(), torch.ones(N, 1, C, H, W),
+                                                                    [1.0], include_original="no"),
+     "include_original must be True or False, got str 'no'"),
+    ("frequency-filter-rescale", lambda: frequency_filter(_x(), 3, rescale="no"),
+     "rescale must be True or False, got str 'no'"),
     ("dataset-classes-not-names", lambda: ImageDataset(images=torch.zeros(2, 1, 4, 4, dtype=torch.uint8),
                                                       labels=torch.zeros(2, dtype=torch.long), classes=3,
                                                       name="t", split="test"),

@@ -234,6 +234,8 @@ def post_average(
         cross-entropy attacks; the argmax is the averaged prediction.
     """
     reduce = check_enum(reduce, Reduce, "reduce")
+    antithetic = check_bool(antithetic, "antithetic")
+    include_original = check_bool(include_original, "include_original")
     _check_shapes(x, directions, radii_l2)
     n = x.shape[0]
     sample_numel = x[0].numel()
