@@ -226,7 +226,7 @@ def check_logits_shape(out: object, n: int, *, name: str = "model output") -> to
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"{name} must be a tensor of logits [N, classes], got {type(out).__name__}")
     if out.ndim != 2:
-        hint = ("; it returned images: a defense must wrap the classifier, e.g. nn.Sequential(LowPass(8), model)"
+        hint = ("; it returned images: a defense must wrap the classifier, e.g. defend(model, lowpass=8)"
                 if out.ndim == 4 else "")
         raise ValueError(
             f"{name} must have shape [N, classes] (logits), got {tuple(out.shape)}; "
