@@ -951,6 +951,14 @@ CLI_R2 = [  # (argv from the files, exit code, what the one line says)
                  id="defense-rho-1e308"),
     pytest.param(lambda f: _cli(f, "--defense", "lowpass:1e200,profile=gaussian"), 2, "radius must be at most",
                  id="defense-gaussian-radius-1e200"),
+    pytest.param(lambda f: ["attack", "--model-code", "torch.nn:Identity", "--dataset", "mnist", "-n", "4",
+                            "--device", "cpu", "--eps", "0.1"], 2,
+                 "--model output must have shape [N, classes] (logits), got (1, 1, 28, 28)", id="model-returns-images"),
+    pytest.param(lambda f: ["attack", "--model-code", "torch.nn:Identity", "--dataset", "mnist", "-n", "4",
+                            "--device", "cpu", "--eps", "0.1"], 2, "it returned images",
+                 id="model-returns-images-hint"),
+    pytest.param(lambda f: _cli(f, "--device", "cuda"), 2, "--device 'cuda' asks for a GPU but CUDA is not available",
+                 id="device-cuda-without-gpu", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has a GPU")),
     pytest.param(lambda f: ["heatmap", "--model", str(f["good"]), "--sign", "negative"], 2,
                  "invalid choice: 'negative' (choose from 'random', 'positive')", id="heatmap-sign-unknown"),
     pytest.param(lambda f: ["train", "--amp", "fp16", "--out", "m.pt"], 2,
@@ -961,8 +969,8 @@ CLI_R2 = [  # (argv from the files, exit code, what the one line says)
 @pytest.mark.parametrize(("argv", "code", "says"), CLI_R2)
 def test_the_command_line_speaks_the_library_vocabulary(argv, code, says, files, tmp_path, monkeypatch,
                                                         capsys) -> None:
-    """8. (and 4. through the CLI) The CLI's choices come from the library's enums; each attack refuses
-    the losses it does not take with the library's own error."""
+    """8. The CLI's choices come from the library's enums; each attack refuses the losses it does not
+    take with the library's own error. Classes 2, 4 and 7 through the CLI too: one line, exit 2."""
     monkeypatch.chdir(tmp_path)
     got = main(argv(files))
     captured = capsys.readouterr()
