@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import math
 from typing import TypeVar
 
 import torch
 from einops import rearrange
 
-from bandguard._checks import check_bool, check_int, check_nonnegative
+from bandguard._checks import check_bool, check_bounds, check_int, check_nonnegative
 
 __all__ = [
     "KERNEL_GRID",
@@ -202,17 +201,20 @@ def frequency_mask(
     kind = _coerce(kind, FilterKind, "kind")
     profile = _coerce(profile, MaskProfile, "profile")
     radius = _check_radius(radius)
-    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
-        raise ValueError(f"order must be an int >= 1, got {order!r}")
+    order = check_int(order, "order", minimum=1)
     d = radial_distance(h, w, shape=shape, device=device, dtype=dtype)
     if profile is MaskProfile.IDEAL:
         low = (d < radius).to(d.dtype)
     elif radius == 0:
         low = torch.zeros_like(d)
-    elif profile is MaskProfile.GAUSSIAN:
-        low = torch.exp(-(d**2) / (2 * radius**2))
     else:
-        low = 1.0 / (1.0 + (d / radius) ** (2 * order))
+        # d / radius, with 0 at the centre: a radius below the dtype's smallest number would
+        # otherwise give 0 / 0 = NaN there (and radius**2 overflows long before radius does).
+        ratio = torch.where(d > 0, d / radius, torch.zeros_like(d))
+        if profile is MaskProfile.GAUSSIAN:
+            low = torch.exp(-0.5 * ratio**2)
+        else:
+            low = 1.0 / (1.0 + ratio ** (2 * order))
     return low if kind is FilterKind.LOW else 1.0 - low
 
 
@@ -303,6 +305,8 @@ def frequency_filter(
         >>> yin = frequency_filter(x, 4, shape="square")      # Yin et al. square, B = 8
     """
     h, w = x.shape[-2:]
+    clip = None if clip is None else check_bounds(clip, "clip")
+    rescale = check_bool(rescale, "rescale")
     mask = frequency_mask(h, w, radius, kind=kind, shape=shape, profile=profile, order=order,
                           device=x.device, dtype=x.dtype)
     out = filter_with_mask(x, mask)
@@ -344,10 +348,7 @@ class FrequencyFilter:
         object.__setattr__(self, "order", check_int(self.order, "order", minimum=1))
         object.__setattr__(self, "rescale", check_bool(self.rescale, "rescale"))
         if self.clip is not None:
-            lo, hi = (float(v) for v in self.clip)
-            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-                raise ValueError(f"clip must be finite (lo, hi) with lo < hi, got {self.clip!r}")
-            object.__setattr__(self, "clip", (lo, hi))
+            object.__setattr__(self, "clip", check_bounds(self.clip, "clip"))
 
     def mask(self, h: int, w: int, *, device: torch.device | str | None = None,
              dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -314,6 +314,7 @@ def train(
         A :class:`TrainResult`. The model ends in eval mode.
     """
     images, labels = _unpack(data, "data")
+    progress = check_bool(progress, "progress")
     frozen = [m for m in model.modules() if model.training and not m.training]
     images, labels = subset(images, labels, config.limit, seed=config.seed)
     test = _unpack(test_data, "test_data") if test_data is not None else None

@@ -26,7 +26,7 @@ from torch import nn
 from bandguard._checks import check_enum, check_int, check_positive
 from bandguard.attacks.band import Band, band_project
 from bandguard.attacks.losses import is_adversarial
-from bandguard.attacks.norms import Norm, l2_project
+from bandguard.attacks.norms import Norm, effective_eps, l2_project
 from bandguard.attacks.pgd import _resolve_eot
 from bandguard.attacks.protocol import Attack, Outcome
 from bandguard.attacks.results import AttackResults
@@ -174,6 +174,7 @@ def _apgd_run(
     iterate, else the point of highest loss. Counts: ``eot`` forwards and gradients for the start
     and for each step the sample took.
     """
+    eps = effective_eps(eps, norm, bounds, x0)
     n = x0.shape[0]
     device = x0.device
     labels, targeted = (target, True) if away is None else (away, False)

@@ -6,11 +6,12 @@ Linf and L2 only (Madry et al. 1706.06083); every helper works per sample on ``[
 from __future__ import annotations
 
 import enum
+import math
 
 import torch
 from einops import rearrange
 
-__all__ = ["Norm", "l2_normalize", "l2_project", "perturbation_norm"]
+__all__ = ["Norm", "effective_eps", "l2_normalize", "l2_project", "perturbation_norm"]
 
 
 class Norm(str, enum.Enum):
@@ -43,6 +44,19 @@ def perturbation_norm(delta: torch.Tensor, norm: Norm | str, *, per_channel: boo
     if Norm(norm) is Norm.LINF:
         return flat.abs().amax(-1) if flat.shape[-1] else flat.new_zeros(flat.shape[:-1])
     return torch.linalg.vector_norm(flat, dim=-1)
+
+
+def effective_eps(eps: float, norm: Norm, bounds: tuple[float, float], x: torch.Tensor) -> float:
+    """``eps`` (or a step size) capped at the diameter of the box ``bounds`` for images like ``x[0]``.
+
+    A larger budget reaches the same points (every perturbed image is clipped into the box), so
+    the cap changes no attack's feasible set, and a longer step crosses the whole box all the
+    same; it keeps the arithmetic finite: ``2 * eps`` or the L2 norm of a perturbation ``eps``
+    wide would overflow float32 for an eps near its maximum.
+    """
+    width = bounds[1] - bounds[0]
+    diameter = width if Norm(norm) is Norm.LINF else width * math.sqrt(x[0].numel())
+    return min(float(eps), diameter)
 
 
 def l2_normalize(v: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from torch import nn
 from bandguard._checks import Bounds, check_bool, check_enum, check_int, check_positive
 from bandguard.attacks.band import Band, band_project
 from bandguard.attacks.losses import Loss, is_adversarial, per_sample_loss, sum_loss
-from bandguard.attacks.norms import Norm, l2_normalize, l2_project
+from bandguard.attacks.norms import Norm, effective_eps, l2_normalize, l2_project
 from bandguard.attacks.protocol import Attack, Outcome, is_non_differentiable, is_randomized
 from bandguard.attacks.results import AttackResults
 
@@ -93,6 +93,7 @@ def _pgd_core(
     perturbation to a frequency band: the start and every step go through :func:`band_project`.
     """
     lo, hi = bounds
+    eps, step_size = effective_eps(eps, norm, bounds, x0), effective_eps(step_size, norm, bounds, x0)
     n = x0.shape[0]
     device = x0.device
     early_stop = early_stop and eot == 1  # one forward of a randomized model proves nothing

@@ -36,11 +36,13 @@ from bandguard._checks import (
     check_bool,
     check_bounds,
     check_enum,
+    check_finite,
     check_generator,
-    check_images,
     check_int,
+    check_logits_shape,
     check_memory,
     check_model,
+    check_model_input,
     check_nonnegative,
 )
 from bandguard.defenses.base import Defense
@@ -232,6 +234,8 @@ def post_average(
         cross-entropy attacks; the argmax is the averaged prediction.
     """
     reduce = check_enum(reduce, Reduce, "reduce")
+    antithetic = check_bool(antithetic, "antithetic")
+    include_original = check_bool(include_original, "include_original")
     _check_shapes(x, directions, radii_l2)
     n = x.shape[0]
     sample_numel = x[0].numel()
@@ -246,9 +250,16 @@ def post_average(
         pts = neighbours(x[start:stop], directions[start:stop], radii_l2, antithetic=antithetic,
                          include_original=include_original, bounds=bounds)
         flat = rearrange(pts, "n s c h w -> (n s) c h w")
-        logits = torch.cat([model(part) for part in flat.split(limit)])
+        logits = torch.cat([_logits_of(model, part) for part in flat.split(limit)])
         outputs.append(_combine(rearrange(logits, "(n s) k -> n s k", n=stop - start), reduce))
     return torch.cat(outputs)
+
+
+def _logits_of(model: nn.Module, part: torch.Tensor) -> torch.Tensor:
+    # A model returning a tuple or images would fail inside torch.cat or einops; say which
+    # module returned what (metadata only: this runs on every forward of an attack loop).
+    return check_logits_shape(model(part), part.shape[0],
+                              name=f"output of the model inside PostAveraging ({type(model).__name__})")
 
 
 def _check_shapes(x: torch.Tensor, directions: torch.Tensor, radii_l2: Sequence[float]) -> None:
@@ -346,14 +357,19 @@ class PostAveraging(Defense):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.settings
-        check_images(x, "x", bounds=None)
+        # The model's device and dtype too: a half or double batch around a float32 model gets
+        # the attacks' error, not torch's "mat1 and mat2 must have the same dtype".
+        check_model_input(self.model, x, bounds=None)
         # The directions [N, K, C, H, W] are drawn at once, plus one image's neighbours per chunk:
         # refuse a K that cannot fit before torch tries to allocate it.
         check_memory((x.shape[0] * s.K + s.samples_per_input) * x[0].numel() * x.element_size(), "K",
                      device=x.device)
-        return post_average(self.model, x, self.sample(x), s.effective_radii_l2,
-                            antithetic=s.antithetic, include_original=s.include_original,
-                            reduce=s.reduce, bounds=s.bounds, max_batch=s.max_batch)
+        out = post_average(self.model, x, self.sample(x), s.effective_radii_l2,
+                           antithetic=s.antithetic, include_original=s.include_original,
+                           reduce=s.reduce, bounds=s.bounds, max_batch=s.max_batch)
+        radius = max(s.effective_radii_l2)
+        return check_finite(out, "PostAveraging output",
+                            hint=f"the model overflows at L2 radius {radius:g} around x; use a smaller radius_l2")
 
     def extra_repr(self) -> str:
         s = self.settings

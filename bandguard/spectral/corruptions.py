@@ -45,6 +45,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bandguard._checks import (
+    check_bool,
     check_enum,
     check_generator,
     check_images,
@@ -52,6 +53,7 @@ from bandguard._checks import (
     check_labels,
     check_model_input,
     check_model_output,
+    check_names,
     check_nonnegative,
 )
 from bandguard._modes import model_mode
@@ -624,6 +626,7 @@ def corrupt(
     """
     x = check_images(x, "x", bounds=(0.0, 1.0))
     check_generator(generator)
+    progress = None if progress is None else check_bool(progress, "progress")
     family = CORRUPTIONS.get(name)
     check_int(severity, "severity", minimum=1)
     if severity not in SEVERITIES:
@@ -737,7 +740,7 @@ def corruption_spectrum(
     check_generator(generator)
     if names is None:
         names = [n for n in CORRUPTIONS.names() if CORRUPTIONS.get(n).cifar10c is not None]
-    names = list(names)
+    names = check_names(names, "names")
     chosen = None if source is None else check_enum(source, Source, "source")
     for name in names:  # unknown names and missing sources fail before any work
         family = CORRUPTIONS.get(name)

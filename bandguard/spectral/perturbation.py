@@ -15,7 +15,14 @@ import torch
 from einops import reduce
 from torch import nn
 
-from bandguard._checks import check_bounds, check_images, check_labels, check_model, check_nonnegative
+from bandguard._checks import (
+    check_bounds,
+    check_images,
+    check_labels,
+    check_model,
+    check_names,
+    check_nonnegative,
+)
 from bandguard.fourier import amplitude_spectrum, high_frequency_fraction, radial_profile
 
 if TYPE_CHECKING:  # spectral code reads attack results by duck typing, it never imports attacks
@@ -201,7 +208,7 @@ def compare_attack_spectra(
     Returns:
         :class:`SpectrumComparison`.
     """
-    models, names = list(models), tuple(names)
+    models, names = list(models), check_names(names, "names")
     if len(models) != len(names):
         raise ValueError(f"got {len(models)} models but {len(names)} names {names!r}")
     spectra = tuple(

@@ -21,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from bandguard._checks import check_bool
 from bandguard._io import write_bytes_atomic, write_json_atomic
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ def save_figure(
 
 
 def _finish(fig: Figure, path: PathLike | None, data: Any, write_data: bool) -> Figure:
+    write_data = check_bool(write_data, "write_data")
     if path is not None:
         save_figure(fig, path, data if write_data else None)
     return fig
@@ -170,7 +172,8 @@ def plot_radial_profiles(
     ax = fig.add_subplot()
     for name, profile in items.items():
         ax.plot(range(profile.numel()), profile.numpy(), marker=".", label=name)
-    if log and any(bool((p > 0).any()) for p in items.values()):  # an all-zero profile cannot be logged
+    # an all-zero profile cannot be logged
+    if check_bool(log, "log") and any(bool((p > 0).any()) for p in items.values()):
         ax.set_yscale("log")
     ax.set_xlabel("distance from the centre (frequency)", fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
