@@ -50,3 +50,20 @@ def test_bf16_forward_close_to_float32() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = net(x).float()
     assert float((low - ref).abs().max()) < 0.05 * float(ref.abs().max()) + 1e-3
+
+
+def test_bf16_forward_agrees_with_float32_under_attack(mnist_model, mnist_test) -> None:
+    """PGD through BF16Forward finds the same robust accuracy as in float32 within 2 points on 500
+    MNIST images, its x_adv stay in the ball, and the wrapped model's weights stay float32."""
+    from bandguard import PGD, BF16Forward
+
+    x, y = mnist_test[0][:500], mnist_test[1][:500]
+    attack = PGD(eps=0.1, norm="linf", steps=10, seed=0)
+    ref = attack(mnist_model, x, y)
+    fast_model = BF16Forward(mnist_model)
+    fast = attack(fast_model, x, y)
+    assert abs(fast.robust_accuracy[0] - ref.robust_accuracy[0]) <= 0.02
+    assert float((fast.results[0].x_adv - x).abs().max()) <= 0.1 + 1e-6
+    assert all(p.dtype == torch.float32 for p in fast_model.parameters())
+    with torch.no_grad():
+        assert fast_model(x[:4]).dtype == torch.float32
