@@ -67,7 +67,18 @@ class Band:
 
 def band_mask(band: Band, h: int, w: int, *, device: torch.device | str | None = None,
               dtype: torch.dtype | None = None) -> torch.Tensor:
-    """The ideal mask of ``band`` in centred coordinates, ``[h, w]`` with values 0 or 1."""
+    """The ideal mask of ``band`` in centred coordinates, ``[h, w]`` with values 0 or 1.
+
+    Args:
+        band: the frequencies to keep (``low <= d < high``, ``d`` the distance from the centre).
+        h: image height.
+        w: image width.
+        device: where to build the mask.
+        dtype: the mask's dtype; default torch's default dtype.
+
+    Returns:
+        Tensor ``[h, w]``: 1 inside the band, 0 outside.
+    """
     # Past the corner of the grid every frequency is inside: an infinite radius is the same.
     high = math.hypot(h, w) + 1.0 if band.high is None else band.high
     return bandpass_mask(h, w, band.low, high, device=device, dtype=dtype)
@@ -113,7 +124,8 @@ def band_project(x: torch.Tensor, x0: torch.Tensor, *, eps: float, norm: Norm | 
     Args:
         x: the point to project ``[N, C, H, W]``, e.g. an attack's iterate after its step.
         x0: the clean images ``[N, C, H, W]`` (inside ``bounds``).
-        eps: radius of the ball in ``norm`` (``"linf"`` or ``"l2"``).
+        eps: radius of the ball in ``norm``.
+        norm: ``"linf"`` or ``"l2"`` (the whole image).
         band: the frequencies ``delta`` may use, and the projection's settings.
         bounds: ``(lo, hi)`` of the input domain.
 
