@@ -61,8 +61,12 @@ DOCUMENTED_MODULES = (
     "bandguard.spectral.perturbation",
     "bandguard.spectral.plots",
 )
-MISSING_DOCS_TOOLS = [m for m in ("mkdocs", "material", "mkdocstrings_handlers.python") if importlib.util.find_spec(m) is None]
-EXTERNAL_ASSET = re.compile(r"<(?:script|img|iframe)\b[^>]*\bsrc=\"(?:https?:)?//|<link\b[^>]*\bhref=\"(?:https?:)?//", re.I)
+DOCS_TOOLS = ("mkdocs", "material", "mkdocstrings_handlers.python")
+MISSING_DOCS_TOOLS = [m for m in DOCS_TOOLS if importlib.util.find_spec(m) is None]
+# an asset fetched from another host: a script, image or frame source, or a stylesheet/font link
+EXTERNAL_ASSET = re.compile(
+    r"<(?:script|img|iframe)\b[^>]*\bsrc=\"(?:https?:)?//|<link\b[^>]*\bhref=\"(?:https?:)?//", re.I
+)
 
 
 @pytest.fixture(scope="module")
