@@ -177,15 +177,27 @@ def _documented(doc: str) -> set[str]:
     return names
 
 
+def _public_names(module_name: str) -> list[str]:
+    """The names of ``module_name``'s ``__all__`` and of its packages' ``__all__`` defined there."""
+    parts = module_name.split(".")
+    names: list[str] = []
+    for depth in range(len(parts), 0, -1):
+        module = importlib.import_module(".".join(parts[:depth]))
+        for name in getattr(module, "__all__", ()):
+            if getattr(getattr(module, name), "__module__", None) == module_name and name not in names:
+                names.append(name)
+    return names
+
+
 def missing_sections(module_name: str) -> list[str]:
     """What each public function or class defined in ``module_name`` lacks: Args entries, Returns."""
     import enum
 
     module = importlib.import_module(module_name)
     problems = []
-    for name in getattr(module, "__all__", ()):
+    for name in _public_names(module_name):
         obj = getattr(module, name)
-        if not (inspect.isfunction(obj) or inspect.isclass(obj)) or obj.__module__ != module_name:
+        if not (inspect.isfunction(obj) or inspect.isclass(obj)):
             continue
         if inspect.isclass(obj) and issubclass(obj, (BaseException, enum.Enum)):
             continue

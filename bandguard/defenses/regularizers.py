@@ -179,6 +179,16 @@ def parse_regularizer(spec: str) -> tuple[Penalty, float]:
     weight as the one positional value (or ``weight=``), then the :class:`Penalty` options.
     Examples: ``neighbor:1e-3``, ``neighbor:1e-3,layers=first``, ``highfreq:1e-2,radius=4``,
     ``highfreq:1e-2,layers=0+3``.
+
+    Args:
+        spec: ``"name:weight,key=value,..."`` with ``name`` a :class:`RegularizerKind`.
+
+    Returns:
+        ``(penalty, weight)``: the :class:`Penalty` (a function ``model -> scalar Tensor``) and its
+        weight, >= 0.
+
+    Raises:
+        ValueError: a malformed spec, an unknown name, not exactly one weight, or unknown options.
     """
     parsed = parse_spec(spec, what="regularizer")
     kind = check_enum(parsed.name, RegularizerKind, "regularizer")
