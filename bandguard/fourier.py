@@ -85,11 +85,13 @@ class FilterKind(str, enum.Enum):
     HIGH = "high"
 
 
-#: Side of the FFT grid every conv-kernel spectrum is read on (:func:`kernel_frequency_response`):
-#: a kernel is zero-padded to ``KERNEL_GRID x KERNEL_GRID``, so frequency index ``k`` means
-#: ``k / 32`` cycles per pixel, as on a CIFAR-10 input; a kernel "radius" names the same frequencies
-#: in kernel filtering, the kernel regularizer and the kernel spectrum.
 KERNEL_GRID = 32
+"""Side of the FFT grid every conv-kernel spectrum is read on (:func:`kernel_frequency_response`).
+
+A kernel is zero-padded to ``KERNEL_GRID x KERNEL_GRID``, so frequency index ``k`` means ``k / 32``
+cycles per pixel, as on a CIFAR-10 input; a kernel "radius" names the same frequencies in kernel
+filtering, the kernel regularizer and the kernel spectrum.
+"""
 
 
 def _coerce(value: object, enum_type: type[E], name: str) -> E:

@@ -1,14 +1,19 @@
 """A griffe extension for bandguard's site (``extensions:`` in ``mkdocs.yml``; not part of the package).
 
-bandguard's docstrings document parameters that share a meaning on one line, Google style
-otherwise::
+It rewrites two habits of bandguard's (otherwise Google style) docstrings before griffe parses them:
 
-    Args:
-        h, w: image size.
+- Parameters that share a meaning share a line::
 
-griffe's Google parser reads ``h, w`` as one (unknown) parameter, so this extension rewrites such
-an entry, before parsing, into one entry per name with the same description; the rendered table then
-lists ``h`` and ``w``, each with its type from the signature.
+      Args:
+          h, w: image size.
+
+  griffe would read ``h, w`` as one unknown parameter (a warning, so ``--strict`` fails); the entry
+  becomes one entry per name with the same description, each typed from the signature.
+- Sphinx roles (``:class:`~bandguard.attacks.results.AttackResults```) would print as text, and
+  their colon would split a ``Returns:`` line into a type and a description. Each becomes what
+  Sphinx shows (``~`` keeps the last name) as an optional mkdocs-autorefs cross-reference: a link to
+  the object's entry where the site has one, plain code (and no warning) where it has none.
+  A name without dots is looked up in the docstring's own module.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 import griffe
 
 SECTION = re.compile(r"^(\s*)(Args|Arguments|Params|Parameters|Keyword Args|Keyword Arguments|Other Parameters):\s*$")
+ROLE = re.compile(r":(?:py:)?(?:func|class|meth|mod|attr|data|exc|obj|const):`(~?)([\w.]+)((?:\(\))?)`")
 GROUPED = re.compile(r"^(\s+)(\*{0,2}\w+(?:\s*,\s*\*{0,2}\w+)+)(\s*\([^)]*\))?:(.*)$")
 
 
@@ -61,9 +67,24 @@ def split_grouped(text: str) -> str:
     return "\n".join(out)
 
 
-class GroupedParameters(griffe.Extension):
-    """Split grouped parameter entries (``h, w: ...``) before griffe parses a docstring."""
+def replace_roles(text: str, module: str) -> str:
+    """Return ``text`` with each Sphinx role written as an optional cross-reference (inline HTML)."""
+
+    def link(match: re.Match[str]) -> str:
+        tilde, identifier, call = match.groups()
+        shown = (identifier.rsplit(".", 1)[-1] if tilde else identifier) + call
+        if "." not in identifier:
+            identifier = f"{module}.{identifier}"
+        return f'<autoref identifier="{identifier}" optional><code>{shown}</code></autoref>'
+
+    return ROLE.sub(link, text)
+
+
+class BandguardDocstrings(griffe.Extension):
+    """Split grouped parameter entries and turn Sphinx roles into cross-references, before parsing."""
 
     def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
-        if obj.docstring is not None and "," in obj.docstring.value:
-            obj.docstring.value = split_grouped(obj.docstring.value)
+        if obj.docstring is None:
+            return
+        text = split_grouped(obj.docstring.value) if "," in obj.docstring.value else obj.docstring.value
+        obj.docstring.value = replace_roles(text, obj.module.path)

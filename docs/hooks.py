@@ -4,14 +4,10 @@
 ``examples/`` (the findings: its README, each run's ``summary.md`` and figures, the scripts the
 README links to) and ``benchmarks/`` (``RESULTS.md``). Their relative links then resolve as they
 do on the repository's own pages, and ``--strict`` checks them.
-
-``on_page_content`` drops the Sphinx role prefixes (``:func:``, ``:class:``, ...) that some
-docstrings carry, which mkdocstrings would otherwise print as text before the code span.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from mkdocs.structure.files import File, Files
@@ -22,7 +18,6 @@ SERVED = {
     "benchmarks": {".md", ".py"},
 }
 SKIP_PARTS = {"__pycache__", ".ipynb_checkpoints"}
-ROLE = re.compile(r":(?:py:)?(?:func|class|meth|mod|attr|data|exc|obj|const|paramref):(?=<code)")
 
 
 def on_files(files: Files, config) -> Files:
@@ -35,6 +30,3 @@ def on_files(files: Files, config) -> Files:
             files.append(File.generated(config, rel.as_posix(), abs_src_path=str(path)))
     return files
 
-
-def on_page_content(html: str, page, config, files) -> str:
-    return ROLE.sub("", html)

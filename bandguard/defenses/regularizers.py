@@ -70,10 +70,12 @@ def neighbor_weight_penalty(model: nn.Module, layers: LayerSpec = "all") -> torc
     return total / count
 
 
-#: Default cut-off of the kernel high-frequency penalty, in frequency-index units of the 32 x 32
-#: kernel grid (:data:`bandguard.fourier.KERNEL_GRID`): a quarter of the grid, ``8 / 32`` cycles per
-#: pixel, the same cut the kernel spectrum's ``high_fraction`` uses.
 KERNEL_HIGH_RADIUS = 8.0
+"""Default cut-off of the kernel high-frequency penalty, in frequency-index units.
+
+On the 32 x 32 kernel grid (:data:`bandguard.fourier.KERNEL_GRID`): a quarter of the grid, ``8 / 32``
+cycles per pixel, the same cut the kernel spectrum's ``high_fraction`` uses.
+"""
 
 
 def kernel_high_frequency_energy(weight: torch.Tensor, radius: float) -> torch.Tensor:

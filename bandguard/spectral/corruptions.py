@@ -512,8 +512,8 @@ _CIFAR10C: types.MappingProxyType[str, CorruptionFn] = types.MappingProxyType({
     "pixelate": pixelate,
 })
 
-#: Every family by name, with the sources that offer it (:class:`CorruptionFamily`).
 CORRUPTIONS: Registry[CorruptionFamily] = Registry("corruption")
+"""Every family by name, with the sources that offer it (:class:`CorruptionFamily`)."""
 for _name in FAMILIES:
     CORRUPTIONS.register(_name)(CorruptionFamily(_name, _CIFAR10C.get(_name)))
 del _name
