@@ -51,6 +51,16 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
     and ``path`` is left as it was. A hard kill during ``write`` can still leave a hidden
     ``.<name>.bg<host>p<pid>.*.tmp`` beside ``path``; it is never read, and the next write into
     that folder removes it once stale (:func:`remove_stale_temps`).
+
+    Args:
+        path: the file to (over)write.
+        write: writes the whole content to the temp file it is given.
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        IsADirectoryError: ``path`` is a folder.
     """
     path = Path(path)
     if path.is_dir():
@@ -138,16 +148,40 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically."""
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`).
+
+    Args:
+        path: the file to (over)write.
+        data: its whole content.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` atomically (unknown types as ``str``)."""
+    """Write ``obj`` as indented JSON to ``path`` atomically (unknown types as ``str``).
+
+    Args:
+        path: the file to (over)write.
+        obj: anything ``json.dumps`` takes; other values are written as their ``str``.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
     text = json.dumps(obj, indent=2, default=str) + "\n"
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def torch_save_atomic(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save(obj, path)`` atomically."""
+    """``torch.save(obj, path)`` atomically (see :func:`atomic_write`).
+
+    Args:
+        obj: what ``torch.save`` takes, e.g. a state dict.
+        path: the file to (over)write.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))

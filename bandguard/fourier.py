@@ -84,11 +84,13 @@ class FilterKind(str, enum.Enum):
     HIGH = "high"
 
 
-#: Side of the FFT grid every conv-kernel spectrum is read on (:func:`kernel_frequency_response`):
-#: a kernel is zero-padded to ``KERNEL_GRID x KERNEL_GRID``, so frequency index ``k`` means
-#: ``k / 32`` cycles per pixel, as on a CIFAR-10 input; a kernel "radius" names the same frequencies
-#: in kernel filtering, the kernel regularizer and the kernel spectrum.
 KERNEL_GRID = 32
+"""Side of the FFT grid every conv-kernel spectrum is read on (:func:`kernel_frequency_response`).
+
+A kernel is zero-padded to ``KERNEL_GRID x KERNEL_GRID``, so frequency index ``k`` means ``k / 32``
+cycles per pixel, as on a CIFAR-10 input; a kernel "radius" names the same frequencies in kernel
+filtering, the kernel regularizer and the kernel spectrum.
+"""
 
 
 def _coerce(value: object, enum_type: type[E], name: str) -> E:
@@ -121,12 +123,26 @@ def fft2c(x: torch.Tensor) -> torch.Tensor:
 
 
 def ifft2c(spectrum: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`fft2c`: complex ``[..., H, W]`` (centred) to complex ``[..., H, W]``."""
+    """Inverse of :func:`fft2c`: complex ``[..., H, W]`` (centred) to complex ``[..., H, W]``.
+
+    Args:
+        spectrum: complex tensor ``[..., H, W]``, zero frequency at ``(H // 2, W // 2)``.
+
+    Returns:
+        Complex tensor ``[..., H, W]`` in pixel space (take ``.real`` for a real image's spectrum).
+    """
     return torch.fft.ifft2(torch.fft.ifftshift(spectrum, dim=(-2, -1)))
 
 
 def amplitude_spectrum(x: torch.Tensor) -> torch.Tensor:
-    """``|fft2c(x)|``, real ``[..., H, W]``, centred."""
+    """``|fft2c(x)|``, real ``[..., H, W]``, centred.
+
+    Args:
+        x: real or complex tensor ``[..., H, W]``.
+
+    Returns:
+        Real tensor ``[..., H, W]``, zero frequency at ``(H // 2, W // 2)``.
+    """
     return fft2c(x).abs()
 
 
@@ -147,6 +163,8 @@ def radial_distance(
         h, w: grid size.
         shape: ``"disc"`` for the Euclidean distance, ``"square"`` for the Chebyshev distance
             ``max(|di|, |dj|)`` (see :class:`MaskShape`). In frequency-index units.
+        device: where to build the tensor.
+        dtype: its dtype; default torch's default dtype.
 
     Returns:
         Tensor ``[h, w]``.
@@ -190,6 +208,8 @@ def frequency_mask(
         shape: ``"disc"`` (Wang et al.) or ``"square"`` (Yin et al.).
         profile: ``"ideal"``, ``"gaussian"`` or ``"butterworth"`` (see :class:`MaskProfile`).
         order: Butterworth order, >= 1.
+        device: where to build the mask.
+        dtype: its dtype; default torch's default dtype.
 
     Returns:
         Tensor ``[h, w]`` with values in [0, 1].
@@ -228,7 +248,21 @@ def bandpass_mask(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Ideal band mask keeping ``inner <= d < outer`` (``d`` as in :func:`radial_distance`). ``[h, w]``."""
+    """Ideal band mask keeping ``inner <= d < outer`` (``d`` as in :func:`radial_distance`).
+
+    The difference of two ideal low-pass masks (:func:`frequency_mask`), so it equals its mirror.
+
+    Args:
+        h, w: grid size.
+        inner: the band's inner radius, in frequency-index units (kept).
+        outer: its outer radius (excluded); ``outer <= inner`` gives an empty band.
+        shape: ``"disc"`` (Wang et al. 1905.13545) or ``"square"`` (Yin et al. 1906.08988).
+        device: where to build the mask.
+        dtype: its dtype; default torch's default dtype.
+
+    Returns:
+        Tensor ``[h, w]``: 1 inside the band, 0 outside.
+    """
     outer_mask = frequency_mask(h, w, outer, shape=shape, device=device, dtype=dtype)
     return outer_mask - frequency_mask(h, w, inner, shape=shape, device=device, dtype=dtype)
 
@@ -261,6 +295,15 @@ def rescale_by_max(x: torch.Tensor) -> torch.Tensor:
     Exactly Wang et al.'s ``x / max(x)`` (1905.13545, HFC scripts: ``x / max(x) * 255`` on 0..255
     pixels), so the brightest value of every image becomes 1 and the rest keep their sign. An image
     whose maximum is <= 0 (nothing to scale by) is returned unchanged.
+
+    Args:
+        x: real images ``[..., C, H, W]``.
+
+    Returns:
+        Tensor shaped like ``x``, each image's maximum 1 (where it was positive).
+
+    Raises:
+        ValueError: ``x`` has fewer than three dimensions.
     """
     if x.ndim < 3:
         raise ValueError(f"rescale needs images [..., C, H, W], got shape {tuple(x.shape)}")
@@ -406,7 +449,11 @@ def kernel_frequency_response(weight: torch.Tensor) -> torch.Tensor:
 def mirror_positions(
     h: int, w: int, *, device: torch.device | str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mirror index along each axis in centred coordinates (Yin et al. ``_get_symmetric_pos``).
+    """Mirror index along each axis in centred coordinates (Yin et al. 1906.08988, ``_get_symmetric_pos``).
+
+    Args:
+        h, w: grid size.
+        device: where to build the indices.
 
     Returns:
         ``(rows [h], cols [w])``: ``rows[i]`` is the mirror of row ``i``, likewise ``cols``.
@@ -428,6 +475,10 @@ def frequency_orbits(
     visits them; there are ``(h * w + s) / 2`` pairs where ``s`` counts self-mirrored positions
     (514 for 32 x 32, 394 for 28 x 28).
 
+    Args:
+        h, w: grid size.
+        device: where to build the tensors.
+
     Returns:
         ``(positions [K, 2], orbit [h, w])``: the representatives' ``(row, col)`` in row-major
         order, and for every position the index ``k`` of its pair, so ``values[orbit]`` spreads
@@ -444,7 +495,15 @@ def frequency_orbits(
 
 
 def distinct_frequencies(h: int, w: int, *, device: torch.device | str | None = None) -> torch.Tensor:
-    """One ``(row, col)`` per mirror pair, row-major, as ``[K, 2]`` int64 (see :func:`frequency_orbits`)."""
+    """One ``(row, col)`` per mirror pair, row-major (see :func:`frequency_orbits`).
+
+    Args:
+        h, w: grid size.
+        device: where to build the tensor.
+
+    Returns:
+        int64 tensor ``[K, 2]`` of centred ``(row, col)`` positions.
+    """
     return frequency_orbits(h, w, device=device)[0]
 
 
@@ -467,6 +526,8 @@ def fourier_basis(
         h, w: image size.
         positions: int64 ``[K, 2]`` centred ``(row, col)`` positions; default every distinct one
             (:func:`distinct_frequencies`).
+        device: where to build the basis (default: that of ``positions``, else the CPU).
+        dtype: real dtype of the images; default torch's default dtype.
 
     Returns:
         Tensor ``[K, h, w]``.

@@ -69,6 +69,16 @@ def band_mask(band: Band, h: int, w: int, *, device: torch.device | str | None =
               dtype: torch.dtype | None = None) -> torch.Tensor:
     """The ideal mask of ``band`` in centred coordinates, ``[h, w]`` with values 0 or 1.
 
+    Args:
+        band: the frequencies to keep (``low <= d < high``, ``d`` the distance from the centre).
+        h: image height.
+        w: image width.
+        device: where to build the mask.
+        dtype: the mask's dtype; default torch's default dtype.
+
+    Returns:
+        Tensor ``[h, w]``: 1 inside the band, 0 outside.
+
     Raises:
         ValueError: the band holds no frequency of an ``h x w`` image (an attack confined to it
             could not move, and would report every image robust).
@@ -125,7 +135,8 @@ def band_project(x: torch.Tensor, x0: torch.Tensor, *, eps: float, norm: Norm | 
     Args:
         x: the point to project ``[N, C, H, W]``, e.g. an attack's iterate after its step.
         x0: the clean images ``[N, C, H, W]`` (inside ``bounds``).
-        eps: radius of the ball in ``norm`` (``"linf"`` or ``"l2"``).
+        eps: radius of the ball in ``norm``.
+        norm: ``"linf"`` or ``"l2"`` (the whole image).
         band: the frequencies ``delta`` may use, and the projection's settings.
         bounds: ``(lo, hi)`` of the input domain.
 

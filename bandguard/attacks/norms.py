@@ -60,7 +60,14 @@ def effective_eps(eps: float, norm: Norm, bounds: tuple[float, float], x: torch.
 
 
 def l2_normalize(v: torch.Tensor) -> torch.Tensor:
-    """``v`` ``[N, ...]`` scaled to unit L2 norm per sample (zero stays zero)."""
+    """``v`` ``[N, ...]`` scaled to unit L2 norm per sample (zero stays zero).
+
+    Args:
+        v: any ``[N, ...]`` tensor, e.g. a batch of input gradients.
+
+    Returns:
+        Tensor of ``v``'s shape whose samples have L2 norm 1 (or 0).
+    """
     norms = torch.linalg.vector_norm(v.flatten(1), dim=1).clamp_min(1e-12)
     return v / _per_sample(norms, v)
 
@@ -70,6 +77,15 @@ def l2_project(x: torch.Tensor, x0: torch.Tensor, eps: float, bounds: tuple[floa
 
     Clipping moves each pixel towards ``x0`` (which lies inside the bounds), so it cannot leave the
     ball: the result is in both sets.
+
+    Args:
+        x: the points to project ``[N, ...]``.
+        x0: the centres ``[N, ...]``, inside ``bounds``.
+        eps: the ball's radius (L2 over each whole sample).
+        bounds: ``(lo, hi)`` of the input domain.
+
+    Returns:
+        Tensor of ``x``'s shape, within ``eps`` of ``x0`` and inside ``bounds``.
     """
     delta = x - x0
     norms = torch.linalg.vector_norm(delta.flatten(1), dim=1)

@@ -162,6 +162,13 @@ def make_loader(
         seed: seeds the shuffling generator, so the order of every epoch is reproducible.
         drop_last: drop a last, smaller batch.
         num_workers: worker processes (0 loads in the calling process).
+
+    Returns:
+        A ``torch.utils.data.DataLoader`` over ``dataset``: ``x`` float32 ``[B, C, H, W]`` in
+        ``[0, 1]`` and ``y`` int64 ``[B]``.
+
+    Raises:
+        TypeError: ``dataset`` is not an :class:`ImageDataset`.
     """
     if not isinstance(dataset, ImageDataset):
         raise TypeError(f"dataset must be an ImageDataset, got {type(dataset).__name__}")
@@ -186,7 +193,15 @@ def _passthrough(batch: Any) -> Any:
 
 
 def describe(obj: object) -> str:
-    """A short description of ``obj`` for error messages: type, and shape and dtype of arrays."""
+    """A short description of ``obj`` for error messages: type, and shape and dtype of arrays.
+
+    Args:
+        obj: anything a caller passed.
+
+    Returns:
+        E.g. ``"Tensor of shape (2, 3) and dtype torch.float32"``, ``"list of length 4"`` or the
+        type's name.
+    """
     if isinstance(obj, (torch.Tensor, np.ndarray)):
         return f"{type(obj).__name__} of shape {tuple(obj.shape)} and dtype {obj.dtype}"
     if isinstance(obj, Iterable) and not isinstance(obj, (str, bytes)):

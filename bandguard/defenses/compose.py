@@ -213,6 +213,12 @@ def check_defense_spec(spec: str) -> Spec:
 
     Lets a benchmark spec be validated before anything runs; :func:`build_defense` calls it too.
 
+    Args:
+        spec: ``"name:value,key=value,..."``, e.g. ``"lowpass:8"`` or ``"post_average:1.35,K=15"``.
+
+    Returns:
+        The parsed :class:`~bandguard.defenses.spec.Spec`.
+
     Raises:
         ValueError: a malformed spec, an unknown name (the known ones are listed) or arguments the
             defense does not take.
@@ -233,6 +239,17 @@ def build_defense(spec: str, model: nn.Module) -> nn.Module:
     ``name:first_value,key=value,...``, the first value being the defense's main setting
     (``lowpass``/``highpass``: ``radius``; ``post_average``: ``radius_l2``; ``smooth``: ``rho``;
     ``filter_kernels``: ``radius``), which may also be given by name.
+
+    Args:
+        spec: ``"name:value,key=value,..."``; the names are those of :data:`DEFENSES`.
+        model: the classifier to defend, mapping ``[N, C, H, W]`` images to logits ``[N, K]``;
+            it is not changed (weight-space defenses return a new model).
+
+    Returns:
+        An ``nn.Module`` with ``model``'s call signature: ``[N, C, H, W]`` in, logits ``[N, K]`` out.
+
+    Raises:
+        ValueError: a malformed spec, an unknown name or arguments the defense does not take.
 
     Example:
         >>> build_defense("post_average:1.35,K=15,seed=0", model)

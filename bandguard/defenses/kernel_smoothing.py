@@ -64,7 +64,16 @@ class SmoothSettings:
 
 def smoothing_mask(rho: float, *, device: torch.device | str | None = None,
                    dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Wang et al.'s 3x3 mask: ``rho`` everywhere, 1 at the centre. Tensor ``[3, 3]``."""
+    """Wang et al.'s 3x3 mask (1905.13545): ``rho`` everywhere, 1 at the centre.
+
+    Args:
+        rho: the weight of the eight neighbours.
+        device: where to build the mask.
+        dtype: its dtype; default torch's default dtype.
+
+    Returns:
+        Tensor ``[3, 3]``.
+    """
     mask = torch.full((3, 3), float(rho), device=device, dtype=dtype or torch.get_default_dtype())
     mask[1, 1] = 1.0
     return mask

@@ -514,8 +514,8 @@ _CIFAR10C: types.MappingProxyType[str, CorruptionFn] = types.MappingProxyType({
     "pixelate": pixelate,
 })
 
-#: Every family by name, with the sources that offer it (:class:`CorruptionFamily`).
 CORRUPTIONS: Registry[CorruptionFamily] = Registry("corruption")
+"""Every family by name, with the sources that offer it (:class:`CorruptionFamily`)."""
 for _name in FAMILIES:
     CORRUPTIONS.register(_name)(CorruptionFamily(_name, _CIFAR10C.get(_name)))
 del _name
@@ -682,7 +682,14 @@ class CorruptionResult:
 
 @dataclasses.dataclass(frozen=True)
 class CorruptionSpectra:
-    """:func:`corruption_spectrum` output: one :class:`CorruptionResult` per corruption."""
+    """:func:`corruption_spectrum` output: one :class:`CorruptionResult` per corruption.
+
+    Attributes:
+        results: one result per corruption, in the order asked for; ``spectra["fog"]`` finds one
+            by name.
+        clean_accuracy: the model's top-1 accuracy on the uncorrupted images.
+        n: number of images.
+    """
 
     results: tuple[CorruptionResult, ...]
     clean_accuracy: float
@@ -723,7 +730,8 @@ def corruption_spectrum(
     Args:
         model: classifier on ``[B, C, H, W]`` in [0, 1]; run in eval mode and given back exactly
             as found.
-        x: images ``[N, C, H, W]`` in [0, 1]; y: labels ``[N]`` int64.
+        x: images ``[N, C, H, W]`` in [0, 1].
+        y: labels ``[N]`` int64.
         names: corruptions to run; default the fourteen with a built-in ``cifar10c`` source (no
             optional package needed).
         severity: 1 .. 5.

@@ -143,9 +143,13 @@ def heatmap_signs(
     gives the same tensor.
 
     Args:
-        k, n, c: distinct frequencies, images, channels.
+        k: number of distinct frequencies.
+        n: number of images.
+        c: number of channels.
         sign: ``"random"`` (+-1 uniformly, drawn on the generator's device) or ``"positive"``.
         generator: source of randomness; ``None`` uses torch's default generator.
+        device: where the signs are returned.
+        dtype: their dtype; default torch's default dtype.
 
     Returns:
         Tensor ``[k, n, c]`` of +-1 on ``device`` with ``dtype``.

@@ -78,7 +78,13 @@ class LayerKernelSpectrum:
 
 @dataclasses.dataclass(frozen=True)
 class KernelSpectrum:
-    """:func:`kernel_spectrum` output: one entry per conv layer, in module order."""
+    """:func:`kernel_spectrum` output: one entry per conv layer, in module order.
+
+    Attributes:
+        layers: one :class:`LayerKernelSpectrum` per conv layer; ``spectrum["conv1"]`` finds one by
+            module name.
+        size: the side of the grid the kernels are read on (:data:`bandguard.fourier.KERNEL_GRID`).
+    """
 
     layers: tuple[LayerKernelSpectrum, ...]
     size: int
