@@ -89,6 +89,10 @@ def remove_stale_temps(folder: str | os.PathLike[str], *, now: float | None = No
     host, no longer exists and the file is untouched for :data:`DEAD_WRITER_GRACE_S`, or when it is
     untouched for :data:`STALE_TEMP_S` whatever wrote it. Races with other cleaners are harmless.
 
+    Args:
+        folder: the folder to clean.
+        now: the time to judge staleness against (default ``time.time()``; tests pass their own).
+
     Returns:
         The paths removed.
     """

@@ -93,11 +93,11 @@ for _cls in (PGD, FGSM, FGM, FourierAttack, FourierGreedy, APGD, Square):
 del _cls
 ATTACKS.register("standard")(standard_ensemble)
 
-#: Every loss name an attack takes (PGD's and FGSM's :class:`Loss`, APGD's :class:`APGDLoss`), in order:
-#: the CLI's ``--loss`` choices; each attack refuses the names it does not take.
 LOSSES: tuple[str, ...] = tuple(dict.fromkeys(m.value for kind in (Loss, APGDLoss) for m in kind))
-#: Every norm name (:class:`Norm`): the CLI's ``--norm`` choices.
+"""Every loss name an attack takes (PGD's and FGSM's :class:`Loss`, APGD's :class:`APGDLoss`), in
+order: the CLI's ``--loss`` choices; each attack refuses the names it does not take."""
 NORMS: tuple[str, ...] = tuple(m.value for m in Norm)
+"""Every norm name (:class:`Norm`): the CLI's ``--norm`` choices."""
 
 FOOLBOX_PREFIX = "foolbox:"
 

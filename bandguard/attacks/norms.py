@@ -53,6 +53,15 @@ def effective_eps(eps: float, norm: Norm, bounds: tuple[float, float], x: torch.
     the cap changes no attack's feasible set, and a longer step crosses the whole box all the
     same; it keeps the arithmetic finite: ``2 * eps`` or the L2 norm of a perturbation ``eps``
     wide would overflow float32 for an eps near its maximum.
+
+    Args:
+        eps: the budget or step.
+        norm: ``Norm.LINF`` or ``Norm.L2``.
+        bounds: ``(low, high)`` of the pixel values.
+        x: ``[N, C, H, W]`` images (only the size of one is read).
+
+    Returns:
+        ``min(eps, diameter)``: the box's width (Linf) or ``width * sqrt(C H W)`` (L2).
     """
     width = bounds[1] - bounds[0]
     diameter = width if Norm(norm) is Norm.LINF else width * math.sqrt(x[0].numel())
