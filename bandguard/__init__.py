@@ -55,11 +55,11 @@ from bandguard.spectral import (
 from bandguard.training import TrainConfig, train
 
 __all__ = [
-    "BF16Forward",
     "FGM",
     "FGSM",
     "PGD",
     "AttackResults",
+    "BF16Forward",
     "FPrincipleMonitor",
     "FoolboxAttack",
     "FourierAttack",

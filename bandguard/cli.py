@@ -117,12 +117,11 @@ def _device(name: str | None) -> torch.device:
 
 
 def _train_parser(p: argparse.ArgumentParser) -> None:
+    from bandguard.bench.zoo import RECIPES
     from bandguard.defenses import RegularizerKind
     from bandguard.fourier import MaskShape
     from bandguard.models import MODELS
     from bandguard.training import AMP_CHOICES, Schedule, TrainMode
-
-    from bandguard.bench.zoo import RECIPES
 
     p.add_argument("--recipe", default=None, choices=list(RECIPES),
                    help="train a reference recipe as published (e.g. cifar_fast: airbench's class, >= 93 %% "
