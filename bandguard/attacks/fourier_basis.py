@@ -145,8 +145,8 @@ def _fourier_core(
             block_start, signs = next(blocks)  # [kb, N, C]
         kc = min(max(1, batch_size // active.numel()), block_start + signs.shape[0] - k0)
         basis = fourier_basis(h, w, positions[k0:k0 + kc], device=x0.device, dtype=x0.dtype)  # [kc, H, W]
-        s = rearrange(signs[k0 - block_start:k0 - block_start + kc][:, active], "k a c -> a k c 1 1")
-        candidates = (x0[active, None] + eps * s * basis[None, :, None]).clamp_(lo, hi)  # [A, kc, C, H, W]
+        s = rearrange(eps * signs[k0 - block_start:k0 - block_start + kc][:, active], "k a c -> a k c 1 1")
+        candidates = torch.addcmul(x0[active, None], s, basis[None, :, None]).clamp_(lo, hi)  # [A, kc, C, H, W]
         logits = _predict(model, rearrange(candidates, "a k c h w -> (a k) c h w"), batch_size)
         p = rearrange(logits.argmax(1), "(a k) -> a k", k=kc)
         hit = is_adversarial(p, labels[active, None], targeted)

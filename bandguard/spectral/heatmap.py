@@ -188,8 +188,9 @@ def perturb_with_basis(
     """
     if basis.ndim == 2:
         basis = basis.expand(x.shape[0], -1, -1)
-    step = rearrange(eps * signs, "b c -> b c 1 1") * rearrange(basis, "b h w -> b 1 h w")
-    return (x + step).clamp_(bounds[0], bounds[1])
+    # One fused kernel: no [B, C, H, W] temporary for the step.
+    out = torch.addcmul(x, rearrange(eps * signs, "b c -> b c 1 1"), rearrange(basis, "b h w -> b 1 h w"))
+    return out.clamp_(bounds[0], bounds[1])
 
 
 def _error(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
