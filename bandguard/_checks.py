@@ -66,6 +66,7 @@ def check_images(
     bounds: Bounds | None = (0.0, 1.0),
     channels: int | None = None,
     min_size: int = 1,
+    values: bool = True,
 ) -> torch.Tensor:
     """Check an image batch: a finite floating tensor ``[N, C, H, W]`` inside ``bounds``.
 
@@ -79,6 +80,9 @@ def check_images(
         bounds: ``(lo, hi)`` every value must lie in (with a 1e-5 tolerance); ``None`` skips it.
         channels: the required ``C``, if any.
         min_size: smallest ``H`` and ``W`` accepted.
+        values: also read the values (finite, inside ``bounds``), a host sync on a GPU. ``False``
+            checks the metadata only (type, shape, dtype, layout): for a module's ``forward`` on
+            an attack's hot path, whose entry point has checked the values once.
 
     Returns:
         ``x`` unchanged.
@@ -104,6 +108,8 @@ def check_images(
         raise ValueError(f"{name} must have {channels} channels, got {x.shape[1]} (shape {tuple(x.shape)})")
     if min(x.shape[-2:]) < min_size:
         raise ValueError(f"{name} must be at least {min_size}x{min_size}, got {tuple(x.shape[-2:])}")
+    if not values:
+        return x
     check_finite(x, name)
     if bounds is not None:
         lo, hi = bounds

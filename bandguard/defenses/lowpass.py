@@ -56,9 +56,11 @@ class _BandFilter(Defense):
         return cls(s.radius, shape=s.shape, profile=s.profile, order=s.order, rescale=s.rescale, clip=s.clip)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # No bounds: a filter in a pipeline may see any real values; NaN, an empty batch or a
-        # channels-last layout would otherwise reach the FFT (an MKL error or a wrong geometry).
-        return self.filter(check_images(x, "x", bounds=None))
+        # Metadata only: an empty batch or a channels-last layout would otherwise reach the FFT (an
+        # MKL error or a wrong geometry). The values (NaN, bounds) are checked once by the entry
+        # point that calls the model (attack, harness, heat map), not on every forward of its loop:
+        # reading them is a host sync per forward on a GPU. NaN in gives NaN out.
+        return self.filter(check_images(x, "x", bounds=None, values=False))
 
     def extra_repr(self) -> str:
         text = self.filter.describe().replace(f", kind={self.kind.value!r}", "")
