@@ -551,7 +551,7 @@ def sign_blocks(
         k, n, c: frequencies, images, channels.
         positive: all ``+1`` instead of random signs.
         generator: source of randomness, drawn on its own device; ``None`` draws from torch's
-            default CPU generator.
+            default generator of ``device``.
         device, dtype: of the blocks.
 
     Yields:
@@ -559,7 +559,7 @@ def sign_blocks(
     """
     dtype = dtype or torch.get_default_dtype()
     per_block = max(1, SIGN_BLOCK_VALUES // max(1, n * c))
-    draw_device = generator.device if generator is not None else "cpu"
+    draw_device = generator.device if generator is not None else device
     for k0 in range(0, k, per_block):
         kb = min(per_block, k - k0)
         if positive:
