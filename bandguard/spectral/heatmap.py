@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -285,7 +284,7 @@ def fourier_heatmap(
             (Yin et al.'s ImageNet maps: 31, a 63 x 63 map at 224 x 224); ``None`` maps every
             frequency. See :func:`bandguard.fourier.frequency_orbits`.
         generator: randomness for the signs.
-        progress: show a tqdm bar over the chunks.
+        progress: show a tqdm bar over the ``K * N`` perturbed images.
         bounds: ``(lo, hi)`` pixel bounds the perturbed images are clipped to.
 
     Returns:
@@ -340,7 +339,7 @@ def fourier_heatmap(
                 squares = torch.zeros_like(sums)
                 blocks = sign_blocks(k, n, c, positive=sign is Sign.POSITIVE, generator=generator,
                                      device=x.device, dtype=x.dtype)
-                bar = tqdm(total=math.ceil(k * n / max_batch), disable=not progress, desc="heat map", unit="chunk")
+                bar = tqdm(total=k * n, disable=not progress, desc="heat map", unit="image")
                 for k0, signs in blocks:  # [kb, N, C]: batches never straddle two blocks
                     for start in range(0, signs.shape[0] * n, max_batch):
                         flat = torch.arange(start, min(start + max_batch, signs.shape[0] * n), device=x.device)
@@ -357,7 +356,7 @@ def fourier_heatmap(
                         out = _per_sample(out, len(flat), metric_name) - shift
                         sums.index_add_(0, k0 + ki, out)
                         squares.index_add_(0, k0 + ki, out * out)
-                        bar.update(1)
+                        bar.update(len(flat))
                 bar.close()
     finally:
         if handle is not None:
