@@ -8,6 +8,7 @@ subpackage (``bandguard.attacks``, ``bandguard.defenses``, ``bandguard.spectral`
 from __future__ import annotations
 
 from bandguard import attacks, defenses, fourier, spectral
+from bandguard._amp import BF16Forward, native_bf16
 from bandguard._version import __version__
 from bandguard.attacks import (
     FGM,
@@ -54,6 +55,7 @@ from bandguard.spectral import (
 from bandguard.training import TrainConfig, train
 
 __all__ = [
+    "BF16Forward",
     "FGM",
     "FGSM",
     "PGD",
@@ -92,6 +94,7 @@ __all__ = [
     "load_model",
     "make_loader",
     "model_from_code",
+    "native_bf16",
     "neighbor_weight_penalty",
     "perturbation_spectrum",
     "save_checkpoint",

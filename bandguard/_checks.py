@@ -4,9 +4,16 @@ Each check raises ``ValueError`` (bad value) or ``TypeError`` (bad type) with a 
 names the argument, what was given and what was expected. Inner code trusts its inputs; only
 public functions call these.
 
-Numbers: wherever a Python number is accepted, so are numpy scalars (``np.float32(0.3)``,
-``np.int64(5)``), 0-d numpy arrays and 0-d tensors. Integers and booleans are strict: ``1.5`` is
-no int and ``"no"`` is no bool.
+One coercion rule everywhere:
+
+- Numbers: wherever a Python number is accepted, so are numpy scalars (``np.float32(0.3)``,
+  ``np.int64(5)``), 0-d numpy arrays and 0-d tensors. A real setting must be finite and within
+  float32's range (:data:`MAX_REAL`): a larger one overflows the first tensor it meets.
+- Integers and booleans are strict: ``1.5`` is no int and ``"no"`` (or ``1``) is no bool.
+- Names: where a list of names belongs, a single string is one name (``"contrast"`` is
+  ``("contrast",)``, never ``("c", "o", ...)``); an empty list is refused (:func:`check_names`).
+- Results: a computation that overflows is refused with the setting that drove it named, never
+  returned as inf or NaN (:func:`check_finite` with a ``hint``).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import enum
 import math
 import numbers
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -37,6 +44,13 @@ MAX_SEED = 2**64 - 1
 # Rows of a model output that are all >= 0 and sum to one within this are probabilities.
 PROBABILITY_TOL = 1e-4
 
+#: The largest magnitude of a real setting: float32's range, the dtype tensors default to. A larger
+#: eps, radius or rho becomes inf in the first float32 tensor it meets (and NaN after it).
+MAX_REAL = float(torch.finfo(torch.float32).max)
+
+#: The dtypes ``torch.fft`` transforms on every device (half only on CUDA, for power-of-two sizes).
+FFT_DTYPES = (torch.float32, torch.float64)
+
 def check_tensor(x: object, name: str) -> torch.Tensor:
     """Return ``x`` if it is a tensor, else raise ``TypeError`` naming ``name``."""
     if not isinstance(x, torch.Tensor):
@@ -44,11 +58,15 @@ def check_tensor(x: object, name: str) -> torch.Tensor:
     return x
 
 
-def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
-    """Refuse a tensor holding NaN or infinite values."""
+def check_finite(x: torch.Tensor, name: str, *, hint: str = "") -> torch.Tensor:
+    """Refuse a tensor holding NaN or infinite values.
+
+    Also guards results: ``check_finite(out, "PostAveraging output", hint="radius_l2=1e+38 is too
+    large for the model")`` refuses an overflowed result instead of returning it.
+    """
     if x.is_floating_point() or x.is_complex():
         if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name} contains NaN or infinite values")
+            raise ValueError(f"{name} contains NaN or infinite values" + (f"; {hint}" if hint else ""))
     return x
 
 
@@ -66,6 +84,7 @@ def check_images(
     bounds: Bounds | None = (0.0, 1.0),
     channels: int | None = None,
     min_size: int = 1,
+    dtypes: Sequence[torch.dtype] | None = None,
     values: bool = True,
 ) -> torch.Tensor:
     """Check an image batch: a finite floating tensor ``[N, C, H, W]`` inside ``bounds``.
@@ -80,6 +99,7 @@ def check_images(
         bounds: ``(lo, hi)`` every value must lie in (with a 1e-5 tolerance); ``None`` skips it.
         channels: the required ``C``, if any.
         min_size: smallest ``H`` and ``W`` accepted.
+        dtypes: the floating dtypes accepted (e.g. :data:`FFT_DTYPES`); ``None``: any.
         values: also read the values (finite, inside ``bounds``), a host sync on a GPU. ``False``
             checks the metadata only (type, shape, dtype, layout): for a module's ``forward`` on
             an attack's hot path, whose entry point has checked the values once.
@@ -96,6 +116,11 @@ def check_images(
     if not x.is_floating_point():
         raise TypeError(
             f"{name} must be a floating tensor, got dtype {x.dtype}; convert with x.float() / 255 for 8-bit images"
+        )
+    if dtypes is not None and x.dtype not in dtypes:
+        raise TypeError(
+            f"{name} has dtype {x.dtype}; expected one of {', '.join(map(str, dtypes))}; "
+            f"convert it, e.g. {name} = {name}.to({dtypes[0]})"
         )
     if x.shape[0] == 0:
         raise ValueError(f"{name} must hold at least one image, got shape {tuple(x.shape)}")
@@ -177,24 +202,7 @@ def check_logits(out: object, n: int, *, name: str = "model output") -> torch.Te
     Returns:
         ``out``, known to be a floating tensor ``[n, classes]``.
     """
-    if isinstance(out, (tuple, list)):
-        raise TypeError(
-            f"{name} must be a tensor of logits [N, classes], got a {type(out).__name__} of {len(out)} items; "
-            f"make the model return the logits alone (e.g. wrap it so forward returns out[0])"
-        )
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(f"{name} must be a tensor of logits [N, classes], got {type(out).__name__}")
-    if out.ndim != 2:
-        raise ValueError(
-            f"{name} must have shape [N, classes] (logits), got {tuple(out.shape)}; "
-            f"a classifier returns one row of class scores per image"
-        )
-    if out.shape[0] != n:
-        raise ValueError(f"{name} has {out.shape[0]} rows for {n} images; expected shape [{n}, classes]")
-    if not out.is_floating_point():
-        raise TypeError(f"{name} must be floating-point logits, got dtype {out.dtype}")
-    if out.shape[1] < 2:
-        raise ValueError(f"{name} must score at least 2 classes, got shape {tuple(out.shape)}")
+    out = check_logits_shape(out, n, name=name)
     if not bool(torch.isfinite(out).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
     with torch.no_grad():
@@ -206,6 +214,36 @@ def check_logits(out: object, n: int, *, name: str = "model output") -> torch.Te
                 f"{name} looks like probabilities (every row is non-negative and sums to 1); "
                 f"expected raw logits: remove the final softmax from the model"
             )
+    return out
+
+
+def check_logits_shape(out: object, n: int, *, name: str = "model output") -> torch.Tensor:
+    """The metadata half of :func:`check_logits` (no device sync): a floating tensor ``[n, classes]``
+    with ``classes >= 2``, not a tuple or list, not images.
+
+    Cheap enough for every forward of a wrapper (post-averaging runs it on its model's output),
+    so the error names the module that returned the wrong thing rather than failing inside torch.
+    """
+    if isinstance(out, (tuple, list)):
+        raise TypeError(
+            f"{name} must be a tensor of logits [N, classes], got a {type(out).__name__} of {len(out)} items; "
+            f"make the model return the logits alone (e.g. wrap it so forward returns out[0])"
+        )
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor of logits [N, classes], got {type(out).__name__}")
+    if out.ndim != 2:
+        hint = ("; it returned images: a defense must wrap the classifier, e.g. defend(model, lowpass=8)"
+                if out.ndim == 4 else "")
+        raise ValueError(
+            f"{name} must have shape [N, classes] (logits), got {tuple(out.shape)}; "
+            f"a classifier returns one row of class scores per image{hint}"
+        )
+    if out.shape[0] != n:
+        raise ValueError(f"{name} has {out.shape[0]} rows for {n} images; expected shape [{n}, classes]")
+    if not out.is_floating_point():
+        raise TypeError(f"{name} must be floating-point logits, got dtype {out.dtype}")
+    if out.shape[1] < 2:
+        raise ValueError(f"{name} must score at least 2 classes, got shape {tuple(out.shape)}")
     return out
 
 
@@ -360,6 +398,42 @@ def check_bool(value: object, name: str) -> bool:
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+
+
+def check_names(value: object, name: str, *, allow_empty: bool = False) -> tuple[str, ...]:
+    """Check a list of names; a single string is one name. Returns a tuple of strings.
+
+    ``"contrast"`` is ``("contrast",)`` (a string is never iterated letter by letter); a list,
+    tuple or other iterable of non-empty strings is kept in order. An empty list is refused
+    unless ``allow_empty``: a request for nothing is a mistake, not a result.
+    """
+    if isinstance(value, str):
+        items: list[object] = [value]
+    elif isinstance(value, (bytes, Mapping)) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be a name or a list of names, got {type(value).__name__} {value!r}")
+    else:
+        items = list(value)
+    for item in items:
+        if not isinstance(item, str) or not item:
+            raise TypeError(f"{name} must hold non-empty strings, got {type(item).__name__} {item!r} in {value!r}")
+    if not items and not allow_empty:
+        raise ValueError(f"{name} must name at least one, got {value!r}; expected a name or a list of names")
+    return tuple(items)  # type: ignore[arg-type]
+
+
+def check_callable(value: object, name: str, expected: str) -> object:
+    """Check that ``value`` can be called; ``expected`` says how it is called (quoted in the error)."""
+    if not callable(value):
+        raise TypeError(f"{name} must be a callable {expected}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_per_sample(values: object, n: int, name: str) -> torch.Tensor:
+    """Check what a per-sample callable returned on ``n`` samples: a real tensor ``[n]``."""
+    if not isinstance(values, torch.Tensor) or values.shape != (n,) or values.is_complex():
+        got = f"shape {tuple(values.shape)}" if isinstance(values, torch.Tensor) else type(values).__name__
+        raise ValueError(f"{name} must return one value per sample, a tensor of shape [{n}], got {got}")
+    return values
 
 
 def check_generator(generator: object, name: str = "generator") -> torch.Generator | None:
@@ -533,6 +607,11 @@ def _as_real(value: object, name: str) -> float:
         raise ValueError(f"{name} must be finite, got an integer too large for a float ({bits} bits)") from None
     if not math.isfinite(f):
         raise ValueError(f"{name} must be finite, got {f}")
+    if abs(f) > MAX_REAL:
+        raise ValueError(
+            f"{name} must be at most {MAX_REAL:.4g} in magnitude (float32's range; larger values overflow "
+            f"to inf in a tensor), got {f:g}"
+        )
     return f
 
 

@@ -120,8 +120,16 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
     from bandguard.defenses import RegularizerKind
     from bandguard.fourier import MaskShape
     from bandguard.models import MODELS
-    from bandguard.training import Schedule, TrainMode
+    from bandguard.training import AMP_CHOICES, Schedule, TrainMode
 
+    from bandguard.bench.zoo import RECIPES
+
+    p.add_argument("--recipe", default=None, choices=list(RECIPES),
+                   help="train a reference recipe as published (e.g. cifar_fast: airbench's class, >= 93 %% "
+                        "on CIFAR-10); the other training options are then not used. Uses published weights "
+                        "($BANDGUARD_WEIGHTS) or the cache unless --retrain; resumes per epoch")
+    p.add_argument("--retrain", action="store_true", help="with --recipe: train even if weights exist")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("--dataset", default="mnist", help="mnist, cifar10 or an ImageFolder path")
     p.add_argument("--arch", default="mnist_cnn", choices=MODELS.names())
     p.add_argument("--epochs", type=positive_int, default=2)
@@ -140,7 +148,7 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random crop + flip (default on for CIFAR-10)")
     p.add_argument("--limit", type=positive_int, default=None, help="train on N images only (a fixed random subset)")
-    p.add_argument("--amp", default="auto", choices=["auto", "off", "bf16"])
+    p.add_argument("--amp", default="auto", choices=AMP_CHOICES)
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=output_file, required=True, help="checkpoint path (written every epoch)")
@@ -149,7 +157,7 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
                    help="weight regularizer, repeatable: NAME:WEIGHT[,key=value...] with NAME one of "
                         f"{', '.join(k.value for k in RegularizerKind)}, e.g. neighbor:1e-3 or "
                         "highfreq:1e-2,radius=8,layers=first (layers: all, first or names joined by +)")
-    from bandguard.attacks import ATTACK_PRESETS
+    from bandguard.attacks import ATTACK_PRESETS, NORMS
     from bandguard.training import AdversaryMode
 
     adv = p.add_argument_group("adversarial training")
@@ -166,7 +174,7 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
     adv.add_argument("--step-size", type=positive_number, default=None,
                      help="step (default 2.5*eps/steps for pgd, which is not Madry et al.'s: see "
                           "--adv-preset; 1.25*eps for fgsm)")
-    adv.add_argument("--norm", default="linf", choices=["linf", "l2"], help="threat model for --adv pgd")
+    adv.add_argument("--norm", default="linf", choices=NORMS, help="threat model for --adv pgd")
 
 
 def _train_adversary(args: argparse.Namespace) -> Any:
@@ -186,7 +194,32 @@ def _train_adversary(args: argparse.Namespace) -> Any:
     return FGSM(eps=args.eps, random_start=True, step_size=args.step_size)
 
 
+def _train_recipe(args: argparse.Namespace) -> int:
+    """``train --recipe NAME``: the zoo's recipe, trained (or loaded) and written to ``--out``."""
+    import shutil
+
+    from bandguard.bench.zoo import reference_model
+
+    start = time.perf_counter()
+    model, meta = reference_model(args.recipe, retrain=args.retrain, progress=not args.quiet,
+                                  device=_device(args.device))
+    if meta.get("published"):
+        from bandguard.models import save_checkpoint
+
+        save_checkpoint(args.out, model, arch=meta["arch"], dataset=meta["dataset"],
+                        test_accuracy=meta["test_accuracy"], recipe=meta["recipe"])
+    else:
+        shutil.copyfile(meta["path"], args.out)
+    how = "loaded" if meta.get("cached") else "trained"
+    tta = f" ({meta['tta_accuracy']:.2%} with test-time augmentation)" if "tta_accuracy" in meta else ""
+    print(f"{how} {args.recipe} in {time.perf_counter() - start:.1f} s; test accuracy "
+          f"{meta['test_accuracy']:.2%}{tta}; checkpoint {args.out}")
+    return 0
+
+
 def _train_run(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> int:
+    if getattr(args, "recipe", None) is not None:
+        return _train_recipe(args)
     from bandguard.data import load_dataset
     from bandguard.defenses import parse_regularizer
     from bandguard.models import check_input_shape, create_model
@@ -324,11 +357,13 @@ def _probe(model: torch.nn.Module, x: torch.Tensor, dataset: str) -> None:
 
 
 def _heatmap_parser(p: argparse.ArgumentParser) -> None:
+    from bandguard.spectral.heatmap import Sign
+
     _add_model_arguments(p)
     p.add_argument("--dataset", default=None, help="mnist, cifar10, ... (default: the checkpoint's)")
     p.add_argument("--eps", type=nonnegative_number, default=4.0, help="L2 norm per channel (paper: 4 on CIFAR-10)")
     p.add_argument("-n", type=positive_int, default=1000, help="test images")
-    p.add_argument("--sign", default="random", choices=["random", "positive"])
+    p.add_argument("--sign", default="random", choices=[s.value for s in Sign])
     p.add_argument("--layer", default=None, help="map the L2 change of this module's output instead")
     p.add_argument("--max-batch", type=positive_int, default=None, help="images per forward")
     p.add_argument("--max-frequency", type=nonnegative_int, default=None,
@@ -362,7 +397,7 @@ def _heatmap_run(args: argparse.Namespace) -> int:
 
 
 def _spectrum_parser(p: argparse.ArgumentParser) -> None:
-    from bandguard.attacks import ATTACKS
+    from bandguard.attacks import ATTACKS, NORMS
 
     _add_model_arguments(p)
     p.add_argument("--compare", default=None,
@@ -371,7 +406,7 @@ def _spectrum_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default=None, help="mnist, cifar10, ... (default: the checkpoint's)")
     p.add_argument("--attack", default="pgd", choices=ATTACKS.names())
     p.add_argument("--eps", type=nonnegative_number, required=True, help="budget, e.g. 8/255")
-    p.add_argument("--norm", default=None, choices=["linf", "l2"])
+    p.add_argument("--norm", default=None, choices=NORMS)
     p.add_argument("--steps", type=positive_int, default=None)
     p.add_argument("-n", type=positive_int, default=500, help="test images")
     p.add_argument("--radius", type=nonnegative_number, default=None, help="low/high cut-off (default min(H, W) / 4)")
@@ -418,7 +453,7 @@ def _spectrum_run(args: argparse.Namespace) -> int:
 
 
 def _attack_parser(p: argparse.ArgumentParser) -> None:
-    from bandguard.attacks import ATTACKS
+    from bandguard.attacks import ATTACKS, LOSSES, NORMS
     from bandguard.defenses import DEFENSES
 
     _add_model_arguments(p)
@@ -429,11 +464,12 @@ def _attack_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eps", type=nonnegative_numbers, required=True,
                    help="budgets, comma-separated: 0.1,0.2,8/255; for fourier and fourier_greedy the L2 "
                         "norm per channel, as in Yin et al. and the heat map (4 on CIFAR-10)")
-    p.add_argument("--norm", default=None, choices=["linf", "l2"], help="for pgd (default linf)")
+    p.add_argument("--norm", default=None, choices=NORMS, help="for pgd (default linf)")
     p.add_argument("--steps", type=positive_int, default=None, help="iterations (pgd default 40)")
     p.add_argument("--step-size", type=positive_number, default=None, help="absolute step size")
     p.add_argument("--restarts", type=positive_int, default=None, help="pgd random restarts")
-    p.add_argument("--loss", default=None, choices=["ce", "margin"])
+    p.add_argument("--loss", default=None, choices=LOSSES,
+                   help="ce or margin (pgd, fgsm, fgm); ce or dlr (apgd); each attack refuses the others")
     p.add_argument("--max-queries", type=positive_int, default=None,
                    help="black-box query budget per image (standard: Square's)")
     p.add_argument("-n", type=positive_int, default=1000, help="test images (the first n)")

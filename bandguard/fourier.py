@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import math
 from collections.abc import Iterator
 from typing import TypeVar
 
 import torch
 from einops import rearrange
 
-from bandguard._checks import check_bool, check_int, check_nonnegative
+from bandguard._checks import check_bool, check_bounds, check_int, check_nonnegative
 
 __all__ = [
     "KERNEL_GRID",
@@ -88,11 +87,13 @@ class FilterKind(str, enum.Enum):
     HIGH = "high"
 
 
-#: Side of the FFT grid every conv-kernel spectrum is read on (:func:`kernel_frequency_response`):
-#: a kernel is zero-padded to ``KERNEL_GRID x KERNEL_GRID``, so frequency index ``k`` means
-#: ``k / 32`` cycles per pixel, as on a CIFAR-10 input; a kernel "radius" names the same frequencies
-#: in kernel filtering, the kernel regularizer and the kernel spectrum.
 KERNEL_GRID = 32
+"""Side of the FFT grid every conv-kernel spectrum is read on (:func:`kernel_frequency_response`).
+
+A kernel is zero-padded to ``KERNEL_GRID x KERNEL_GRID``, so frequency index ``k`` means ``k / 32``
+cycles per pixel, as on a CIFAR-10 input; a kernel "radius" names the same frequencies in kernel
+filtering, the kernel regularizer and the kernel spectrum.
+"""
 
 
 def _coerce(value: object, enum_type: type[E], name: str) -> E:
@@ -125,12 +126,26 @@ def fft2c(x: torch.Tensor) -> torch.Tensor:
 
 
 def ifft2c(spectrum: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`fft2c`: complex ``[..., H, W]`` (centred) to complex ``[..., H, W]``."""
+    """Inverse of :func:`fft2c`: complex ``[..., H, W]`` (centred) to complex ``[..., H, W]``.
+
+    Args:
+        spectrum: complex tensor ``[..., H, W]``, zero frequency at ``(H // 2, W // 2)``.
+
+    Returns:
+        Complex tensor ``[..., H, W]`` in pixel space (take ``.real`` for a real image's spectrum).
+    """
     return torch.fft.ifft2(torch.fft.ifftshift(spectrum, dim=(-2, -1)))
 
 
 def amplitude_spectrum(x: torch.Tensor) -> torch.Tensor:
-    """``|fft2c(x)|``, real ``[..., H, W]``, centred."""
+    """``|fft2c(x)|``, real ``[..., H, W]``, centred.
+
+    Args:
+        x: real or complex tensor ``[..., H, W]``.
+
+    Returns:
+        Real tensor ``[..., H, W]``, zero frequency at ``(H // 2, W // 2)``.
+    """
     return fft2c(x).abs()
 
 
@@ -151,6 +166,8 @@ def radial_distance(
         h, w: grid size.
         shape: ``"disc"`` for the Euclidean distance, ``"square"`` for the Chebyshev distance
             ``max(|di|, |dj|)`` (see :class:`MaskShape`). In frequency-index units.
+        device: where to build the tensor.
+        dtype: its dtype; default torch's default dtype.
 
     Returns:
         Tensor ``[h, w]``.
@@ -194,6 +211,8 @@ def frequency_mask(
         shape: ``"disc"`` (Wang et al.) or ``"square"`` (Yin et al.).
         profile: ``"ideal"``, ``"gaussian"`` or ``"butterworth"`` (see :class:`MaskProfile`).
         order: Butterworth order, >= 1.
+        device: where to build the mask.
+        dtype: its dtype; default torch's default dtype.
 
     Returns:
         Tensor ``[h, w]`` with values in [0, 1].
@@ -205,17 +224,20 @@ def frequency_mask(
     kind = _coerce(kind, FilterKind, "kind")
     profile = _coerce(profile, MaskProfile, "profile")
     radius = _check_radius(radius)
-    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
-        raise ValueError(f"order must be an int >= 1, got {order!r}")
+    order = check_int(order, "order", minimum=1)
     d = radial_distance(h, w, shape=shape, device=device, dtype=dtype)
     if profile is MaskProfile.IDEAL:
         low = (d < radius).to(d.dtype)
     elif radius == 0:
         low = torch.zeros_like(d)
-    elif profile is MaskProfile.GAUSSIAN:
-        low = torch.exp(-(d**2) / (2 * radius**2))
     else:
-        low = 1.0 / (1.0 + (d / radius) ** (2 * order))
+        # d / radius, with 0 at the centre: a radius below the dtype's smallest number would
+        # otherwise give 0 / 0 = NaN there (and radius**2 overflows long before radius does).
+        ratio = torch.where(d > 0, d / radius, torch.zeros_like(d))
+        if profile is MaskProfile.GAUSSIAN:
+            low = torch.exp(-0.5 * ratio**2)
+        else:
+            low = 1.0 / (1.0 + ratio ** (2 * order))
     return low if kind is FilterKind.LOW else 1.0 - low
 
 
@@ -229,7 +251,21 @@ def bandpass_mask(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Ideal band mask keeping ``inner <= d < outer`` (``d`` as in :func:`radial_distance`). ``[h, w]``."""
+    """Ideal band mask keeping ``inner <= d < outer`` (``d`` as in :func:`radial_distance`).
+
+    The difference of two ideal low-pass masks (:func:`frequency_mask`), so it equals its mirror.
+
+    Args:
+        h, w: grid size.
+        inner: the band's inner radius, in frequency-index units (kept).
+        outer: its outer radius (excluded); ``outer <= inner`` gives an empty band.
+        shape: ``"disc"`` (Wang et al. 1905.13545) or ``"square"`` (Yin et al. 1906.08988).
+        device: where to build the mask.
+        dtype: its dtype; default torch's default dtype.
+
+    Returns:
+        Tensor ``[h, w]``: 1 inside the band, 0 outside.
+    """
     outer_mask = frequency_mask(h, w, outer, shape=shape, device=device, dtype=dtype)
     return outer_mask - frequency_mask(h, w, inner, shape=shape, device=device, dtype=dtype)
 
@@ -262,6 +298,15 @@ def rescale_by_max(x: torch.Tensor) -> torch.Tensor:
     Exactly Wang et al.'s ``x / max(x)`` (1905.13545, HFC scripts: ``x / max(x) * 255`` on 0..255
     pixels), so the brightest value of every image becomes 1 and the rest keep their sign. An image
     whose maximum is <= 0 (nothing to scale by) is returned unchanged.
+
+    Args:
+        x: real images ``[..., C, H, W]``.
+
+    Returns:
+        Tensor shaped like ``x``, each image's maximum 1 (where it was positive).
+
+    Raises:
+        ValueError: ``x`` has fewer than three dimensions.
     """
     if x.ndim < 3:
         raise ValueError(f"rescale needs images [..., C, H, W], got shape {tuple(x.shape)}")
@@ -306,6 +351,8 @@ def frequency_filter(
         >>> yin = frequency_filter(x, 4, shape="square")      # Yin et al. square, B = 8
     """
     h, w = x.shape[-2:]
+    clip = None if clip is None else check_bounds(clip, "clip")
+    rescale = check_bool(rescale, "rescale")
     mask = frequency_mask(h, w, radius, kind=kind, shape=shape, profile=profile, order=order,
                           device=x.device, dtype=x.dtype)
     out = filter_with_mask(x, mask)
@@ -347,10 +394,7 @@ class FrequencyFilter:
         object.__setattr__(self, "order", check_int(self.order, "order", minimum=1))
         object.__setattr__(self, "rescale", check_bool(self.rescale, "rescale"))
         if self.clip is not None:
-            lo, hi = (float(v) for v in self.clip)
-            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-                raise ValueError(f"clip must be finite (lo, hi) with lo < hi, got {self.clip!r}")
-            object.__setattr__(self, "clip", (lo, hi))
+            object.__setattr__(self, "clip", check_bounds(self.clip, "clip"))
 
     def mask(self, h: int, w: int, *, device: torch.device | str | None = None,
              dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -408,7 +452,11 @@ def kernel_frequency_response(weight: torch.Tensor) -> torch.Tensor:
 def mirror_positions(
     h: int, w: int, *, device: torch.device | str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mirror index along each axis in centred coordinates (Yin et al. ``_get_symmetric_pos``).
+    """Mirror index along each axis in centred coordinates (Yin et al. 1906.08988, ``_get_symmetric_pos``).
+
+    Args:
+        h, w: grid size.
+        device: where to build the indices.
 
     Returns:
         ``(rows [h], cols [w])``: ``rows[i]`` is the mirror of row ``i``, likewise ``cols``.
@@ -443,6 +491,7 @@ def frequency_orbits(
         h, w: grid size.
         max_frequency: keep only the centred square of this half-width (>= 0); ``None`` keeps
             the whole grid, as does any ``m`` reaching past the edges.
+        device: where to build the tensors.
 
     Returns:
         ``(positions [K, 2], orbit [h', w'])``: the representatives' ``(row, col)`` on the full
@@ -472,7 +521,17 @@ def _centred_span(d: int, m: int) -> slice:
 def distinct_frequencies(
     h: int, w: int, *, max_frequency: int | None = None, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    """One ``(row, col)`` per mirror pair, row-major, as ``[K, 2]`` int64 (see :func:`frequency_orbits`)."""
+    """One ``(row, col)`` per mirror pair, row-major (see :func:`frequency_orbits`).
+
+    Args:
+        h, w: grid size.
+        max_frequency: keep only the centred square of this half-width (see
+            :func:`frequency_orbits`); ``None``: the whole grid.
+        device: where to build the tensor.
+
+    Returns:
+        int64 tensor ``[K, 2]`` of centred ``(row, col)`` positions.
+    """
     return frequency_orbits(h, w, max_frequency=max_frequency, device=device)[0]
 
 
@@ -496,6 +555,8 @@ def fourier_basis(
         positions: int64 ``[K, 2]`` centred ``(row, col)`` positions; default every distinct one
             (:func:`distinct_frequencies`). The result holds ``K x h x w`` values: callers at large
             sizes pass one chunk of positions at a time (25,090 images of 224 x 224 would be 5 GB).
+        device: where to build the basis (default: that of ``positions``, else the CPU).
+        dtype: real dtype of the images; default torch's default dtype.
 
     Returns:
         Tensor ``[K, h, w]``.

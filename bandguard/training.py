@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from bandguard._amp import BF16Forward, native_bf16
 from bandguard._checks import (
     check_bool,
     check_choice,
@@ -45,11 +46,11 @@ from bandguard._io import torch_save_atomic
 from bandguard._modes import model_mode
 from bandguard.attacks.protocol import Attack
 from bandguard.fourier import FilterKind, FrequencyFilter, MaskShape
-from bandguard.models import accuracy, checkpoint_payload, load_checkpoint
+from bandguard.models import accuracy, checkpoint_payload, fit_whitening, load_checkpoint
 
 __all__ = [
-    "AdversaryMode", "Callback", "Schedule", "TrainConfig", "TrainMode", "TrainResult", "evaluate", "subset",
-    "subset_indices", "train",
+    "AdversaryMode", "BestPGD", "Callback", "Schedule", "TrainConfig", "TrainMode", "TrainResult", "evaluate", "subset",
+    "subset_indices", "train", "tta_logits",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,25 @@ class Schedule(str, enum.Enum):
     ONECYCLE = "onecycle"
     COSINE = "cosine"
     CONSTANT = "constant"
+    # airbench's (Jordan 2404.00498): linear from 0.2x to the peak at 23 % of the steps, then
+    # linear down to 0.07x at the end.
+    TRIANGLE = "triangle"
+
+
+class Flip(str, enum.Enum):
+    """How ``augment`` flips images horizontally."""
+
+    RANDOM = "random"  # each image with probability 1/2, drawn afresh every epoch
+    # A random half in the first epoch, then every image flipped in exactly the epochs it was not
+    # the epoch before (airbench's alternating flip: every epoch sees the other view).
+    ALTERNATING = "alternating"
+
+
+class Fill(str, enum.Enum):
+    """What the translation of ``augment`` moves in at the borders."""
+
+    ZEROS = "zeros"
+    REFLECT = "reflect"
 
 
 FILTERED_MODES = (TrainMode.LOWPASS, TrainMode.HIGHPASS)
@@ -115,12 +135,23 @@ class TrainConfig:
             1906.08988) for the filtered modes.
         filter_rescale: Wang et al.'s per-image ``x / max(x)`` after filtering (default off: the
             raw filtered image, never clipped, as their HFC code makes it).
-        augment: random crop (4-pixel zero padding) and horizontal flip, for CIFAR-like data.
+        augment: random translation and horizontal flip, for CIFAR-like data.
+        translate: the largest shift of ``augment`` in pixels (each axis).
+        fill: what the shift moves in: ``"zeros"`` or ``"reflect"`` (airbench).
+        flip: ``"random"`` or ``"alternating"`` (airbench: each image flipped every other epoch).
         limit: train on ``limit`` images only (quick runs): a fixed random subset drawn with
             ``seed`` (:func:`subset`), never the first ones, which are one or two classes in
             data sets stored class by class; ``None`` uses all.
-        amp: ``"auto"`` (bf16 autocast where the device supports it), ``"off"`` or ``"bf16"``.
+        amp: ``"auto"`` (bf16 autocast and channels_last where the device computes bf16
+            natively: CUDA with bf16, CPUs with AVX512-BF16 or AMX; float32 master weights),
+            ``"off"`` or ``"bf16"`` (always).
         label_smoothing: cross-entropy label smoothing.
+        bias_lr_scale: learning-rate factor for the biases of normalisation layers (airbench: 64);
+            their weight decay is divided by it, so the decay per step (lr x weight decay) is the
+            same for every parameter.
+        lookahead: every 5 steps pull the weights back towards an exponential moving average of
+            themselves, with airbench's schedule (the average's decay grows as
+            ``0.95^5 (t / T)^3``), and end on the average.
         checkpoint: file written atomically after each epoch (a bandguard checkpoint with the
             training state added); ``None`` writes nothing.
         resume: continue from ``checkpoint`` if it exists.
@@ -153,9 +184,14 @@ class TrainConfig:
     filter_shape: str = "disc"
     filter_rescale: bool = False
     augment: bool = False
+    translate: int = 4
+    fill: str = "zeros"
+    flip: str = "random"
     limit: int | None = None
     amp: str = "auto"
     label_smoothing: float = 0.0
+    bias_lr_scale: float = 1.0
+    lookahead: bool = False
     checkpoint: str | None = None
     resume: bool = False
     adversary: Attack | None = None
@@ -172,11 +208,15 @@ class TrainConfig:
         check_nonnegative(self.weight_decay, "weight_decay")
         check_nonnegative(self.label_smoothing, "label_smoothing")
         check_seed(self.seed, "seed")
-        for flag in ("nesterov", "augment", "resume"):
+        check_int(self.translate, "translate", minimum=0)
+        check_positive(self.bias_lr_scale, "bias_lr_scale")
+        for flag in ("nesterov", "augment", "resume", "lookahead"):
             check_bool(getattr(self, flag), flag)
         # Stored as plain strings: checkpoint metadata must load with weights_only=True.
         object.__setattr__(self, "schedule", check_enum(self.schedule, Schedule, "schedule").value)
         object.__setattr__(self, "mode", check_enum(self.mode, TrainMode, "mode").value)
+        object.__setattr__(self, "fill", check_enum(self.fill, Fill, "fill").value)
+        object.__setattr__(self, "flip", check_enum(self.flip, Flip, "flip").value)
         object.__setattr__(self, "filter_shape", check_enum(self.filter_shape, MaskShape, "filter_shape").value)
         check_bool(self.filter_rescale, "filter_rescale")
         object.__setattr__(self, "amp", check_choice(self.amp, AMP_CHOICES, "amp"))
@@ -274,6 +314,7 @@ def train(
         A :class:`TrainResult`. The model ends in eval mode.
     """
     images, labels = _unpack(data, "data")
+    progress = check_bool(progress, "progress")
     frozen = [m for m in model.modules() if model.training and not m.training]
     images, labels = subset(images, labels, config.limit, seed=config.seed)
     test = _unpack(test_data, "test_data") if test_data is not None else None
@@ -284,21 +325,29 @@ def train(
         model.to(memory_format=torch.channels_last)
 
     generator = torch.Generator().manual_seed(config.seed)
+    # The alternating flip's first-epoch half, from its own stream so other recipes draw as before.
+    flip_first = torch.rand(len(labels), generator=torch.Generator().manual_seed(config.seed + 1)) < 0.5
     steps_per_epoch = math.ceil(len(labels) / config.batch_size)
     optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum,
+        _param_groups(model, config), lr=config.lr, momentum=config.momentum,
         nesterov=config.nesterov and config.momentum > 0, weight_decay=config.weight_decay,
     )
     scheduler = _scheduler(optimizer, config, steps_per_epoch)
+    average = _Lookahead(model, config.epochs * steps_per_epoch) if config.lookahead else None
 
     history: list[dict[str, float]] = []
     start_epoch = 0
     if config.resume and config.checkpoint and Path(config.checkpoint).exists():
-        state = _load_train_state(config.checkpoint, model, optimizer, scheduler, generator)
+        state = _load_train_state(config.checkpoint, model, optimizer, scheduler, generator, average)
         history, start_epoch = state["history"], int(state["epoch"]) + 1
         log.info("resumed from %s at epoch %d", config.checkpoint, start_epoch)
 
     if start_epoch == 0:
+        # Data-dependent first layers (airbench's patch whitening) are set from the first
+        # training images before any step.
+        fit_whitening(model, _to_float(images[:5000]).to(device))
+        if average is not None:
+            average.reset(model)
         _call_begin(callbacks, model)
     for epoch in range(start_epoch, config.epochs):
         model.train()
@@ -311,9 +360,13 @@ def train(
         for idx in bar:
             x = _to_float(images[idx]).to(device, non_blocking=True)
             y = labels[idx].to(device, non_blocking=True)
-            x = _transform(x, config, generator)
+            flip = None
+            if config.flip == Flip.ALTERNATING:
+                flip = flip_first[idx] ^ bool(epoch % 2)
+            x = _transform(x, config, generator, flip)
             if config.adversary is not None:
-                x = _adversarial_batch(config.adversary, config.adversary_mode, model, x, y, generator)
+                net = BF16Forward(model) if use_bf16 else model
+                x = _adversarial_batch(config.adversary, config.adversary_mode, net, x, y, generator)
             if use_bf16:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext():
@@ -325,6 +378,8 @@ def train(
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if average is not None:
+                average.step(model)
             total_loss += float(loss.detach()) * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
@@ -340,7 +395,7 @@ def train(
         for cb in callbacks:
             cb.on_epoch_end(model, epoch + 1, logs)
         if config.checkpoint:
-            _save_train_state(config, model, optimizer, scheduler, generator, epoch, history)
+            _save_train_state(config, model, optimizer, scheduler, generator, epoch, history, average)
     model.eval()
     if use_bf16:
         model.to(memory_format=torch.contiguous_format)
@@ -356,12 +411,16 @@ def evaluate(
     device: torch.device | str | None = None,
     batch_size: int = 1000,
     config: TrainConfig | None = None,
+    tta: bool = False,
 ) -> float:
     """Clean float32 accuracy of ``model`` on ``images`` (uint8 or float ``[N, C, H, W]``), in [0, 1].
 
     With ``config`` in a filtered mode, the images are first filtered by
-    ``config.frequency_filter()``, as in training.
+    ``config.frequency_filter()``, as in training. ``tta=True`` reports the accuracy of
+    :func:`tta_logits` (test-time augmentation: for a reported clean accuracy only, never for
+    a model under attack).
     """
+    check_bool(tta, "tta")
     transform = config.frequency_filter() if config is not None else None
     device = check_device(device) if device is not None else _model_device(model)
     correct = 0
@@ -369,8 +428,76 @@ def evaluate(
         x = _to_float(xb).to(device)
         if transform is not None:
             x = transform(x)
-        correct += round(accuracy(model, x, yb.to(device)) * len(yb))
+        if tta:
+            correct += int((tta_logits(model, x).argmax(1) == yb.to(device)).sum())
+        else:
+            correct += round(accuracy(model, x, yb.to(device)) * len(yb))
     return correct / len(labels)
+
+
+@torch.no_grad()
+def tta_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """airbench's test-time augmentation (level 2): mirror and one-pixel translations.
+
+    The mean of the logits of ``x`` and its mirror image, averaged half and half with the same for
+    ``x`` shifted by one pixel up-left and down-right (reflect fill). Six forwards per image.
+
+    Args:
+        model: a classifier; run in eval mode (mode restored).
+        x: ``[N, C, H, W]`` images in the model's bounds.
+
+    Returns:
+        ``[N, classes]`` logits.
+    """
+    def mirrored(inputs: torch.Tensor) -> torch.Tensor:
+        return 0.5 * model(inputs) + 0.5 * model(inputs.flip(-1))
+
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    with model_mode(model):
+        shifted = 0.5 * mirrored(padded[..., :h, :w]) + 0.5 * mirrored(padded[..., 2:, 2:])
+        return 0.5 * mirrored(x) + 0.5 * shifted
+
+
+class BestPGD:
+    """A callback that keeps the epoch with the best PGD accuracy (Wong et al. 2001.03994).
+
+    Fast adversarial training can overfit catastrophically: within one epoch the model stops
+    resisting multi-step attacks while FGSM accuracy soars. After every epoch this measures PGD
+    accuracy on held-out images (logged as ``pgd_acc``) and copies the weights when it is the best
+    so far; :meth:`restore` loads those weights back.
+
+    Args:
+        images, labels: held-out images ``[N, C, H, W]`` (uint8 or float in [0, 1]) and labels.
+        eps: the Linf budget (the training adversary's).
+        steps: PGD steps (step size 2.5 eps / steps, one random start).
+        seed: PGD's random start.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, eps: float, steps: int = 10,
+                 seed: int = 0) -> None:
+        self.images, self.labels = _to_float(images), labels
+        self.eps, self.steps, self.seed = float(eps), int(steps), int(seed)
+        self.best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+
+    def on_epoch_end(self, model: nn.Module, epoch: int, logs: dict[str, float]) -> None:
+        from bandguard.attacks import PGD  # attacks import training's presets: import at use
+
+        device = _model_device(model)
+        attack = PGD(eps=self.eps, norm="linf", steps=self.steps, step_size=2.5 * self.eps / self.steps,
+                     seed=self.seed)
+        result = attack(model, self.images.to(device), self.labels.to(device))
+        acc = float(result.robust_accuracy[0])
+        logs["pgd_acc"] = acc
+        if self.best is None or acc > self.best[0]:
+            self.best = (acc, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    def restore(self, model: nn.Module) -> int | None:
+        """Load the best epoch's weights into ``model``; returns that epoch (``None``: none seen)."""
+        if self.best is None:
+            return None
+        model.load_state_dict(self.best[2])
+        return self.best[1]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -436,19 +563,17 @@ def _model_device(model: nn.Module) -> torch.device:
 def _use_bf16(amp: str, device: torch.device) -> bool:
     if amp == "off":
         return False
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        supported = torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX")
-        if amp == "bf16" and not supported:
-            log.warning("this CPU has no native bf16; bf16 autocast will be slow")
-        return supported or amp == "bf16"
-    return amp == "bf16"
+    supported = native_bf16(device)
+    if amp == "bf16" and not supported:
+        log.warning("%s computes bf16 without native support; bf16 autocast will be slow", device)
+    return supported or amp == "bf16"
 
 
-def _transform(x: torch.Tensor, config: TrainConfig, generator: torch.Generator | None) -> torch.Tensor:
+def _transform(
+    x: torch.Tensor, config: TrainConfig, generator: torch.Generator | None, flip: torch.Tensor | None = None
+) -> torch.Tensor:
     if config.augment and generator is not None:
-        x = _crop_flip(x, generator)
+        x = _crop_flip(x, generator, pad=config.translate, fill=config.fill, flip=flip)
     if config.mode == "gaussian" and generator is not None:
         noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
         x = (x + config.sigma * noise).clamp_(0, 1)
@@ -457,13 +582,20 @@ def _transform(x: torch.Tensor, config: TrainConfig, generator: torch.Generator 
     return x
 
 
-def _crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random ``pad``-pixel translation (zero fill) and horizontal flip per image, batched."""
+def _crop_flip(
+    x: torch.Tensor, generator: torch.Generator, pad: int = 4, fill: str = "zeros", flip: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Random translation by up to ``pad`` pixels and horizontal flip per image, batched.
+
+    ``fill`` is what moves in (``"zeros"`` or ``"reflect"``); ``flip`` (bool ``[N]``) says which
+    images to flip, else each is flipped with probability 1/2.
+    """
     n, _, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
+    padded = F.pad(x, (pad, pad, pad, pad), mode="constant" if fill == Fill.ZEROS else "reflect")
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    drawn = torch.rand(n, generator=generator) < 0.5
+    flip = (drawn if flip is None else flip).to(x.device)
     rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])  # [N, H]
     cols = torch.arange(w, device=x.device)[None, :].expand(n, w)
     cols = torch.where(flip[:, None], w - 1 - cols, cols) + dx[:, None]  # [N, W]
@@ -490,8 +622,66 @@ def _adversarial_batch(
         return adversary.craft(model, x, y, generator=attack_generator)
 
 
+def _param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    """The trainable parameters, normalisation-layer biases apart when ``bias_lr_scale`` != 1."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.bias_lr_scale == 1:
+        return [{"params": params}]
+    norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+    biases = {id(m.bias): m.bias for m in model.modules()
+              if isinstance(m, norms) and getattr(m, "bias", None) is not None and m.bias.requires_grad}
+    scale = config.bias_lr_scale
+    return [
+        {"params": [p for p in params if id(p) not in biases]},
+        {"params": list(biases.values()), "lr": config.lr * scale, "weight_decay": config.weight_decay / scale},
+    ]
+
+
+class _Lookahead:
+    """airbench's Lookahead: every 5 steps the weights move to an EMA of themselves.
+
+    The EMA's decay at step ``t`` of ``T`` is ``0.95^5 (t / T)^3`` (0 early: no effect; up to
+    about 0.77 at the end); after the last step the weights are the EMA.
+    """
+
+    def __init__(self, model: nn.Module, total_steps: int) -> None:
+        self.total = total_steps
+        self.count = 0
+        self.reset(model)
+
+    def reset(self, model: nn.Module) -> None:
+        self.average = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    def step(self, model: nn.Module) -> None:
+        self.count += 1
+        if self.count % 5 and self.count < self.total:
+            return
+        decay = 0.95**5 * (self.count / self.total) ** 3 if self.count < self.total else 1.0
+        state = model.state_dict()
+        with torch.no_grad():
+            for k, avg in self.average.items():
+                avg.lerp_(state[k].detach(), 1 - decay)
+                state[k].copy_(avg)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "average": self.average}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.count = int(state["count"])
+        self.average = {k: v.clone() for k, v in state["average"].items()}
+
+
 def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> Any:
     total = config.epochs * steps_per_epoch
+    if config.schedule == "triangle":
+        peak = int(0.23 * total)
+
+        def triangle(step: int) -> float:
+            if step < peak:
+                return 0.2 + 0.8 * step / peak
+            return 1.0 + (0.07 - 1.0) * (step - peak) / max(1, total - peak)
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, triangle)
     if config.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=config.lr, total_steps=total, pct_start=0.25,
@@ -513,7 +703,7 @@ def _call_begin(callbacks: Sequence[Callback], model: nn.Module) -> None:
 
 def _save_train_state(
     config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-    generator: torch.Generator, epoch: int, history: list[dict[str, float]],
+    generator: torch.Generator, epoch: int, history: list[dict[str, float]], average: _Lookahead | None = None,
 ) -> None:
     payload = checkpoint_payload(
         model, arch=config.arch, dataset=config.dataset,
@@ -526,11 +716,14 @@ def _save_train_state(
         "generator": generator.get_state(),
         "history": history,
     }
+    if average is not None:
+        payload["train_state"]["lookahead"] = average.state_dict()
     torch_save_atomic(payload, os.fspath(config.checkpoint))  # type: ignore[arg-type]
 
 
 def _load_train_state(
-    path: str, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, generator: torch.Generator
+    path: str, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, generator: torch.Generator,
+    average: _Lookahead | None = None,
 ) -> dict[str, Any]:
     ckpt = load_checkpoint(path)  # weights_only=True, clear errors on corrupt files
     raw = torch.load(path, map_location="cpu", weights_only=True)
@@ -544,4 +737,6 @@ def _load_train_state(
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     generator.set_state(state["generator"])
+    if average is not None:
+        average.load_state_dict(state["lookahead"])
     return state

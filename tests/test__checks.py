@@ -269,3 +269,59 @@ def test_the_two_call_site_helpers_combine_the_checks() -> None:
         check_model_output(logits.softmax(1), y)
     with pytest.raises(TypeError, match="got a tuple"):
         check_model_output((logits, x), n=2)
+
+
+# --------------------------------------------------------------------------- second round (issue 22)
+
+
+def test_reals_stay_within_float32s_range() -> None:
+    from bandguard._checks import MAX_REAL
+
+    assert check_nonnegative(MAX_REAL, "r") == MAX_REAL and check_nonnegative(np.float64(3e38), "r") == 3e38
+    for big in (1e39, 1e308, -1e300, np.float64(1e300), 10**300):
+        with pytest.raises(ValueError, match=r"r must be at most 3.403e\+38 in magnitude \(float32's range"):
+            check_nonnegative(big, "r") if big > 0 else check_bounds((big, 0), "r")
+
+
+def test_names_one_rule() -> None:
+    from bandguard._checks import check_names
+
+    assert check_names("contrast", "names") == ("contrast",)
+    assert check_names(["fog", "contrast"], "names") == ("fog", "contrast")
+    assert check_names(iter(("fog",)), "names") == ("fog",) and check_names((), "names", allow_empty=True) == ()
+    with pytest.raises(ValueError, match=r"names must name at least one, got \[\]"):
+        check_names([], "names")
+    for bad, says in [(3, "got int 3"), (b"fog", "got bytes"), ({"fog": 1}, "got dict"), ([1], "non-empty strings"),
+                      ([""], "non-empty strings"), (None, "got NoneType")]:
+        with pytest.raises(TypeError, match=says):
+            check_names(bad, "names")
+
+
+def test_callables_and_per_sample_values() -> None:
+    from bandguard._checks import check_callable, check_per_sample
+
+    assert check_callable(print, "progress", "f(desc, n)") is print
+    with pytest.raises(TypeError, match=r"progress must be a callable f\(desc, n\), got bool True"):
+        check_callable(True, "progress", "f(desc, n)")
+    assert check_per_sample(torch.zeros(3), 3, "metric").shape == (3,)
+    for bad, says in [(torch.zeros(()), r"got shape \(\)"), (torch.zeros(3, 2), r"got shape \(3, 2\)"),
+                      (0.5, "got float"), (torch.zeros(2), r"shape \[3\], got shape \(2,\)")]:
+        with pytest.raises(ValueError, match=f"metric must return one value per sample.*{says}"):
+            check_per_sample(bad, 3, "metric")
+
+
+def test_image_dtypes_and_the_cheap_logits_check() -> None:
+    from bandguard._checks import FFT_DTYPES, check_logits_shape
+
+    x = torch.rand(2, 1, 4, 4)
+    assert check_images(x.double(), dtypes=FFT_DTYPES) is not None
+    with pytest.raises(TypeError, match=r"x has dtype torch.float16; expected one of torch.float32, torch.float64"):
+        check_images(x.half(), dtypes=FFT_DTYPES)
+    probs = torch.softmax(torch.randn(2, 3), 1)
+    assert check_logits_shape(probs, 2) is probs  # the cheap half reads no values
+    with pytest.raises(ValueError, match="looks like probabilities"):
+        check_logits(probs, 2)
+    with pytest.raises(ValueError, match="it returned images: a defense must wrap the classifier"):
+        check_logits_shape(x, 2, name="inner output")
+    with pytest.raises(TypeError, match="inner output must be a tensor of logits"):
+        check_logits_shape((x, x), 2, name="inner output")

@@ -51,6 +51,12 @@ def test_exact_projection_stays_in_ball_bounds_and_band(shape, eps, norm, band, 
         x0 = torch.where(x0 <= lo + 0.2 * (hi - lo), torch.full_like(x0, lo), x0)
     x = x0 + 2 * eps * torch.randn(shape, generator=g, dtype=dtype)
     exact = Band(low=band.low, high=band.high, rounds=rounds, slack=0.0)
+    d = radial_distance(*shape[-2:], dtype=torch.float64)
+    if not bool(((d >= band.low) & (d < (math.inf if band.high is None else band.high))).any()):
+        # A band holding no frequency of the image: an attack confined to it could not move.
+        with pytest.raises(ValueError, match="holds no frequency of a"):
+            band_project(x, x0, eps=eps, norm=norm, band=exact, bounds=bounds)
+        return
     out = band_project(x, x0, eps=eps, norm=norm, band=exact, bounds=bounds)
     tol = 1e-10 if dtype == torch.float64 else 1e-5
     assert out.dtype == dtype and out.shape == x0.shape
@@ -129,6 +135,9 @@ def test_band_limited_pgd_stays_in_band_ball_and_bounds(norm: str) -> None:
     from bandguard.attacks import PGD
 
     g = torch.Generator().manual_seed(0)
+    # Seeded: with the global generator's state left by earlier tests, about 1 model in 20 already
+    # misclassifies all six images, which are then not attacked and the "it moved" check fails.
+    torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 12 * 12, 4)).double()
     x = 0.25 + 0.5 * torch.rand(6, 3, 12, 12, generator=g, dtype=torch.float64)
     y = torch.arange(6) % 4

@@ -13,6 +13,7 @@ the valid inputs that used to be refused.
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 import sys
 from collections.abc import Callable
@@ -238,6 +239,8 @@ row("PostAveraging-K-huge-memory",  # 4 CIFAR images x 1e8 directions: 4.9 TB, r
     lambda: defenses.PostAveraging(nn.Sequential(nn.Flatten(), nn.Linear(3072, K)), radius_l2=1.0, K=100_000_000)(
         torch.rand(N, 3, 32, 32)),
     ValueError, "K too large")
+row("PostAveraging-x-nan", lambda: defenses.PostAveraging(_linear(), radius_l2=1.0)(_nan()), ValueError,
+    "x contains NaN")  # the first forward on a shape checks the values
 row("PostAveraging-x-channels-last",
     lambda: defenses.PostAveraging(nn.Sequential(nn.Flatten(), nn.Linear(784, K)), radius_l2=1.0)(_cl()), ValueError,
     "x looks channels-last")
@@ -270,7 +273,7 @@ row("smooth-kernels-layers-unknown", lambda: defenses.smooth_kernels(_conv(), 0.
     "layers")
 row("filter-kernels-radius-negative", lambda: defenses.filter_kernels(_conv(), -1), ValueError, "radius must be >= 0")
 row("filter-kernels-layers-empty", lambda: defenses.filter_kernels(_conv(), 1, layers=[]), ValueError,
-    "layers must name at least one layer")
+    "layers must name at least one, got []")
 
 # --------------------------------------------------------------------------- spectral
 
@@ -572,6 +575,215 @@ valid("corrupt-numpy-severity", lambda: spectral.corrupt(_x(), "contrast", np.in
 valid("defense-spec-radii-plus", lambda: defenses.build_defense("post_average:1,K=3,radii_l2=1+2", _linear())(_x()))
 
 
+# --------------------------------------------------------------------------- second round (issue 22)
+# One row group per class of the issue; each class is fixed by one check in bandguard/_checks.py.
+
+_BIG = 3e38  # inside float32's range: what overflows now is the computation, not the setting
+_FGSM = {"fgsm": attacks.FGSM(eps=0.1)}
+
+
+def _pa(model: Any = None, **kw: Any) -> Any:
+    return defenses.PostAveraging(_linear() if model is None else model, **{"radius_l2": 1.0, "K": 2, **kw})
+
+
+def _plots() -> Any:
+    from bandguard.spectral import plots  # loads matplotlib: only when a row needs it
+
+    return plots
+
+
+def _run_demo(**kw: Any) -> Any:
+    import tempfile
+
+    from bandguard.bench.demo import run_demo
+
+    with tempfile.TemporaryDirectory() as d:  # refused before anything is written or trained
+        return run_demo(Path(d) / "demo", **kw)
+
+
+def _big_linear() -> nn.Module:  # every weight 1: a neighbour 3e38 away overflows its logits
+    model = _linear()
+    with torch.no_grad():
+        model[1].weight.fill_(1.0)
+    return model
+
+
+# 1. dtype inside defenses: the attacks' error, not torch's "Unsupported dtype" / "mat1 and mat2"
+for id_, call, says in [
+    ("LowPass-x-half", lambda: defenses.LowPass(3)(_x().half()), "x has dtype torch.float16; expected one of"),
+    ("LowPass-x-bfloat16", lambda: defenses.LowPass(3)(_x().bfloat16()), "x has dtype torch.bfloat16; expected"),
+    ("HighPass-x-half", lambda: defenses.HighPass(3)(_x().half()), "x has dtype torch.float16; expected one of"),
+    ("defend-lowpass-x-double", lambda: defenses.defend(_linear(), lowpass=3)(_x().double()),
+     "x has dtype torch.float64 but the model's parameters are torch.float32"),
+    ("defend-lowpass-x-half", lambda: defenses.defend(_linear(), lowpass=3)(_x().half()),
+     "x has dtype torch.float16 but the model's parameters are torch.float32"),
+    ("defend-smooth-x-double", lambda: defenses.defend(_conv(), smooth=0.1)(_x().double()),
+     "x has dtype torch.float64 but the model's"),
+    ("build-defense-lowpass-x-double", lambda: defenses.build_defense("lowpass:3", _linear())(_x().double()),
+     "x has dtype torch.float64 but the model's"),
+    ("build-defense-highpass-x-half", lambda: defenses.build_defense("highpass:3", _linear())(_x().half()),
+     "x has dtype torch.float16 but the model's"),
+    ("PostAveraging-x-double", lambda: _pa()(_x().double()), "x has dtype torch.float64 but the model's"),
+    ("PostAveraging-x-half", lambda: _pa()(_x().half()), "x has dtype torch.float16 but the model's"),
+    ("defend-lowpass-post-average-x-double",
+     lambda: defenses.defend(_linear(), lowpass=3, post_average=1.0)(_x().double()), "x has dtype torch.float64"),
+]:
+    row(f"r2-dtype-{id_}", call, TypeError, says)
+
+# 2. what a wrapped model returns: which module returned what, and what was expected
+for id_, call, error, says in [
+    ("PostAveraging-model-tuple", lambda: _pa(_Tuple())(_x()), TypeError,
+     "output of the model inside PostAveraging (_Tuple) must be a tensor of logits [N, classes], got a tuple"),
+    ("PostAveraging-around-a-filter", lambda: _pa(defenses.LowPass(3))(_x()), ValueError,
+     "output of the model inside PostAveraging (LowPass) must have shape [N, classes] (logits), got (52, 1, 8, 8)"),
+    ("defend-post-average-model-tuple", lambda: defenses.defend(_Tuple(), post_average=1.0)(_x()), TypeError,
+     "output of the model inside PostAveraging (_Tuple)"),
+    ("pgd-through-PostAveraging-model-tuple", lambda: attacks.pgd(_pa(_Tuple()), _x(), _y(), eps=0.1, steps=1),
+     TypeError, "output of the model inside PostAveraging (_Tuple)"),
+    ("evaluate-robustness-defense-images",
+     lambda: evaluate_robustness(_linear(), _x(), _y(), _FGSM, defenses={"lp": defenses.LowPass(3)}), ValueError,
+     "defenses['lp'] output must have shape [N, classes] (logits), got (1, 1, 8, 8)"),
+    ("evaluate-robustness-defense-images-hint",
+     lambda: evaluate_robustness(_linear(), _x(), _y(), _FGSM, defenses={"lp": defenses.LowPass(3)}), ValueError,
+     "it returned images: a defense must wrap the classifier"),
+    ("evaluate-robustness-defense-tuple",
+     lambda: evaluate_robustness(_linear(), _x(), _y(), _FGSM, defenses={"t": _Tuple()}), TypeError,
+     "defenses['t'] output must be a tensor of logits [N, classes], got a tuple of 2 items"),
+    ("evaluate-robustness-defense-softmax",
+     lambda: evaluate_robustness(_linear(), _x(), _y(), _FGSM, defenses={"s": _softmax()}), ValueError,
+     "defenses['s'] output looks like probabilities"),
+]:
+    row(f"r2-output-{id_}", call, error, says)
+
+# 4. numbers at the edge: beyond float32's range refused; an overflowing computation refused
+_TOO_BIG = "must be at most 3.403e+38 in magnitude (float32's range"
+for id_, call, says in [
+    ("smooth-kernels-rho-1e308", lambda: defenses.smooth_kernels(_conv(), 1e308), f"rho {_TOO_BIG}"),
+    ("defend-smooth-1e308", lambda: defenses.defend(_conv(), smooth=1e308), f"rho {_TOO_BIG}"),
+    ("PostAveraging-radius-1e300", lambda: _pa(radius_l2=1e300), f"radius_l2 {_TOO_BIG}"),
+    ("PostAveraging-radii-1e300", lambda: _pa(radii_l2=[1.0, 1e300]), f"radii_l2 {_TOO_BIG}"),
+    ("build-defense-post-average-1e300", lambda: defenses.build_defense("post_average:1e300", _linear()),
+     f"radius_l2 {_TOO_BIG}"),
+    ("LowPass-gaussian-radius-1e200", lambda: defenses.LowPass(1e200, profile="gaussian"), f"radius {_TOO_BIG}"),
+    ("frequency-filter-gaussian-1e200", lambda: frequency_filter(_x(), 1e200, profile="gaussian"),
+     f"radius {_TOO_BIG}"),
+    ("pgd-eps-1e300", lambda: attacks.pgd(_linear(), _x(), _y(), eps=1e300, steps=1), f"eps {_TOO_BIG}"),
+    ("PGD-step-size-1e300", lambda: attacks.PGD(eps=0.1, step_size=1e300), f"step_size {_TOO_BIG}"),
+    ("heatmap-eps-1e300", lambda: _heatmap(eps=1e300), f"eps {_TOO_BIG}"),
+    ("TrainConfig-lr-1e300", lambda: TrainConfig(lr=1e300), f"lr {_TOO_BIG}"),
+    ("smooth-kernels-rho-overflows-weights", lambda: defenses.smooth_kernels(_conv(), _BIG),
+     "the new kernels of layer '0' contains NaN or infinite values; rho=3e+38 is too large"),
+    ("PostAveraging-output-overflows", lambda: _pa(_big_linear(), radius_l2=_BIG)(_x()),
+     "PostAveraging output contains NaN or infinite values; the model overflows at L2 radius 3e+38"),
+]:
+    row(f"r2-edge-{id_}", call, ValueError, says)
+
+# 5. types strictly, both ways: "yes"/"no" is no bool anywhere; names: a string is one name
+for id_, call, says in [
+    ("evaluate-robustness-cascade", lambda: evaluate_robustness(_linear(), _x(), _y(), _FGSM, cascade="no"),
+     "cascade must be True or False, got str 'no'"),
+    ("heatmap-progress", lambda: _heatmap(progress="no"), "progress must be True or False, got str 'no'"),
+    ("corrupt-progress", lambda: spectral.corrupt(_x(), "contrast", 1, progress="no"),
+     "progress must be True or False, got str 'no'"),
+    ("train-progress", lambda: train(_linear(), _DATA_PAIR, TrainConfig(), progress="no"),
+     "progress must be True or False, got str 'no'"),
+    ("make-loader-drop-last", lambda: make_loader(_dataset(), 2, drop_last="yes"),
+     "drop_last must be True or False, got str 'yes'"),
+    ("plot-radial-profiles-log", lambda: _plots().plot_radial_profiles({"a": torch.ones(3)}, log="no"),
+     "log must be True or False, got str 'no'"),
+    ("plot-radial-profiles-write-data", lambda: _plots().plot_radial_profiles({"a": torch.ones(3)},
+                                                                             write_data="yes"),
+     "write_data must be True or False, got str 'yes'"),
+    ("corruption-spectrum-names-not-strings", lambda: spectral.corruption_spectrum(_linear(), _x(), _y(), [3]),
+     "names must hold non-empty strings, got int 3"),
+    ("corruption-spectrum-names-empty-string", lambda: spectral.corruption_spectrum(_linear(), _x(), _y(), ""),
+     "names must hold non-empty strings, got str ''"),
+    ("compare-spectra-names-int", lambda: spectral.compare_attack_spectra([_linear()], attacks.FGSM(eps=0.1), _x(),
+                                                                          _y(), names=5),
+     "names must be a name or a list of names, got int 5"),
+    ("smooth-kernels-layers-int-list", lambda: defenses.smooth_kernels(_conv(), 0.1, layers=[None]),
+     "layers must be 'first', 'all' or module names"),
+    ("run-demo-retrain", lambda: _run_demo(retrain="no"), "retrain must be True or False, got str 'no'"),
+    ("post-average-include-original", lambda: defenses.post_average(_linear(), _x(), torch.ones(N, 1, C, H, W),
+                                                                    [1.0], include_original="no"),
+     "include_original must be True or False, got str 'no'"),
+    ("frequency-filter-rescale", lambda: frequency_filter(_x(), 3, rescale="no"),
+     "rescale must be True or False, got str 'no'"),
+    ("dataset-classes-not-names", lambda: ImageDataset(images=torch.zeros(2, 1, 4, 4, dtype=torch.uint8),
+                                                      labels=torch.zeros(2, dtype=torch.long), classes=3,
+                                                      name="t", split="test"),
+     "classes must be a name or a list of names, got int 3"),
+]:
+    row(f"r2-types-{id_}", call, TypeError, says)
+
+# 6. empty or degenerate requests
+_NO_FREQUENCY = "holds no frequency of a 8x8 image"
+for id_, call, says in [
+    ("corruption-spectrum-names-empty", lambda: spectral.corruption_spectrum(_linear(), _x(), _y(), []),
+     "names must name at least one, got []"),
+    ("pgd-band-beyond-the-corner", lambda: attacks.pgd(_linear(), _x(), _y(), eps=0.1, steps=2,
+                                                       band=attacks.Band(low=100)), _NO_FREQUENCY),
+    ("PGD-band-between-grid-points", lambda: attacks.PGD(eps=0.1, steps=2, band=attacks.Band(low=0.2, high=0.9))(
+        _linear(), _x(), _y()), _NO_FREQUENCY),
+    ("APGD-band-beyond-the-corner", lambda: attacks.APGD(eps=0.1, steps=2, band=attacks.Band(low=6))(
+        _linear(), _x(), _y()), _NO_FREQUENCY),
+    ("band-project-eps-negative", lambda: attacks.band_project(_x(), _x(), eps=-0.1, norm="linf",
+                                                               band=attacks.Band(high=3)), "eps must be >= 0"),
+    ("band-project-norm-unknown", lambda: attacks.band_project(_x(), _x(), eps=0.1, norm="l1",
+                                                               band=attacks.Band(high=3)), "unknown norm 'l1'"),
+    ("band-project-bounds-reversed", lambda: attacks.band_project(_x(), _x(), eps=0.1, norm="linf",
+                                                                  band=attacks.Band(high=3), bounds=(1, 0)),
+     "bounds must have lo < hi"),
+    ("frequency-filter-clip-reversed", lambda: frequency_filter(_x(), 3, clip=(1, 0)), "clip must have lo < hi"),
+    ("FrequencyFilter-clip-reversed", lambda: FrequencyFilter(3, clip=(1, 0)), "clip must have lo < hi"),
+    ("LowPass-clip-reversed", lambda: defenses.LowPass(3, clip=(1, 0)), "clip must have lo < hi"),
+    ("defend-lowpass-clip-reversed", lambda: defenses.defend(_linear(), lowpass={"radius": 3, "clip": (1, 0)}),
+     "clip must have lo < hi"),
+    ("frequency-filter-clip-nan", lambda: frequency_filter(_x(), 3, clip=(0, float("nan"))), "clip must be finite"),
+    ("dataset-zero-images", lambda: ImageDataset(images=torch.zeros(0, 1, 4, 4, dtype=torch.uint8),
+                                                labels=torch.zeros(0, dtype=torch.long), classes=("a",),
+                                                name="tiny", split="test", source="/data/tiny.pkl"),
+     "/data/tiny.pkl: the tiny 'test' split holds no images"),
+]:
+    row(f"r2-empty-{id_}", call, ValueError, says)
+
+# 7. callables and devices, checked up front
+row("r2-callables-evaluate-robustness-progress-int",
+    lambda: evaluate_robustness(_linear(), _x(), _y(), _FGSM, progress=3), TypeError,
+    "progress must be a callable progress(description, images_done), got int 3")
+row("r2-callables-evaluate-robustness-progress-string",
+    lambda: evaluate_robustness(_linear(), _x(), _y(), _FGSM, progress="tqdm"), TypeError,
+    "progress must be a callable")
+row("r2-callables-heatmap-metric-one-value", lambda: _heatmap(metric=lambda logits, y: logits.sum()), ValueError,
+    "metric '<lambda>' must return one value per sample, a tensor of shape [4], got shape ()")
+row("r2-callables-heatmap-metric-float", lambda: _heatmap(metric=lambda logits, y: 0.5), ValueError,
+    "metric '<lambda>' must return one value per sample, a tensor of shape [4], got float")
+row("r2-callables-heatmap-metric-per-class", lambda: _heatmap(metric=lambda logits, y: logits), ValueError,
+    "got shape (4, 10)")
+row("r2-devices-tensors-unknown", lambda: _dataset().tensors(2, device="gpu"), ValueError, "unknown device 'gpu'")
+if not torch.cuda.is_available():
+    row("r2-devices-tensors-cuda-without-gpu", lambda: _dataset().tensors(2, device="cuda"), ValueError,
+        "device 'cuda' asks for a GPU but CUDA is not available here")
+    row("r2-devices-tensors-cuda-index-without-gpu", lambda: _dataset().tensors(2, device=torch.device("cuda", 1)),
+        ValueError, "device 'cuda:1' asks for a GPU")
+
+# 5. the valid forms: numpy scalars everywhere a number goes, a single string as one name
+valid("r2-defend-numpy-lowpass", lambda: defenses.defend(_linear(), lowpass=np.float32(3))(_x()))
+valid("r2-defend-numpy-post-average", lambda: defenses.defend(_linear(), post_average=np.float64(1.0))(_x()))
+valid("r2-defend-numpy-smooth", lambda: defenses.defend(_conv(), smooth=np.float32(0.1))(_x()))
+valid("r2-defend-0d-tensor-lowpass", lambda: defenses.defend(_linear(), lowpass=torch.tensor(3.0))(_x()))
+valid("r2-frequency-filter-numpy-order", lambda: frequency_filter(_x(), 3, profile="butterworth", order=np.int64(2)))
+valid("r2-evaluate-robustness-numpy", lambda: evaluate_robustness(_linear(), _x(), _y(), _FGSM, batch_size=np.int64(2),
+                                                                  seed=np.uint32(3), eot=np.int64(1)))
+valid("r2-tensors-numpy-n", lambda: _dataset().tensors(np.int64(2)))
+valid("r2-make-loader-numpy-batch", lambda: make_loader(_dataset(), np.int32(2), shuffle=np.bool_(True)))
+valid("r2-band-numpy-radii", lambda: attacks.pgd(_linear(), _x(), _y(), eps=0.1, steps=1,
+                                                 band=attacks.Band(low=np.float32(1), high=np.int64(3))))
+valid("r2-smooth-kernels-one-layer-name", lambda: defenses.smooth_kernels(_conv(), 0.1, layers="0"))
+valid("r2-filter-kernels-one-layer-name", lambda: defenses.filter_kernels(_conv(), 2, layers="0"))
+valid("r2-heatmap-progress-numpy-bool", lambda: _heatmap(progress=np.bool_(False)))
+
+
 # --------------------------------------------------------------------------- the tests
 
 
@@ -615,15 +827,21 @@ def test_valid_pathlib_checkpoint_and_arch_keyword(files) -> None:
     assert torch.equal(load_model(files["good"])(x), reference(x))
 
 
-def test_valid_mnist_pickle_of_protocol_2(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+def _mnist_pickle(folder: Path, sizes: tuple[int, int, int]) -> Path:
+    """A protocol-2 ``mnist.pkl.gz`` with (train, valid, test) parts of these sizes."""
     rng = np.random.default_rng(0)
 
     def part(n: int) -> tuple[np.ndarray, np.ndarray]:
         return rng.integers(0, 256, (n, 784)).astype(np.float32) / 256, rng.integers(0, 10, n).astype(np.int64)
 
-    with gzip.open(tmp_path / "mnist.pkl.gz", "wb") as f:
-        pickle.dump((part(6), part(2), part(3)), f, protocol=2)
+    with gzip.open(folder / "mnist.pkl.gz", "wb") as f:
+        pickle.dump(tuple(part(n) for n in sizes), f, protocol=2)
+    return folder / "mnist.pkl.gz"
+
+
+def test_valid_mnist_pickle_of_protocol_2(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _mnist_pickle(tmp_path, (6, 2, 3))
     test = load_dataset("mnist", "test", root=tmp_path, download=False)
     assert test.images.shape == (3, 1, 28, 28) and len(load_dataset("mnist", "train", root=tmp_path)) == 8
 
@@ -632,3 +850,200 @@ def test_the_table_is_large_enough() -> None:
     total = len(ROWS) + len(MODEL_ROWS) + len(CLI_ROWS)
     assert total >= 150, total
     print(f"{total} bad-input rows, {len(VALID)} valid-input rows", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- second round: files and the CLI
+
+
+def _spec(folder: Path, checkpoint: Path, out: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = folder / "spec.toml"
+    spec.write_text(f'dataset = "mnist"\nn = 4\nbatch_size = 4\nout = "{out}"\nsanity = false\n\n'
+                    f'[[models]]\nname = "cnn"\ncheckpoint = "{checkpoint}"\n\n'
+                    f'[[attacks]]\nattack = "fgsm"\neps = [0.1]\n')
+    return spec
+
+
+def _out_file(d: Path) -> str:  # 3. an existing file
+    (d / "taken").write_text("a report")
+    return "taken"
+
+
+def _out_under_file(d: Path) -> str:  # 3. a folder below a file
+    (d / "taken").write_text("a report")
+    return "taken/bench"
+
+
+OUT_ROWS = [
+    pytest.param(_out_file, "out '", "is a file; expected a folder", id="out-is-a-file"),
+    pytest.param(_out_under_file, "out '", "cannot be created: ", id="out-under-a-file"),
+]
+
+
+@pytest.mark.parametrize(("make_out", "names", "says"), OUT_ROWS)
+def test_a_spec_out_that_cannot_be_written_is_refused_before_any_work(make_out, names, says, files, tmp_path,
+                                                                     capsys) -> None:
+    """3. The library (``run``, ``run_demo``) and ``bandguard bench`` refuse before a cell runs, naming
+    ``out``; the CLI with exit code 2 and one line, as ``--out`` already is."""
+    from bandguard.bench import run
+    from bandguard.bench.demo import run_demo
+
+    d = tmp_path / "specs"
+    d.mkdir()
+    spec = _spec(d, files["good"], make_out(d))
+    before = sorted(p.name for p in d.rglob("*"))
+    with pytest.raises(ValueError) as info:
+        run(spec)
+    assert names in str(info.value) and says in str(info.value), info.value
+    with pytest.raises(ValueError, match="out '.*(is a file|cannot be created)"):
+        run_demo(d / make_out(d))  # before the reference model is trained or loaded
+    assert main(["bench", str(spec), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bandguard bench: error: out '") and says in err[0], err
+    assert sorted(p.name for p in d.rglob("*")) == before  # nothing written, no results.sqlite
+
+
+@pytest.mark.skipif(os.geteuid() == 0 if hasattr(os, "geteuid") else True, reason="root writes anywhere")
+def test_a_spec_out_in_a_read_only_folder_is_refused(files, tmp_path) -> None:
+    from bandguard.bench import run
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    spec = _spec(tmp_path, files["good"], "locked/bench")
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(ValueError, match="out '.*' cannot be written: no write permission"):
+            run(spec)
+    finally:
+        locked.chmod(0o700)
+
+
+def test_a_progress_that_is_not_callable_is_refused_before_the_spec_runs(files, tmp_path) -> None:
+    from bandguard.bench import run
+
+    spec = _spec(tmp_path, files["good"], "bench")
+    with pytest.raises(TypeError, match="progress must be a callable"):
+        run(spec, progress=True)
+    with pytest.raises(TypeError, match="force must be True or False, got str 'no'"):
+        run(spec, force="no")
+    assert not (tmp_path / "bench").exists()
+
+
+def _cli(files: dict[str, Path], *extra: str, attack: str = "fgsm") -> list[str]:
+    return ["attack", "--model", str(files["good"]), "--dataset", "mnist", "-n", "4", "--device", "cpu",
+            "--attack", attack, "--eps", "0.1", *extra]
+
+
+CLI_R2 = [  # (argv from the files, exit code, what the one line says)
+    pytest.param(lambda f: _cli(f, "--loss", "dlr", "--steps", "1", attack="apgd"), 0, "", id="apgd-loss-dlr"),
+    pytest.param(lambda f: _cli(f, "--loss", "ce", "--steps", "1", attack="apgd"), 0, "", id="apgd-loss-ce"),
+    pytest.param(lambda f: _cli(f, "--loss", "margin", "--steps", "1", attack="pgd"), 0, "", id="pgd-loss-margin"),
+    pytest.param(lambda f: _cli(f, "--loss", "dlr", "--steps", "1", attack="pgd"), 2,
+                 "unknown loss 'dlr'; expected one of 'ce', 'margin'", id="pgd-loss-dlr"),
+    pytest.param(lambda f: _cli(f, "--loss", "hinge"), 2, "invalid choice: 'hinge' (choose from 'ce', 'margin', 'dlr')",
+                 id="loss-unknown-lists-every-loss"),
+    pytest.param(lambda f: _cli(f, "--norm", "l1"), 2, "invalid choice: 'l1' (choose from 'linf', 'l2')",
+                 id="norm-unknown"),
+    pytest.param(lambda f: _cli(f, "--defense", "post_average:1e300"), 2, "radius_l2 must be at most 3.403e+38",
+                 id="defense-radius-1e300"),
+    pytest.param(lambda f: _cli(f, "--defense", "smooth:1e308"), 2, "rho must be at most 3.403e+38",
+                 id="defense-rho-1e308"),
+    pytest.param(lambda f: _cli(f, "--defense", "lowpass:1e200,profile=gaussian"), 2, "radius must be at most",
+                 id="defense-gaussian-radius-1e200"),
+    pytest.param(lambda f: ["attack", "--model-code", "torch.nn:Identity", "--dataset", "mnist", "-n", "4",
+                            "--device", "cpu", "--eps", "0.1"], 2,
+                 "--model output must have shape [N, classes] (logits), got (1, 1, 28, 28)", id="model-returns-images"),
+    pytest.param(lambda f: ["attack", "--model-code", "torch.nn:Identity", "--dataset", "mnist", "-n", "4",
+                            "--device", "cpu", "--eps", "0.1"], 2, "it returned images",
+                 id="model-returns-images-hint"),
+    pytest.param(lambda f: _cli(f, "--device", "cuda"), 2, "--device 'cuda' asks for a GPU but CUDA is not available",
+                 id="device-cuda-without-gpu", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has a GPU")),
+    pytest.param(lambda f: ["heatmap", "--model", str(f["good"]), "--sign", "negative"], 2,
+                 "invalid choice: 'negative' (choose from 'random', 'positive')", id="heatmap-sign-unknown"),
+    pytest.param(lambda f: ["train", "--amp", "fp16", "--out", "m.pt"], 2,
+                 "invalid choice: 'fp16' (choose from 'auto', 'off', 'bf16')", id="train-amp-unknown"),
+]
+
+
+@pytest.mark.parametrize(("argv", "code", "says"), CLI_R2)
+def test_the_command_line_speaks_the_library_vocabulary(argv, code, says, files, tmp_path, monkeypatch,
+                                                        capsys) -> None:
+    """8. The CLI's choices come from the library's enums; each attack refuses the losses it does not
+    take with the library's own error. Classes 2, 4 and 7 through the CLI too: one line, exit 2."""
+    monkeypatch.chdir(tmp_path)
+    got = main(argv(files))
+    captured = capsys.readouterr()
+    assert got == code, captured.err
+    if code:
+        lines = [line for line in captured.err.splitlines() if line.strip()]
+        assert len(lines) == 1 and says in lines[0], captured.err
+        assert list(tmp_path.iterdir()) == []
+    else:
+        assert "robust acc" in captured.out and "Traceback" not in captured.err
+
+
+def test_the_cli_choices_are_the_library_enums() -> None:
+    """8. Every value of the loss, norm, sign and amp vocabularies is a CLI choice, and nothing else."""
+    from bandguard.attacks import APGDLoss, Loss, Norm
+    from bandguard.cli import build_parser
+    from bandguard.spectral.heatmap import Sign
+    from bandguard.training import AMP_CHOICES
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices
+    choices = {(cmd, a.dest): set(a.choices) for cmd, p in sub.items() for a in p._actions if a.choices}
+    assert choices[("attack", "loss")] == {m.value for m in Loss} | {m.value for m in APGDLoss}
+    assert choices[("attack", "norm")] == choices[("spectrum", "norm")] == choices[("train", "norm")] == {
+        m.value for m in Norm}
+    assert choices[("heatmap", "sign")] == {m.value for m in Sign}
+    assert choices[("train", "amp")] == set(AMP_CHOICES)
+
+
+def test_a_data_file_holding_zero_images_is_refused(tmp_path, monkeypatch) -> None:
+    """6. An MNIST pickle whose test part is empty: a clear error naming the file, not a failure at
+    the first batch; the other split of the same file still loads."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _mnist_pickle(tmp_path, (6, 2, 0))
+    with pytest.raises(ValueError, match=r"mnist\.pkl\.gz: the mnist 'test' split holds no images"):
+        load_dataset("mnist", "test", root=tmp_path, download=False)
+    assert len(load_dataset("mnist", "train", root=tmp_path, download=False)) == 8
+
+
+def test_edge_numbers_in_range_give_finite_results() -> None:
+    """4. Settings inside float32's range but far beyond any sensible one: a finite result that means
+    what the setting says, never inf or NaN."""
+    x, y = _x(), _y()
+    # A Gaussian low-pass that wide keeps everything; one that narrow keeps only the mean (DC).
+    wide = frequency_filter(x, _BIG, profile="gaussian")
+    assert torch.allclose(wide, x, atol=1e-5)
+    for radius in (1e-30, 1e-300):
+        narrow = frequency_filter(x, radius, profile="gaussian")
+        assert torch.isfinite(narrow).all()
+        assert torch.allclose(narrow, x.mean((-2, -1), keepdim=True).expand_as(x), atol=1e-5)
+        assert torch.isfinite(frequency_filter(x, radius, profile="butterworth", kind="high")).all()
+    # An eps (or step) beyond the box's diameter reaches exactly the box: finite, in bounds, and the
+    # same as the diameter itself (Linf: 1 for bounds (0, 1)).
+    for norm in ("linf", "l2"):
+        for attack in (attacks.PGD(eps=_BIG, steps=3, norm=norm), attacks.PGD(eps=0.1, step_size=_BIG, norm=norm),
+                       attacks.APGD(eps=_BIG, steps=3, norm=norm)):
+            r = attack(_linear(), x, y)[0]
+            assert torch.isfinite(r.x_adv).all() and float(r.x_adv.min()) >= 0 and float(r.x_adv.max()) <= 1
+    huge = attacks.PGD(eps=_BIG, step_size=_BIG, steps=3)(_linear(), x, y)[0].x_adv
+    assert torch.equal(huge, attacks.PGD(eps=1.0, step_size=1.0, steps=3)(_linear(), x, y)[0].x_adv)
+    smoothed = defenses.smooth_kernels(_conv(), 1e30)  # large but representable weights
+    assert all(torch.isfinite(p).all() for p in smoothed.parameters())
+
+
+def test_a_single_string_is_one_name_everywhere() -> None:
+    """5. ``"contrast"`` where a list of names belongs is one name, never seven letters."""
+    one = spectral.corruption_spectrum(_linear(), _x(), _y(), "contrast")
+    assert [r.name for r in one.results] == ["contrast"]
+    assert [r.name for r in spectral.corruption_spectrum(_linear(), _x(), _y(), ("contrast",)).results] == ["contrast"]
+    pair = spectral.compare_attack_spectra([_linear()], attacks.FGSM(eps=0.1), _x(), _y(), names="natural")
+    assert pair.names == ("natural",)
+    ds = ImageDataset(images=torch.zeros(2, 1, 4, 4, dtype=torch.uint8), labels=torch.zeros(2, dtype=torch.long),
+                      classes="digit", name="t", split="test")
+    assert ds.classes == ("digit",)
+    named = defenses.smooth_kernels(_conv(), 0.5, layers="0")
+    first = defenses.smooth_kernels(_conv(), 0.5, layers="first")
+    assert torch.equal(named[0].weight, first[0].weight)
+    assert defenses.SmoothSettings(0.5, layers="0").layers == ("0",)

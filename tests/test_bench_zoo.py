@@ -152,3 +152,54 @@ def test_filtered_recipes_train_on_complementary_bands() -> None:
     torch.testing.assert_close(parts[0].mean(dim=(2, 3)), x.mean(dim=(2, 3)), atol=1e-5, rtol=0)
     torch.testing.assert_close(parts[1].mean(dim=(2, 3)), torch.zeros(4, 3), atol=1e-5, rtol=0)
     assert float(parts[1].std()) > 0.1  # uniform noise has most of its energy outside the disc
+
+
+# --------------------------------------------------------------------------- published weights
+
+
+def test_published_weights_round_trip_and_are_used_first(mnist_trained, mnist_test, zoo_options, tmp_path,
+                                                         monkeypatch, capsys) -> None:
+    """publish_weights writes a float16 checkpoint and a manifest entry; reference_model serves it
+    (SHA256 checked) before the cache, with predictions of the float32 net; `train --recipe` too."""
+    import json
+
+    from bandguard.bench.zoo import load_published, publish_weights
+    from bandguard.cli import main
+
+    model, accuracy = mnist_trained
+    _, meta = reference_model("mnist_cnn", **zoo_options)
+    folder = tmp_path / "published"
+    entry = publish_weights("mnist_cnn", model, meta, folder, images_per_second=123.0)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["mnist_cnn"] == entry
+    assert entry["file"] == "mnist_cnn.pt" and entry["data_key"] == meta["data_key"] and entry["seed"] == 0
+    assert entry["test_accuracy"] == accuracy and entry["images_per_second"] == 123.0
+    assert entry["recipe"] == RECIPES["mnist_cnn"].to_dict()
+    ckpt = load_checkpoint(folder / "mnist_cnn.pt")
+    assert {v.dtype for v in ckpt.state_dict.values() if v.is_floating_point()} == {torch.float16}
+
+    served, info = reference_model("mnist_cnn", **zoo_options, weights=folder)
+    assert info["published"] is True and info["path"] == str(folder / "mnist_cnn.pt")
+    assert all(v.dtype == torch.float32 for v in served.state_dict().values() if v.is_floating_point())
+    x, y = mnist_test
+    with torch.no_grad():
+        same = (served(x).argmax(1) == model(x).argmax(1)).float().mean()
+    assert same >= 0.995  # float16 rounding moves at most a handful of the 1,000 decisions
+
+    # Another recipe version or other data: the entry does not match and is not used.
+    assert load_published("mnist_cnn", "0" * 16, folder) is None
+    # The command line finds the same weights through the environment.
+    monkeypatch.setenv("BANDGUARD_WEIGHTS", str(folder))
+    if zoo_options["root"] is not None:
+        monkeypatch.setenv("BANDGUARD_DATA", str(zoo_options["root"]))
+    out = tmp_path / "cli.pt"
+    assert main(["train", "--recipe", "mnist_cnn", "--out", str(out), "-q"]) == 0
+    assert "loaded mnist_cnn" in capsys.readouterr().out
+    assert load_checkpoint(out).meta["arch"] == "mnist_cnn"
+
+    # A damaged file is refused by its checksum, not loaded.
+    data = bytearray((folder / "mnist_cnn.pt").read_bytes())
+    data[-100] ^= 0xFF
+    (folder / "mnist_cnn.pt").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="fail their SHA256 check"):
+        reference_model("mnist_cnn", **zoo_options, weights=folder)

@@ -31,8 +31,8 @@ def test_select_convs_picks_by_keyword_and_name_in_module_order() -> None:
 
 @pytest.mark.parametrize(("model", "layers", "match"), [
     (nn.Sequential(nn.Linear(2, 2)), "all", "no nn.Conv2d"),
-    (net(), "last", "unknown layers 'last'"),
-    (net(), (), "at least one layer"),
+    (net(), "last", "unknown layer 'last' in layers; expected 'first', 'all' or names of conv layers"),
+    (net(), (), "layers must name at least one"),
     (net(), ("1",), "1"),      # a module, but not a conv
     (net(), ("9",), "9"),      # no such module
 ])

@@ -118,7 +118,7 @@ def test_weight_defense_errors() -> None:
         smooth_kernels(net, 0.1, ["conv9"])
     with pytest.raises(ValueError, match="not nn.Conv2d"):
         smooth_kernels(net, 0.1, ["1"])
-    with pytest.raises(ValueError, match="unknown layers 'last'"):
+    with pytest.raises(ValueError, match="unknown layer 'last' in layers"):
         smooth_kernels(net, 0.1, "last")
     with pytest.raises(ValueError, match="kernels must be at most 32 wide"):
         filter_kernels(nn.Sequential(nn.Conv2d(1, 1, 33)), 1.0)

@@ -138,7 +138,9 @@ def test_post_averaging_errors() -> None:
         post_average(net, images(2), torch.zeros(3, 2, 1, 8, 8), (1.0,))
 
 
-def test_forward_checks_values_never_and_memory_once_per_input_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_values_and_memory_are_checked_on_the_first_forward_of_each_input_shape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from bandguard.defenses import post_averaging as module
 
     calls = []
@@ -146,13 +148,18 @@ def test_forward_checks_values_never_and_memory_once_per_input_shape(monkeypatch
     monkeypatch.setattr(module, "check_memory", lambda *a, **kw: calls.append(a) or real(*a, **kw))
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(8, 3))
     pa = PostAveraging(net, radius_l2=1.0, K=2)
+    nan = torch.full((2, 1, 8, 8), float("nan"))
+    with pytest.raises(ValueError, match="x contains NaN"):  # a new shape: its first forward checks values
+        pa(nan)
     for _ in range(3):
         pa(images(4))
-    assert len(calls) == 1  # the estimate is arithmetic on the shape: once, not per forward
+    assert len(calls) == 1  # on the first clean forward of the shape, not on every forward
+    # Later forwards of that shape read no values (a host sync per forward on a GPU): NaN goes through.
+    assert bool(pa(nan).isnan().all())
     pa(images(4, h=6, w=6))
     assert len(calls) == 2
-    # NaN is the entry point's to refuse (a host sync per forward otherwise): it goes through.
-    assert bool(PostAveraging(net, radius_l2=1.0, K=2)(torch.full((2, 1, 8, 8), float("nan"))).isnan().all())
+    with pytest.raises(ValueError, match="x contains NaN"):
+        pa(torch.full((1, 1, 5, 5), float("nan")))
 
 
 @pytest.mark.parametrize("max_batch", [None, 7, 40])

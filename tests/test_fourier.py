@@ -122,7 +122,7 @@ def test_unknown_vocabulary_is_refused_even_at_radius_zero() -> None:
         fourier.frequency_mask(8, 8, 0.0, kind="band")
     with pytest.raises(ValueError, match="radius must be >= 0"):
         fourier.frequency_mask(8, 8, -1.0)
-    with pytest.raises(ValueError, match="order must be an int >= 1"):
+    with pytest.raises(ValueError, match="order must be >= 1"):
         fourier.frequency_mask(8, 8, 2.0, profile="butterworth", order=0)
     with pytest.raises(TypeError, match="radius must be a real number"):
         fourier.frequency_mask(8, 8, "2")  # type: ignore[arg-type]
@@ -236,7 +236,7 @@ def test_frequency_filter_settings_validate_once_and_match_the_function() -> Non
                                    "rescale=True, clip=(0.0, 1.0)")
     with pytest.raises(ValueError, match="unknown shape 'circle'"):
         fourier.FrequencyFilter(3, shape="circle")
-    with pytest.raises(ValueError, match="clip must be finite"):
+    with pytest.raises(ValueError, match="clip must have lo < hi"):
         fourier.FrequencyFilter(3, clip=(1.0, 0.0))
     with pytest.raises(TypeError, match="rescale must be True or False"):
         fourier.FrequencyFilter(3, rescale=1)  # type: ignore[arg-type]

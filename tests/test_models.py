@@ -160,3 +160,62 @@ def test_corrupt_and_missing_checkpoints_are_refused(tmp_path) -> None:
     torch.save(collections.OrderedDict(a=[1, 2]), not_tensors)
     with pytest.raises(ValueError, match="no state dict of tensors"):
         load_checkpoint(not_tensors)
+
+
+# --------------------------------------------------------------------------- cifar_fast
+
+
+def test_patch_whitening_whitens_the_patches_it_was_fitted_on() -> None:
+    """After fit, the first half of the channels has covariance diag(l / (l + eps)) over the patches
+    (eigenvalues l of the patch covariance); the second half is its negative."""
+    from bandguard.models import PatchWhitening
+
+    g = torch.Generator().manual_seed(0)
+    mix = torch.randn(3, 3, generator=g)
+    x = torch.einsum("dc,nchw->ndhw", mix, torch.randn(64, 3, 12, 12, generator=g))  # correlated channels
+    layer = PatchWhitening(3, 2, eps=1e-3)
+    assert not bool(layer.fitted) and [n for n, _ in layer.named_parameters()] == ["bias"]
+    layer.fit(x)
+    out = layer(x)  # [64, 24, 11, 11]
+    assert out.shape == (64, 24, 11, 11) and bool(layer.fitted)
+    torch.testing.assert_close(out[:, 12:], -out[:, :12])
+    feats = out[:, :12].permute(0, 2, 3, 1).reshape(-1, 12).double()
+    cov = feats.T @ feats / len(feats)
+    patches = x.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 12).double()
+    eig = torch.linalg.eigvalsh(patches.T @ patches / len(patches)).flip(0)
+    torch.testing.assert_close(cov, torch.diag(eig / (eig + 1e-3)), atol=2e-4, rtol=1e-3)
+
+
+def test_fit_whitening_sees_the_normalized_images_and_runs_once() -> None:
+    from bandguard.models import PatchWhitening, fit_whitening
+
+    torch.manual_seed(0)
+    net = create_model("cifar_fast")
+    x = torch.rand(32, 3, 32, 32)
+    assert fit_whitening(net, x) == 1 and fit_whitening(net, x) == 0  # fitted layers are left alone
+    direct = PatchWhitening(3, 2)
+    direct.fit(net[0](x))  # net[0] is the Normalize layer
+    whitening = next(m for m in net.modules() if isinstance(m, PatchWhitening))
+    torch.testing.assert_close(whitening.weight, direct.weight)
+    assert fit_whitening(create_model("cifar_small"), x) == 0
+
+
+def test_cifar_fast_shape_and_what_trains() -> None:
+    """airbench's class: about 2 M parameters, frozen whitening filters and BatchNorm scales,
+    identity-initialised convs; kernel smoothing's first conv is the first trainable one."""
+    from bandguard.defenses._layers import select_convs
+
+    torch.manual_seed(0)
+    net = create_model("cifar_fast")
+    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    assert 1.9e6 < trainable < 2.1e6
+    assert net(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(bns) == 6 and all(not m.weight.requires_grad and m.bias.requires_grad for m in bns)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    first = convs[0]
+    assert first.weight.shape == (64, 24, 3, 3)
+    eye = torch.zeros(24, 24, 3, 3)
+    eye[torch.arange(24), torch.arange(24), 1, 1] = 1
+    assert torch.equal(first.weight[:24].detach(), eye)
+    assert [m for _, m in select_convs(net, "first")] == [first]

@@ -95,5 +95,5 @@ def test_filtered_accuracy_refuses_bad_arguments() -> None:
         filtered_accuracy(model, x, y, [-1.0])
     with pytest.raises(ValueError, match="at least one radius"):
         filtered_accuracy(model, x, y, [])
-    with pytest.raises(ValueError, match="clip must be finite"):
+    with pytest.raises(ValueError, match="clip must have lo < hi"):
         filtered_accuracy(model, x, y, [1.0], clip=(1.0, 0.0))

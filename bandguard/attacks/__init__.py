@@ -51,6 +51,8 @@ __all__ = [
     "ATTACK_PRESETS",
     "FGM",
     "FGSM",
+    "LOSSES",
+    "NORMS",
     "PGD",
     "APGDLoss",
     "Attack",
@@ -90,6 +92,12 @@ for _cls in (PGD, FGSM, FGM, FourierAttack, FourierGreedy, APGD, Square):
     ATTACKS.register(_cls.name)(_cls)
 del _cls
 ATTACKS.register("standard")(standard_ensemble)
+
+#: Every loss name an attack takes (PGD's and FGSM's :class:`Loss`, APGD's :class:`APGDLoss`), in order:
+#: the CLI's ``--loss`` choices; each attack refuses the names it does not take.
+LOSSES: tuple[str, ...] = tuple(dict.fromkeys(m.value for kind in (Loss, APGDLoss) for m in kind))
+#: Every norm name (:class:`Norm`): the CLI's ``--norm`` choices.
+NORMS: tuple[str, ...] = tuple(m.value for m in Norm)
 
 FOOLBOX_PREFIX = "foolbox:"
 

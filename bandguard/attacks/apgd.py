@@ -26,7 +26,7 @@ from torch import nn
 from bandguard._checks import check_enum, check_int, check_positive
 from bandguard.attacks.band import Band, band_project
 from bandguard.attacks.losses import is_adversarial
-from bandguard.attacks.norms import Norm, l2_project
+from bandguard.attacks.norms import Norm, effective_eps, l2_project
 from bandguard.attacks.pgd import _resolve_eot
 from bandguard.attacks.protocol import Attack, Outcome
 from bandguard.attacks.results import AttackResults
@@ -174,6 +174,7 @@ def _apgd_run(
     iterate, else the point of highest loss. Counts: ``eot`` forwards and gradients for the start
     and for each step the sample took.
     """
+    eps = effective_eps(eps, norm, bounds, x0)
     n = x0.shape[0]
     device = x0.device
     labels, targeted = (target, True) if away is None else (away, False)
@@ -319,7 +320,8 @@ class APGD(Attack):
     the gradients.
 
     Attributes:
-        eps: one budget or several, in ``norm`` (``"linf"`` or ``"l2"``).
+        eps: one budget or several, in ``norm``.
+        norm: ``"linf"`` or ``"l2"`` (the whole image).
         steps: iterations per run (AutoAttack: 100).
         restarts: random starts, each run only on samples still unbroken.
         loss: ``"ce"`` or ``"dlr"``.
@@ -330,7 +332,8 @@ class APGD(Attack):
         eot_samples: forwards averaged per gradient; ``None``: 1, or the PGD default for a model
             that declares ``randomized = True`` (EOT, Athalye et al. 1802.00420).
         band: confine ``x_adv - x`` to a frequency band (:class:`~bandguard.attacks.band.Band`).
-        bounds: input domain; seed: seeds the random starts (``None``: global generator).
+        bounds: ``(lo, hi)`` of the input domain.
+        seed: seeds the random starts (``None``: torch's global generator).
     """
 
     name = "apgd"
@@ -382,6 +385,18 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | Seq
 
     Same arguments and result as ``APGD(eps=eps, **settings)(model, x, y, target=target)``
     (see :class:`APGD`); one validation path serves both.
+
+    Args:
+        model: maps ``[N, C, H, W]`` images in the bounds to logits ``[N, K]``.
+        x: clean images ``[N, C, H, W]``.
+        y: int64 labels ``[N]``.
+        eps: one budget or several, in the norm (``"linf"`` by default).
+        target: int64 ``[N]`` target classes for a targeted attack; ``None`` is untargeted.
+        **settings: the other fields of :class:`APGD` (``norm``, ``steps``, ``loss``, ...).
+
+    Returns:
+        :class:`~bandguard.attacks.results.AttackResults`, one per eps; each ``x_adv`` is
+        ``[N, C, H, W]``.
     """
     return APGD(eps=eps, **settings)(model, x, y, target=target)
 

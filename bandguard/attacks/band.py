@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from bandguard._checks import Bounds, check_int, check_nonnegative
+from bandguard._checks import Bounds, check_bounds, check_enum, check_int, check_nonnegative
 from bandguard.attacks.norms import Norm
 from bandguard.fourier import bandpass_mask, filter_with_mask
 
@@ -67,10 +67,32 @@ class Band:
 
 def band_mask(band: Band, h: int, w: int, *, device: torch.device | str | None = None,
               dtype: torch.dtype | None = None) -> torch.Tensor:
-    """The ideal mask of ``band`` in centred coordinates, ``[h, w]`` with values 0 or 1."""
+    """The ideal mask of ``band`` in centred coordinates, ``[h, w]`` with values 0 or 1.
+
+    Args:
+        band: the frequencies to keep (``low <= d < high``, ``d`` the distance from the centre).
+        h: image height.
+        w: image width.
+        device: where to build the mask.
+        dtype: the mask's dtype; default torch's default dtype.
+
+    Returns:
+        Tensor ``[h, w]``: 1 inside the band, 0 outside.
+
+    Raises:
+        ValueError: the band holds no frequency of an ``h x w`` image (an attack confined to it
+            could not move, and would report every image robust).
+    """
     # Past the corner of the grid every frequency is inside: an infinite radius is the same.
     high = math.hypot(h, w) + 1.0 if band.high is None else band.high
-    return bandpass_mask(h, w, band.low, high, device=device, dtype=dtype)
+    mask = bandpass_mask(h, w, band.low, high, dtype=dtype)  # on the CPU: the check needs no device sync
+    if not bool(mask.any()):
+        corner = math.hypot(h // 2, w // 2)
+        raise ValueError(
+            f"band {band} holds no frequency of a {h}x{w} image (its distances run from 0 to {corner:.4g}); "
+            f"expected low <= {corner:.4g} and a ring wide enough to hold a grid point"
+        )
+    return mask.to(device)
 
 
 def _clip_to_ball_and_box(delta: torch.Tensor, x0: torch.Tensor, eps: float, norm: Norm,
@@ -113,7 +135,8 @@ def band_project(x: torch.Tensor, x0: torch.Tensor, *, eps: float, norm: Norm | 
     Args:
         x: the point to project ``[N, C, H, W]``, e.g. an attack's iterate after its step.
         x0: the clean images ``[N, C, H, W]`` (inside ``bounds``).
-        eps: radius of the ball in ``norm`` (``"linf"`` or ``"l2"``).
+        eps: radius of the ball in ``norm``.
+        norm: ``"linf"`` or ``"l2"`` (the whole image).
         band: the frequencies ``delta`` may use, and the projection's settings.
         bounds: ``(lo, hi)`` of the input domain.
 
@@ -122,7 +145,9 @@ def band_project(x: torch.Tensor, x0: torch.Tensor, *, eps: float, norm: Norm | 
         ``bounds``, and the spectrum of ``result - x0`` outside the band is zero up to float
         rounding plus the clamped overshoot (at most ``band.slack * eps`` per pixel).
     """
-    norm = Norm(norm)
+    norm = check_enum(norm, Norm, "norm")
+    eps = check_nonnegative(eps, "eps")
+    bounds = check_bounds(bounds)
     slack = band.slack
     mask = band_mask(band, *x.shape[-2:], device=x.device, dtype=x.dtype)
     delta = filter_with_mask(x - x0, mask)

@@ -38,7 +38,8 @@ class FGSM(GradientAttack):
         random_start: start from a uniform point of the eps-box.
         step_size: the step; default ``eps`` (``1.25 * eps`` with ``random_start``).
         loss: ``"ce"`` or ``"margin"``.
-        bounds: input domain; seed: seeds the random start (``None``: torch's global generator).
+        bounds: ``(lo, hi)`` of the input domain.
+        seed: seeds the random start (``None``: torch's global generator).
     """
 
     name = "fgsm"
@@ -69,7 +70,9 @@ class FGM(GradientAttack):
     """Fast gradient method in L2: ``clip(x + eps * grad / |grad|_2)`` (Goodfellow et al. 1412.6572).
 
     Attributes:
-        eps: L2 budget(s); loss: ``"ce"`` or ``"margin"``; bounds: input domain.
+        eps: L2 budget(s).
+        loss: ``"ce"`` or ``"margin"``.
+        bounds: ``(lo, hi)`` of the input domain.
     """
 
     name = "fgm"
@@ -103,9 +106,17 @@ def fgsm(
     """FGSM (Goodfellow et al. 1412.6572; with ``random_start``, Wong et al. 2001.03994).
 
     Args:
-        model: maps ``[N, C, H, W]`` to logits; x: images ``[N, C, H, W]``; y: int64 labels ``[N]``.
-        eps, random_start, step_size, loss, bounds, seed: the settings of :class:`FGSM`.
-        target, generator: as in :meth:`~bandguard.attacks.protocol.Attack.__call__`.
+        model: maps ``[N, C, H, W]`` images in ``bounds`` to logits ``[N, K]``.
+        x: clean images ``[N, C, H, W]``.
+        y: int64 labels ``[N]``.
+        eps: Linf budget(s); one result per value.
+        random_start: start from a uniform point of the eps-box (Wong et al.).
+        step_size: the step; default ``eps`` (``1.25 * eps`` with ``random_start``).
+        loss: ``"ce"`` or ``"margin"``.
+        bounds: ``(lo, hi)`` of the input domain.
+        seed: seeds the random start; ``None`` draws from torch's global generator.
+        target: int64 ``[N]`` target classes for a targeted attack; ``None`` is untargeted.
+        generator: the randomness of this call; ``None`` seeds one from ``seed``.
 
     Returns:
         :class:`~bandguard.attacks.results.AttackResults`, one per eps.
@@ -125,5 +136,19 @@ def fgm(
     bounds: Bounds = (0.0, 1.0),
     target: torch.Tensor | None = None,
 ) -> AttackResults:
-    """FGM in L2 (Goodfellow et al. 1412.6572); arguments as :func:`fgsm`, ``eps`` an L2 budget."""
+    """FGM in L2 (Goodfellow et al. 1412.6572): one step of size ``eps`` along the L2-normalized gradient.
+
+    Args:
+        model: maps ``[N, C, H, W]`` images in ``bounds`` to logits ``[N, K]``.
+        x: clean images ``[N, C, H, W]``.
+        y: int64 labels ``[N]``.
+        eps: L2 budget(s) over the whole image; one result per value.
+        loss: ``"ce"`` or ``"margin"``.
+        bounds: ``(lo, hi)`` of the input domain.
+        target: int64 ``[N]`` target classes for a targeted attack; ``None`` is untargeted.
+
+    Returns:
+        :class:`~bandguard.attacks.results.AttackResults`, one per eps; each ``x_adv`` is
+        ``[N, C, H, W]``.
+    """
     return FGM(eps=eps, loss=loss, bounds=bounds)(model, x, y, target=target)  # type: ignore[arg-type]

@@ -212,11 +212,16 @@ def foolbox_attack(
     """Run the foolbox 3 attack instance ``attack`` through the bandguard protocol in one call.
 
     Args:
-        model: maps ``[N, C, H, W]`` to logits; x: images ``[N, C, H, W]``; y: int64 labels ``[N]``.
-        attack, eps, bounds: the settings of :class:`FoolboxAttack`.
+        model: maps ``[N, C, H, W]`` images in ``bounds`` to logits ``[N, K]``.
+        x: clean images ``[N, C, H, W]``.
+        y: int64 labels ``[N]``.
+        attack: a foolbox 3 attack instance, e.g. ``foolbox.attacks.L2CarliniWagnerAttack()``.
+        eps: budget(s) in the attack's norm; one result per value.
+        bounds: ``(lo, hi)`` of the input domain.
         target: int64 ``[N]`` target classes, or ``None``.
 
     Returns:
-        :class:`~bandguard.attacks.results.AttackResults`, one per eps.
+        :class:`~bandguard.attacks.results.AttackResults`, one per eps; each ``x_adv`` is
+        ``[N, C, H, W]``.
     """
     return FoolboxAttack(attack=attack, eps=eps, bounds=bounds)(model, x, y, target=target)

@@ -25,6 +25,15 @@ def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor, loss: Loss, targ
 
     Untargeted, ``labels`` are the true classes and the loss grows as the model errs; targeted,
     they are the targets and the loss grows as the target wins.
+
+    Args:
+        logits: the model's outputs ``[N, K]``.
+        labels: int64 ``[N]``: the true classes, or the targets when ``targeted``.
+        loss: cross-entropy or the logit margin (Carlini and Wagner 1608.04644).
+        targeted: whether ``labels`` are targets.
+
+    Returns:
+        Tensor ``[N]``, the per-sample objective (differentiable w.r.t. ``logits``).
     """
     if loss is Loss.CE:
         value = F.cross_entropy(logits, labels, reduction="none")
@@ -35,8 +44,19 @@ def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor, loss: Loss, targ
 
 
 def sum_loss(logits: torch.Tensor, labels: torch.Tensor, loss: Loss, targeted: bool) -> torch.Tensor:
-    """Sum of :func:`per_sample_loss` over the batch: one ``autograd.grad`` serves every sample
-    (the samples do not interact, so each one's input gradient is that of its own loss)."""
+    """Sum of :func:`per_sample_loss` over the batch: one ``autograd.grad`` serves every sample.
+
+    The samples do not interact, so each one's input gradient is that of its own loss.
+
+    Args:
+        logits: the model's outputs ``[N, K]``.
+        labels: int64 ``[N]``: the true classes, or the targets when ``targeted``.
+        loss: cross-entropy or the logit margin.
+        targeted: whether ``labels`` are targets.
+
+    Returns:
+        A scalar tensor.
+    """
     if loss is Loss.CE:
         value = F.cross_entropy(logits, labels, reduction="sum")
         return -value if targeted else value
@@ -44,5 +64,14 @@ def sum_loss(logits: torch.Tensor, labels: torch.Tensor, loss: Loss, targeted: b
 
 
 def is_adversarial(pred: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
-    """Bool ``[N]``: untargeted, the prediction differs from the label; targeted, it is the target."""
+    """Bool ``[N]``: untargeted, the prediction differs from the label; targeted, it is the target.
+
+    Args:
+        pred: int64 predicted classes ``[N]``.
+        labels: int64 ``[N]``: the true classes, or the targets when ``targeted``.
+        targeted: whether ``labels`` are targets.
+
+    Returns:
+        Bool tensor ``[N]``, True where the attack succeeded.
+    """
     return pred == labels if targeted else pred != labels

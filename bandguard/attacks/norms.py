@@ -6,11 +6,12 @@ Linf and L2 only (Madry et al. 1706.06083); every helper works per sample on ``[
 from __future__ import annotations
 
 import enum
+import math
 
 import torch
 from einops import rearrange
 
-__all__ = ["Norm", "l2_normalize", "l2_project", "perturbation_norm"]
+__all__ = ["Norm", "effective_eps", "l2_normalize", "l2_project", "perturbation_norm"]
 
 
 class Norm(str, enum.Enum):
@@ -45,8 +46,28 @@ def perturbation_norm(delta: torch.Tensor, norm: Norm | str, *, per_channel: boo
     return torch.linalg.vector_norm(flat, dim=-1)
 
 
+def effective_eps(eps: float, norm: Norm, bounds: tuple[float, float], x: torch.Tensor) -> float:
+    """``eps`` (or a step size) capped at the diameter of the box ``bounds`` for images like ``x[0]``.
+
+    A larger budget reaches the same points (every perturbed image is clipped into the box), so
+    the cap changes no attack's feasible set, and a longer step crosses the whole box all the
+    same; it keeps the arithmetic finite: ``2 * eps`` or the L2 norm of a perturbation ``eps``
+    wide would overflow float32 for an eps near its maximum.
+    """
+    width = bounds[1] - bounds[0]
+    diameter = width if Norm(norm) is Norm.LINF else width * math.sqrt(x[0].numel())
+    return min(float(eps), diameter)
+
+
 def l2_normalize(v: torch.Tensor) -> torch.Tensor:
-    """``v`` ``[N, ...]`` scaled to unit L2 norm per sample (zero stays zero)."""
+    """``v`` ``[N, ...]`` scaled to unit L2 norm per sample (zero stays zero).
+
+    Args:
+        v: any ``[N, ...]`` tensor, e.g. a batch of input gradients.
+
+    Returns:
+        Tensor of ``v``'s shape whose samples have L2 norm 1 (or 0).
+    """
     norms = torch.linalg.vector_norm(v.flatten(1), dim=1).clamp_min(1e-12)
     return v / _per_sample(norms, v)
 
@@ -56,6 +77,15 @@ def l2_project(x: torch.Tensor, x0: torch.Tensor, eps: float, bounds: tuple[floa
 
     Clipping moves each pixel towards ``x0`` (which lies inside the bounds), so it cannot leave the
     ball: the result is in both sets.
+
+    Args:
+        x: the points to project ``[N, ...]``.
+        x0: the centres ``[N, ...]``, inside ``bounds``.
+        eps: the ball's radius (L2 over each whole sample).
+        bounds: ``(lo, hi)`` of the input domain.
+
+    Returns:
+        Tensor of ``x``'s shape, within ``eps`` of ``x0`` and inside ``bounds``.
     """
     delta = x - x0
     norms = torch.linalg.vector_norm(delta.flatten(1), dim=1)

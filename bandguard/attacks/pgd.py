@@ -22,7 +22,7 @@ from torch import nn
 from bandguard._checks import Bounds, check_bool, check_enum, check_int, check_positive
 from bandguard.attacks.band import Band, band_project
 from bandguard.attacks.losses import Loss, is_adversarial, per_sample_loss, sum_loss
-from bandguard.attacks.norms import Norm, l2_normalize, l2_project
+from bandguard.attacks.norms import Norm, effective_eps, l2_normalize, l2_project
 from bandguard.attacks.protocol import Attack, Outcome, is_non_differentiable, is_randomized
 from bandguard.attacks.results import AttackResults
 
@@ -93,6 +93,7 @@ def _pgd_core(
     perturbation to a frequency band: the start and every step go through :func:`band_project`.
     """
     lo, hi = bounds
+    eps, step_size = effective_eps(eps, norm, bounds, x0), effective_eps(step_size, norm, bounds, x0)
     n = x0.shape[0]
     device = x0.device
     early_stop = early_stop and eot == 1  # one forward of a randomized model proves nothing
@@ -173,6 +174,10 @@ class GradientAttack(Attack):
     """Base of the attacks that are PGD with some settings fixed (PGD, FGSM, FGM).
 
     A subclass gives :meth:`_settings`, the keyword arguments of :func:`_pgd_core` at one eps.
+
+    Attributes:
+        eps: one budget or a sequence of them (each >= 0), in the subclass's norm.
+        bounds: ``(lo, hi)`` of the model's input domain, default ``(0, 1)``.
     """
 
     def _settings(self, model: nn.Module, eps: float) -> dict[str, Any]:
@@ -209,9 +214,10 @@ class PGD(GradientAttack):
         eps: budget(s) in ``norm``.
         norm: ``"linf"`` or ``"l2"``.
         steps: gradient steps per restart.
-        step_size: absolute step; ``rel_step_size``: step as a fraction of ``eps``. Neither:
-            ``2.5 * eps / steps`` (not Madry et al.'s published settings: see the presets
-            ``"madry_mnist"`` and ``"madry_cifar10"`` in :mod:`bandguard.attacks.presets`).
+        step_size: absolute step. Neither this nor ``rel_step_size``: ``2.5 * eps / steps`` (not
+            Madry et al.'s published settings: see the presets ``"madry_mnist"`` and
+            ``"madry_cifar10"`` in :mod:`bandguard.attacks.presets`).
+        rel_step_size: step as a fraction of ``eps``; give at most one of the two.
         random_start: start from a uniform point of the eps-ball.
         restarts: independent runs; per sample the first success is kept, else the highest loss.
         loss: ``"ce"`` (cross-entropy) or ``"margin"`` (best other logit minus true logit, CW).
@@ -307,10 +313,24 @@ def pgd(
 
     Args:
         model: maps ``[N, C, H, W]`` images in ``bounds`` to logits ``[N, K]``.
-        x: clean images ``[N, C, H, W]``; y: int64 labels ``[N]``.
-        eps, norm, steps, step_size, rel_step_size, random_start, restarts, loss, eot_samples,
-            early_stop, band, bounds, seed: the settings of :class:`PGD`.
-        target, generator: as in :meth:`~bandguard.attacks.protocol.Attack.__call__`.
+        x: clean images ``[N, C, H, W]``.
+        y: int64 labels ``[N]``.
+        eps: budget(s) in ``norm``; one result per value.
+        norm: ``"linf"`` or ``"l2"`` (the whole image).
+        steps: gradient steps per restart.
+        step_size: absolute step; default ``2.5 * eps / steps``.
+        rel_step_size: step as a fraction of ``eps`` (at most one of the two).
+        random_start: start from a uniform point of the eps-ball.
+        restarts: independent runs; per sample the first success is kept.
+        loss: ``"ce"`` or ``"margin"``.
+        eot_samples: forwards averaged per gradient; ``None`` chooses from the model (EOT for
+            randomized defenses).
+        early_stop: keep each sample's first misclassified iterate (see :class:`PGD`).
+        band: confine the perturbation to a frequency band; ``None`` is the full band.
+        bounds: ``(lo, hi)`` of the input domain.
+        seed: seeds the random start; ``None`` draws from torch's global generator.
+        target: int64 ``[N]`` target classes for a targeted attack; ``None`` is untargeted.
+        generator: the randomness of this call; ``None`` seeds one from ``seed``.
 
     Returns:
         :class:`~bandguard.attacks.results.AttackResults`, one per eps; ``[0].x_adv`` is

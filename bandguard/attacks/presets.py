@@ -41,6 +41,14 @@ ATTACK_PRESETS: Mapping[str, Attack] = MappingProxyType({
 def attack_preset(name: str, **overrides: Any) -> Attack:
     """The attack of preset ``name``, with any setting replaced (e.g. ``seed=1``).
 
+    Args:
+        name: a key of :data:`ATTACK_PRESETS`, e.g. ``"madry_mnist"`` (PGD, 40 x 0.01, Madry et al.
+            1706.06083) or ``"wong_fast_cifar10"`` (FGSM with a random start, Wong et al. 2001.03994).
+        **overrides: settings of the preset's attack to replace.
+
+    Returns:
+        A frozen :class:`~bandguard.attacks.protocol.Attack` (a new instance when overridden).
+
     Raises:
         ValueError: an unknown name (the message lists the known ones) or setting.
     """

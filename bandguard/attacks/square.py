@@ -35,7 +35,17 @@ _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
 
 def square_fraction(iteration: int, iterations: int, p_init: float) -> float:
-    """The paper's ``p`` at ``iteration`` (0-based) of ``iterations``, rescaled to 10,000."""
+    """The paper's ``p`` at ``iteration`` (0-based) of ``iterations``, rescaled to 10,000.
+
+    Args:
+        iteration: the current iteration, 0-based.
+        iterations: the attack's iteration budget.
+        p_init: the fraction at the start.
+
+    Returns:
+        The fraction of the image the window covers now: ``p_init`` halved at the paper's
+        checkpoints (Andriushchenko et al. 1912.00049, schedule for 10,000 iterations).
+    """
     it = int(iteration / iterations * 10000)
     return p_init / 2 ** sum(it > h for h in _HALVINGS)
 
@@ -225,11 +235,13 @@ class Square(Attack):
     iteration until the first success, ``queries`` at most. No gradients are used.
 
     Attributes:
-        eps: one budget or several, in ``norm`` (``"linf"`` or ``"l2"``).
+        eps: one budget or several, in ``norm``.
+        norm: ``"linf"`` or ``"l2"`` (the whole image).
         queries: forwards per image, the start included (torchattacks' ``n_queries`` + 1).
         p_init: the fraction of the image the first windows cover (paper: 0.05 for Linf on
             ImageNet, 0.1 for L2; AutoAttack: 0.8).
-        bounds: input domain; seed: seeds every random draw (``None``: global generator).
+        bounds: ``(lo, hi)`` of the input domain.
+        seed: seeds every random draw (``None``: torch's global generator).
     """
 
     name = "square"
@@ -261,5 +273,18 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float | S
     """Square attack as a function: ``square(model, x, y, eps=8/255, queries=1001)``.
 
     Same arguments and result as ``Square(eps=eps, **settings)(model, x, y, target=target)``.
+
+    Args:
+        model: maps ``[N, C, H, W]`` images in the bounds to logits ``[N, K]``; only its outputs
+            are used.
+        x: clean images ``[N, C, H, W]``.
+        y: int64 labels ``[N]``.
+        eps: one budget or several, in the norm (``"linf"`` by default).
+        target: int64 ``[N]`` target classes for a targeted attack; ``None`` is untargeted.
+        **settings: the other fields of :class:`Square` (``norm``, ``queries``, ``p_init``, ...).
+
+    Returns:
+        :class:`~bandguard.attacks.results.AttackResults`, one per eps; each ``x_adv`` is
+        ``[N, C, H, W]``.
     """
     return Square(eps=eps, **settings)(model, x, y, target=target)

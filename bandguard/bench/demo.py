@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from bandguard._checks import check_bool, check_output_path
 from bandguard.bench.harness import Progress, load_samples, resolve_device, run
 from bandguard.bench.results import BenchResult, write_reports
 from bandguard.bench.spec import BenchSpec, parse_spec
@@ -71,7 +72,8 @@ def run_demo(
     """Run the tour and write its report, CSV, JSON and figures into ``out``."""
     from bandguard.bench.zoo import reference_model
 
-    out = Path(out)
+    out = check_output_path(out, "out", directory=True)  # before the reference model trains
+    retrain, force = check_bool(retrain, "retrain"), check_bool(force, "force")
     spec = demo_spec(out, n=n, device=device)
     dev = resolve_device(spec.device)
     with _cpu_threads(1 if dev.type == "cpu" else None):

@@ -42,6 +42,8 @@ import torch.distributed as dist
 from torch import nn
 
 from bandguard._checks import (
+    check_bool,
+    check_callable,
     check_device,
     check_images,
     check_int,
@@ -49,6 +51,7 @@ from bandguard._checks import (
     check_model,
     check_model_input,
     check_model_output,
+    check_output_path,
     check_seed,
 )
 from bandguard._modes import model_mode
@@ -96,13 +99,14 @@ def load_model(spec: ModelSpec, device: torch.device) -> nn.Module:
 
 
 def check_model_fits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-                     labels: str = "the data set's labels") -> None:
+                     labels: str = "the data set's labels", name: str = "model") -> None:
     """One forward on one sample, so a model that does not take the data, returns no logits
-    ``[N, classes]`` (a tuple, a 1-D output, probabilities) or has fewer classes than the labels
-    (called ``labels`` in the error) fails with a clear error before any cell runs."""
-    xb = check_model_input(model, x[:1].to(device), bounds=None)
+    ``[N, classes]`` (a tuple, images, probabilities) or has fewer classes than the labels
+    (called ``labels`` in the error) fails with a clear error before any cell runs. ``name`` says
+    which module (``"defenses['lowpass:3']"``) in the errors."""
+    xb = check_model_input(model, x[:1].to(device), bounds=None, model_name=name)
     with model_mode(model), torch.inference_mode():
-        logits = check_model_output(model(xb), n=1)
+        logits = check_model_output(model(xb), n=1, name=f"{name} output")
     check_labels(y, None, labels, num_classes=logits.shape[1])
 
 
@@ -586,10 +590,12 @@ def evaluate_robustness(
     x, y, defended = _check_grid(model, x, y, attacks, defenses)
     settings = {"batch_size": check_int(batch_size, "batch_size", minimum=1),
                 "sample_budget": check_int(sample_budget, "sample_budget", minimum=1),
-                "eot": check_int(eot, "eot", minimum=1), "cascade": bool(cascade), "seed": check_seed(seed)}
+                "eot": check_int(eot, "eot", minimum=1), "cascade": check_bool(cascade, "cascade"),
+                "seed": check_seed(seed)}
     dev = check_device(device) if device is not None else _model_device(model, x.device)
-    check_model_fits(model, x, y, dev, labels="y")
-    ctx = _Context(x=x, y=y, device=dev, progress=progress, **settings)
+    for label, module in defended.items():
+        check_model_fits(module, x, y, dev, labels="y", name="model" if label == NO_DEFENSE else f"defenses[{label!r}]")
+    ctx = _Context(x=x, y=y, device=dev, progress=_check_progress(progress), **settings)
     entries = [_Entry(label, a, {"name": label, "attack": repr(a)}) for label, a in attacks.items()]
     base = {"format": FORMAT, "model": name, "n": len(y), **settings}
     cells = _run_model(ctx, base, name, defended, entries)
@@ -621,6 +627,11 @@ def run(
     """
     if not isinstance(spec, BenchSpec):
         spec = load_spec(spec)
+    # Before any work: an `out` that is a file, lies under one or cannot be written would
+    # otherwise fail in pathlib after the cells ran.
+    check_output_path(spec.out, "out", directory=True)
+    force = check_bool(force, "force")
+    progress = _check_progress(progress)
     start = time.perf_counter()
     device = resolve_device(spec.device)
     owns_group = shard is None and not (dist.is_available() and dist.is_initialized())
@@ -663,6 +674,12 @@ def run(
     if owns_group and shard.world > 1:
         dist.destroy_process_group()
     return result
+
+
+def _check_progress(progress: object) -> Progress | None:
+    if progress is not None:
+        check_callable(progress, "progress", "progress(description, images_done)")
+    return progress  # type: ignore[return-value]
 
 
 def _model_key(s: BenchSpec, model_spec: ModelSpec) -> dict[str, Any]:

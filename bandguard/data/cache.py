@@ -32,13 +32,27 @@ CACHE_FORMAT = "bandguard-decoded/2"  # 2: folder images interleaved by class
 
 
 def cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/bandguard``, else ``~/.cache/bandguard`` (read at call time)."""
+    """``$XDG_CACHE_HOME/bandguard``, else ``~/.cache/bandguard`` (read at call time).
+
+    Returns:
+        The folder (it may not exist yet).
+    """
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base).expanduser() / "bandguard"
 
 
 def entry_path(source: Path, name: str, split: str) -> Path:
-    """Where the decoded ``split`` of ``source`` is (or will be) cached."""
+    """Where the decoded ``split`` of ``source`` is (or will be) cached.
+
+    Args:
+        source: the archive or folder the split is decoded from.
+        name: the data set's name (part of the entry's name).
+        split: the split, e.g. ``"train"`` or ``"test"``.
+
+    Returns:
+        A ``.pt`` path under :func:`cache_dir`, named by a hash of the source's version (its size,
+        modification time and listed checksum), so a changed source gets a fresh entry.
+    """
     return _entry(name, split, _source_key(source, expected_checksum(source)))
 
 
@@ -55,6 +69,10 @@ def cached(source: Path, name: str, split: str, decode: Callable[[Path], Decoded
         split: the split wanted.
         decode: ``source -> ({split: (images, labels)}, classes)``; every split it returns is
             cached.
+
+    Returns:
+        The :class:`~bandguard.data.ImageDataset` of ``split``: images ``[N, C, H, W]`` and
+        labels ``[N]``.
 
     Raises:
         ValueError: a checksum mismatch, whatever ``decode`` raises, or a split the source
@@ -86,7 +104,14 @@ def cached(source: Path, name: str, split: str, decode: Callable[[Path], Decoded
 
 
 def expected_checksum(source: Path) -> str | None:
-    """The SHA-256 that a ``SHA256SUMS`` file beside ``source`` lists for it, if any."""
+    """The SHA-256 that a ``SHA256SUMS`` file beside ``source`` lists for it, if any.
+
+    Args:
+        source: an archive or folder.
+
+    Returns:
+        The lower-case hex digest, or ``None`` when no ``SHA256SUMS`` beside it lists ``source``.
+    """
     sums = source.parent / CHECKSUM_FILE
     if not sums.is_file():
         return None

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from bandguard._checks import check_bool, check_int
+from bandguard._checks import check_bool, check_device, check_int, check_names
 
 __all__ = ["SPLITS", "ImageDataset", "describe", "make_loader"]
 
@@ -59,7 +59,13 @@ class ImageDataset(Dataset):
             raise ValueError(f"labels must be an int64 tensor [N], got {describe(labels)}")
         if labels.shape[0] != images.shape[0]:
             raise ValueError(f"got {images.shape[0]} images but {labels.shape[0]} labels")
-        object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
+        if images.shape[0] == 0:  # a data file with no images: refuse it here, not at the first batch
+            where = f"{self.source}: " if self.source else ""
+            raise ValueError(f"{where}the {self.name} {self.split!r} split holds no images; expected at least one")
+        classes = self.classes
+        if isinstance(classes, Iterable) and not isinstance(classes, str):
+            classes = [str(c) for c in classes]
+        object.__setattr__(self, "classes", check_names(classes, "classes"))
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= len(self.classes)):
             raise ValueError(
                 f"labels must lie in [0, {len(self.classes)}) for {len(self.classes)} classes, "
@@ -117,6 +123,8 @@ class ImageDataset(Dataset):
             raise ValueError(f"n must be <= {len(self)} (the {self.split} split's size), got {n}")
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+        if device is not None:  # "cuda" without a GPU: our error, not the driver's
+            device = check_device(device)
         x = self.images[:n].to(device=device).to(dtype).div_(255)
         y = self.labels[:n].to(device=device, copy=True)
         return x, y
@@ -154,6 +162,13 @@ def make_loader(
         seed: seeds the shuffling generator, so the order of every epoch is reproducible.
         drop_last: drop a last, smaller batch.
         num_workers: worker processes (0 loads in the calling process).
+
+    Returns:
+        A ``torch.utils.data.DataLoader`` over ``dataset``: ``x`` float32 ``[B, C, H, W]`` in
+        ``[0, 1]`` and ``y`` int64 ``[B]``.
+
+    Raises:
+        TypeError: ``dataset`` is not an :class:`ImageDataset`.
     """
     if not isinstance(dataset, ImageDataset):
         raise TypeError(f"dataset must be an ImageDataset, got {type(dataset).__name__}")
@@ -163,6 +178,7 @@ def make_loader(
     if seed is not None:
         generator = torch.Generator().manual_seed(check_int(seed, "seed"))
     shuffle = check_bool(shuffle, "shuffle")
+    drop_last = check_bool(drop_last, "drop_last")
     sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
     return DataLoader(
         dataset,
@@ -177,7 +193,15 @@ def _passthrough(batch: Any) -> Any:
 
 
 def describe(obj: object) -> str:
-    """A short description of ``obj`` for error messages: type, and shape and dtype of arrays."""
+    """A short description of ``obj`` for error messages: type, and shape and dtype of arrays.
+
+    Args:
+        obj: anything a caller passed.
+
+    Returns:
+        E.g. ``"Tensor of shape (2, 3) and dtype torch.float32"``, ``"list of length 4"`` or the
+        type's name.
+    """
     if isinstance(obj, (torch.Tensor, np.ndarray)):
         return f"{type(obj).__name__} of shape {tuple(obj.shape)} and dtype {obj.dtype}"
     if isinstance(obj, Iterable) and not isinstance(obj, (str, bytes)):

@@ -34,7 +34,14 @@ Decoded = tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], tuple[str, ...]]
 
 
 def image_files(folder: Path) -> list[Path]:
-    """The image files one level below ``folder``'s class sub-folders, sorted by path."""
+    """The image files one level below ``folder``'s class sub-folders, sorted by path.
+
+    Args:
+        folder: a folder of ``<class>/<image>`` files.
+
+    Returns:
+        The paths of the files with an image suffix (:data:`IMAGE_SUFFIXES`), sorted.
+    """
     return sorted(p for p in folder.glob("*/*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
@@ -47,6 +54,9 @@ def interleave_classes(labels: torch.Tensor) -> torch.Tensor:
 
     Args:
         labels: int64 ``[N]``, grouped or not.
+
+    Returns:
+        int64 ``[N]``, a permutation: ``labels[result]`` cycles through the classes.
     """
     n = labels.numel()
     order = torch.argsort(labels, stable=True)  # grouped by class, given order kept within
@@ -59,6 +69,14 @@ def interleave_classes(labels: torch.Tensor) -> torch.Tensor:
 
 def decode_folder(folder: Path, split: str) -> Decoded:
     """Decode ``folder/<class>/<image>`` as the split ``split``.
+
+    Args:
+        folder: one sub-folder per class (the sorted folder names are the classes).
+        split: the name the decoded split gets, e.g. ``"test"``.
+
+    Returns:
+        ``({split: (images, labels)}, classes)``: images uint8 ``[N, C, H, W]`` and labels int64
+        ``[N]``, interleaved by class (:func:`interleave_classes`).
 
     Raises:
         ValueError: no images, an unreadable image, or images of different sizes.
@@ -79,6 +97,13 @@ def decode_folder(folder: Path, split: str) -> Decoded:
 
 def decode_image_tar(source: Path) -> Decoded:
     """Decode a ``.tar.gz`` of ``<top>/{train,test}/<class>/<image>`` files, both splits at once.
+
+    Args:
+        source: the archive.
+
+    Returns:
+        ``({"train": (images, labels), "test": (images, labels)}, classes)``: images uint8
+        ``[N, C, H, W]`` and labels int64 ``[N]`` per split, interleaved by class.
 
     Raises:
         ValueError: a corrupt or truncated archive, a member outside the layout, a split with

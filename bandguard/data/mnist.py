@@ -88,6 +88,16 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
 
     Use with ``encoding="latin1"`` so that Python 2 pickles (the classic MNIST file) give the
     array buffers back as bytes.
+
+    Args:
+        file: the binary file to read the pickle from.
+        fix_imports: map Python 2 module names to Python 3 ones (as :class:`pickle.Unpickler`).
+        encoding: how Python 2 ``str`` objects are decoded; ``"latin1"`` for MNIST.
+        errors: the decoding's error handler.
+        buffers: out-of-band buffers (pickle protocol 5), as :class:`pickle.Unpickler`.
+
+    Raises:
+        RefusedGlobal: on ``load()``, the pickle names a global other than the allowed numpy ones.
     """
 
     def find_class(self, module: str, name: str) -> Any:

@@ -225,7 +225,15 @@ def _load_sample(split: str) -> ImageDataset:
 
 
 def failed_download_marker(name: str, directory: Path) -> Path:
-    """The file that remembers a failed download of ``name`` into ``directory``."""
+    """The file that remembers a failed download of ``name`` into ``directory``.
+
+    Args:
+        name: ``"mnist"`` or ``"cifar10"``.
+        directory: the download's target folder.
+
+    Returns:
+        A hidden JSON file in ``directory`` (it may not exist).
+    """
     return directory / f".{name}-download-failed.json"
 
 
@@ -272,6 +280,13 @@ def download(name: str, directory: Path) -> None:
     A mirror that accepts no connection within :data:`CONNECT_TIMEOUT_S` counts as down, so an
     offline machine fails in seconds instead of waiting on torchvision's own retries.
     torchvision's progress output is swallowed: the library does not print.
+
+    Args:
+        name: ``"mnist"`` or ``"cifar10"``.
+        directory: where torchvision writes the data set (created if missing).
+
+    Raises:
+        OSError: no mirror is reachable (else whatever torchvision raises when the download fails).
     """
     import torchvision
 

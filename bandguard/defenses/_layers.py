@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from bandguard._checks import check_names
+
 LayerSpec = str | Sequence[str]
 
 _KEYWORDS = ("first", "all")
@@ -14,16 +16,22 @@ _KEYWORDS = ("first", "all")
 def layer_spec(layers: object, name: str = "layers") -> str | tuple[str, ...]:
     """Normalise a layer selection: ``"first"``, ``"all"`` or a tuple of module names.
 
-    A single name (a spec's ``layers=0`` arrives as the int 0) becomes a one-name tuple; a list of
-    names becomes a tuple of strings, so settings holding it stay hashable.
+    A single name is one name (bandguard's rule, :func:`~bandguard._checks.check_names`; a spec's
+    ``layers=0`` arrives as the int 0 and is the name ``"0"``); a list of names becomes a tuple of
+    strings, so settings holding it stay hashable. An empty list is refused.
     """
-    if isinstance(layers, str):
-        return layers if layers in _KEYWORDS else (layers,)
+    if isinstance(layers, str) and layers in _KEYWORDS:
+        return layers
     if isinstance(layers, int) and not isinstance(layers, bool):
         return (str(layers),)
-    if isinstance(layers, Sequence):
-        return tuple(str(layer) for layer in layers)
-    raise TypeError(f"{name} must be 'first', 'all' or module names, got {type(layers).__name__} {layers!r}")
+    if isinstance(layers, Sequence) and not isinstance(layers, str):
+        layers = [str(layer) if isinstance(layer, int) and not isinstance(layer, bool) else layer for layer in layers]
+    try:
+        return check_names(layers, name)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be 'first', 'all' or module names, got {type(layers).__name__} {layers!r}"
+        ) from None
 
 
 def select_convs(model: nn.Module, layers: LayerSpec, *, name: str = "layers") -> list[tuple[str, nn.Conv2d]]:
@@ -42,25 +50,22 @@ def select_convs(model: nn.Module, layers: LayerSpec, *, name: str = "layers") -
         ValueError: the model has no ``nn.Conv2d``; a name is unknown or is not a conv layer;
             ``layers`` is an unknown string or an empty list.
     """
+    layers = layer_spec(layers, name)
     convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise ValueError(f"model has no nn.Conv2d layer to act on ({type(model).__name__})")
-    if isinstance(layers, str):
-        if layers == "first":
-            return convs[:1]
-        if layers == "all":
-            return convs
-        raise ValueError(
-            f"unknown {name} {layers!r}; expected 'first', 'all' or a list of conv layer names"
-        )
+    if layers == "first":
+        return convs[:1]
+    if layers == "all":
+        return convs
     wanted = list(layers)
-    if not wanted:
-        raise ValueError(f"{name} must name at least one layer, got {layers!r}")
     modules = dict(model.named_modules())
     known = [n for n, _ in convs]
     for layer in wanted:
         if layer not in modules:
-            raise ValueError(f"unknown layer {layer!r} in {name}; conv layers are {known}")
+            raise ValueError(
+                f"unknown layer {layer!r} in {name}; expected 'first', 'all' or names of conv layers {known}"
+            )
         if not isinstance(modules[layer], nn.Conv2d):
             raise ValueError(
                 f"layer {layer!r} in {name} is a {type(modules[layer]).__name__}, not nn.Conv2d; "

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from bandguard._checks import check_model, check_seed
+from bandguard._checks import check_model, check_same_device_dtype, check_seed, is_scalar_number
 from bandguard._registry import Registry
 from bandguard.defenses.base import Defense, forward_cost, is_randomized
 from bandguard.defenses.kernel_smoothing import SmoothSettings, filter_kernels, smooth_kernels
@@ -78,7 +78,9 @@ class Defended(Defense):
         self.forward_cost = forward_cost(net)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        # Metadata only: a half or double batch around a float32 model gets the attacks' clear
+        # error instead of torch's dtype mismatch deep inside (the filters pass any float through).
+        return self.net(check_same_device_dtype(self.net, x))
 
     def extra_repr(self) -> str:
         parts = [f"randomized={self.randomized}", f"forward_cost={self.forward_cost}"]
@@ -91,7 +93,7 @@ def _coerce(value: object, settings_type: type[S], first_field: str, name: str) 
     """A number (the first field), a dict of options, or the settings dataclass itself."""
     if isinstance(value, settings_type):
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if is_scalar_number(value):
         return settings_type(**{first_field: value})
     if isinstance(value, Mapping):
         try:
@@ -109,7 +111,7 @@ def _lowpass(value: object) -> LowPass:
     """``defend``'s ``lowpass``: a radius, :class:`LowPass` options, or a low-pass FrequencyFilter."""
     if isinstance(value, FrequencyFilter):
         return LowPass.from_filter(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if is_scalar_number(value):
         return LowPass(value)
     if isinstance(value, Mapping):
         try:
@@ -211,6 +213,12 @@ def check_defense_spec(spec: str) -> Spec:
 
     Lets a benchmark spec be validated before anything runs; :func:`build_defense` calls it too.
 
+    Args:
+        spec: ``"name:value,key=value,..."``, e.g. ``"lowpass:8"`` or ``"post_average:1.35,K=15"``.
+
+    Returns:
+        The parsed :class:`~bandguard.defenses.spec.Spec`.
+
     Raises:
         ValueError: a malformed spec, an unknown name (the known ones are listed) or arguments the
             defense does not take.
@@ -231,6 +239,17 @@ def build_defense(spec: str, model: nn.Module) -> nn.Module:
     ``name:first_value,key=value,...``, the first value being the defense's main setting
     (``lowpass``/``highpass``: ``radius``; ``post_average``: ``radius_l2``; ``smooth``: ``rho``;
     ``filter_kernels``: ``radius``), which may also be given by name.
+
+    Args:
+        spec: ``"name:value,key=value,..."``; the names are those of :data:`DEFENSES`.
+        model: the classifier to defend, mapping ``[N, C, H, W]`` images to logits ``[N, K]``;
+            it is not changed (weight-space defenses return a new model).
+
+    Returns:
+        An ``nn.Module`` with ``model``'s call signature: ``[N, C, H, W]`` in, logits ``[N, K]`` out.
+
+    Raises:
+        ValueError: a malformed spec, an unknown name or arguments the defense does not take.
 
     Example:
         >>> build_defense("post_average:1.35,K=15,seed=0", model)

@@ -13,6 +13,10 @@ convolves over the channel axes by mistake; bandguard smooths the spatial axes.
 
 Both functions return a new model (``copy.deepcopy``); the caller's model is untouched.
 
+"First" means the first ``nn.Conv2d``: the frozen patch-whitening layer of the ``cifar_fast`` nets
+(:class:`bandguard.models.PatchWhitening`, fixed by the data, never trained) is no ``nn.Conv2d``,
+so smoothing starts at their first trainable conv.
+
 Measured clean-accuracy cost of :func:`smooth_kernels` (first conv layer only, first 1,000 test
 images, reference nets of the test fixtures; ``benchmarks/defense_cost.py``, recorded in
 ``benchmarks/RESULTS.md`` under ``## Defense cost``), clean accuracy in %:
@@ -35,7 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from bandguard import fourier
-from bandguard._checks import check_nonnegative
+from bandguard._checks import check_finite, check_nonnegative
 from bandguard.defenses._layers import LayerSpec, layer_spec, select_convs
 
 __all__ = ["SmoothSettings", "filter_kernel", "filter_kernels", "smooth_kernel", "smooth_kernels", "smoothing_mask"]
@@ -60,7 +64,16 @@ class SmoothSettings:
 
 def smoothing_mask(rho: float, *, device: torch.device | str | None = None,
                    dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Wang et al.'s 3x3 mask: ``rho`` everywhere, 1 at the centre. Tensor ``[3, 3]``."""
+    """Wang et al.'s 3x3 mask (1905.13545): ``rho`` everywhere, 1 at the centre.
+
+    Args:
+        rho: the weight of the eight neighbours.
+        device: where to build the mask.
+        dtype: its dtype; default torch's default dtype.
+
+    Returns:
+        Tensor ``[3, 3]``.
+    """
     mask = torch.full((3, 3), float(rho), device=device, dtype=dtype or torch.get_default_dtype())
     mask[1, 1] = 1.0
     return mask
@@ -112,14 +125,16 @@ def filter_kernel(weight: torch.Tensor, radius: float) -> torch.Tensor:
     return fourier.ifft2c(spectrum * mask).real[..., :kh, :kw].to(weight.dtype)
 
 
-def _apply_to_convs(model: nn.Module, layers: LayerSpec, fn) -> nn.Module:  # type: ignore[no-untyped-def]
+def _apply_to_convs(model: nn.Module, layers: LayerSpec, fn, setting: str) -> nn.Module:  # type: ignore[no-untyped-def]
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     select_convs(model, layers)  # validate on the user's model first: errors before copying
     new = copy.deepcopy(model)
     with torch.no_grad():
-        for _, conv in select_convs(new, layers):
-            conv.weight.copy_(fn(conv.weight))
+        for name, conv in select_convs(new, layers):
+            # Never hand back a model whose weights overflowed (its every output would be NaN).
+            conv.weight.copy_(check_finite(fn(conv.weight), f"the new kernels of layer {name!r}",
+                                           hint=f"{setting} is too large for its weights' dtype {conv.weight.dtype}"))
     return new
 
 
@@ -138,7 +153,7 @@ def smooth_kernels(model: nn.Module, rho: float, layers: LayerSpec = "first") ->
         ValueError: ``rho < 0``, no conv layer, an unknown or non-conv layer name.
     """
     rho = check_nonnegative(rho, "rho")
-    return _apply_to_convs(model, layers, lambda w: smooth_kernel(w, rho))
+    return _apply_to_convs(model, layers, lambda w: smooth_kernel(w, rho), f"rho={rho:g}")
 
 
 def filter_kernels(model: nn.Module, radius: float, layers: LayerSpec = "first") -> nn.Module:
@@ -157,4 +172,4 @@ def filter_kernels(model: nn.Module, radius: float, layers: LayerSpec = "first")
     biggest = max(max(c.kernel_size) for _, c in convs)
     if biggest > fourier.KERNEL_GRID:
         raise ValueError(f"kernels must be at most {fourier.KERNEL_GRID} wide, got {biggest}")
-    return _apply_to_convs(model, layers, lambda w: filter_kernel(w, radius))
+    return _apply_to_convs(model, layers, lambda w: filter_kernel(w, radius), f"radius={radius:g}")

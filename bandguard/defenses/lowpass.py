@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from bandguard._checks import check_images
+from bandguard._checks import FFT_DTYPES, check_images
 from bandguard.defenses.base import Defense
 from bandguard.fourier import FilterKind, FrequencyFilter, MaskProfile, MaskShape
 
@@ -56,11 +56,12 @@ class _BandFilter(Defense):
         return cls(s.radius, shape=s.shape, profile=s.profile, order=s.order, rescale=s.rescale, clip=s.clip)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Metadata only: an empty batch or a channels-last layout would otherwise reach the FFT (an
-        # MKL error or a wrong geometry). The values (NaN, bounds) are checked once by the entry
-        # point that calls the model (attack, harness, heat map), not on every forward of its loop:
-        # reading them is a host sync per forward on a GPU. NaN in gives NaN out.
-        return self.filter(check_images(x, "x", bounds=None, values=False))
+        # Metadata only: an empty batch, a channels-last layout or a dtype the FFT lacks (half,
+        # bfloat16) would otherwise reach the FFT (an MKL or "Unsupported dtype" error, or a wrong
+        # geometry). The values (NaN, bounds) are checked once by the entry point that calls the
+        # model (attack, harness, heat map), not on every forward of its loop: reading them is a
+        # host sync per forward on a GPU. NaN in gives NaN out.
+        return self.filter(check_images(x, "x", bounds=None, dtypes=FFT_DTYPES, values=False))
 
     def extra_repr(self) -> str:
         text = self.filter.describe().replace(f", kind={self.kind.value!r}", "")

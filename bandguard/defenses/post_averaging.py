@@ -36,11 +36,14 @@ from bandguard._checks import (
     check_bool,
     check_bounds,
     check_enum,
+    check_finite,
     check_generator,
     check_images,
     check_int,
+    check_logits_shape,
     check_memory,
     check_model,
+    check_model_input,
     check_nonnegative,
 )
 from bandguard._random import device_generator
@@ -239,6 +242,8 @@ def post_average(
         cross-entropy attacks; the argmax is the averaged prediction.
     """
     reduce = check_enum(reduce, Reduce, "reduce")
+    antithetic = check_bool(antithetic, "antithetic")
+    include_original = check_bool(include_original, "include_original")
     _check_shapes(x, directions, radii_l2)
     n = x.shape[0]
     sample_numel = x[0].numel()
@@ -253,9 +258,16 @@ def post_average(
         pts = neighbours(x[start:stop], directions[start:stop], radii_l2, antithetic=antithetic,
                          include_original=include_original, bounds=bounds)
         flat = rearrange(pts, "n s c h w -> (n s) c h w")
-        logits = torch.cat([model(part) for part in flat.split(limit)])
+        logits = torch.cat([_logits_of(model, part) for part in flat.split(limit)])
         outputs.append(_combine(rearrange(logits, "(n s) k -> n s k", n=stop - start), reduce))
     return torch.cat(outputs)
+
+
+def _logits_of(model: nn.Module, part: torch.Tensor) -> torch.Tensor:
+    # A model returning a tuple or images would fail inside torch.cat or einops; say which
+    # module returned what (metadata only: this runs on every forward of an attack loop).
+    return check_logits_shape(model(part), part.shape[0],
+                              name=f"output of the model inside PostAveraging ({type(model).__name__})")
 
 
 def _check_shapes(x: torch.Tensor, directions: torch.Tensor, radii_l2: Sequence[float]) -> None:
@@ -339,7 +351,7 @@ class PostAveraging(Defense):
         self.model = model
         self.generator = generator
         self.forward_cost = self.settings.samples_per_input
-        self._memory_checked_for: tuple[object, ...] | None = None
+        self._checked_for: tuple[object, ...] | None = None
 
     @classmethod
     def from_settings(cls, model: nn.Module, settings: PostAverageSettings, *,
@@ -372,23 +384,32 @@ class PostAveraging(Defense):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.settings
-        # Metadata only; the values are checked once by the entry point (a host sync per forward
-        # otherwise). The directions are drawn per chunk of images, so memory is that of one chunk
-        # (the directions and neighbours of a few images) whatever N: a K too large for even one
-        # image is refused before allocating, once per input shape.
+        # Metadata on every forward (free); the values, the model's device and dtype, the memory and
+        # the output's finiteness once per input shape, on its first forward: reading values is a
+        # host sync, which on a GPU would stall every forward of an attack's loop. The directions
+        # are drawn per chunk of images, so memory is that of one chunk whatever N.
         check_images(x, "x", bounds=None, values=False)
         key = (tuple(x.shape[1:]), x.dtype, x.device)
-        if key != self._memory_checked_for:  # once per input shape, not on every forward
+        first = key != self._checked_for
+        if first:
+            # The model's device and dtype too: a half or double batch around a float32 model gets
+            # the attacks' error, not torch's "mat1 and mat2 must have the same dtype".
+            check_model_input(self.model, x, bounds=None)
             per_chunk = _images_per_chunk(s.samples_per_input, x[0].numel(), s.max_batch)
             check_memory(per_chunk * (s.K + s.samples_per_input) * x[0].numel() * x.element_size(), "K",
                          device=x.device)
-            self._memory_checked_for = key
-        return torch.cat([
+        out = torch.cat([
             post_average(self.model, x[part], u, s.effective_radii_l2, antithetic=s.antithetic,
                          include_original=s.include_original, reduce=s.reduce, bounds=s.bounds,
                          max_batch=s.max_batch)
             for part, u in self._directions(x)
         ])
+        if first:
+            radius = max(s.effective_radii_l2)
+            check_finite(out, "PostAveraging output",
+                         hint=f"the model overflows at L2 radius {radius:g} around x; use a smaller radius_l2")
+            self._checked_for = key
+        return out
 
     def extra_repr(self) -> str:
         s = self.settings

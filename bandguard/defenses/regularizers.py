@@ -70,10 +70,12 @@ def neighbor_weight_penalty(model: nn.Module, layers: LayerSpec = "all") -> torc
     return total / count
 
 
-#: Default cut-off of the kernel high-frequency penalty, in frequency-index units of the 32 x 32
-#: kernel grid (:data:`bandguard.fourier.KERNEL_GRID`): a quarter of the grid, ``8 / 32`` cycles per
-#: pixel, the same cut the kernel spectrum's ``high_fraction`` uses.
 KERNEL_HIGH_RADIUS = 8.0
+"""Default cut-off of the kernel high-frequency penalty, in frequency-index units.
+
+On the 32 x 32 kernel grid (:data:`bandguard.fourier.KERNEL_GRID`): a quarter of the grid, ``8 / 32``
+cycles per pixel, the same cut the kernel spectrum's ``high_fraction`` uses.
+"""
 
 
 def kernel_high_frequency_energy(weight: torch.Tensor, radius: float) -> torch.Tensor:
@@ -179,6 +181,16 @@ def parse_regularizer(spec: str) -> tuple[Penalty, float]:
     weight as the one positional value (or ``weight=``), then the :class:`Penalty` options.
     Examples: ``neighbor:1e-3``, ``neighbor:1e-3,layers=first``, ``highfreq:1e-2,radius=4``,
     ``highfreq:1e-2,layers=0+3``.
+
+    Args:
+        spec: ``"name:weight,key=value,..."`` with ``name`` a :class:`RegularizerKind`.
+
+    Returns:
+        ``(penalty, weight)``: the :class:`Penalty` (a function ``model -> scalar Tensor``) and its
+        weight, >= 0.
+
+    Raises:
+        ValueError: a malformed spec, an unknown name, not exactly one weight, or unknown options.
     """
     parsed = parse_spec(spec, what="regularizer")
     kind = check_enum(parsed.name, RegularizerKind, "regularizer")

@@ -21,7 +21,13 @@ __all__ = ["Spec", "parse_spec", "parse_value"]
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    """A parsed spec: ``name``, positional ``args`` and keyword ``options``."""
+    """A parsed spec: ``name``, positional ``args`` and keyword ``options``.
+
+    Attributes:
+        name: what the spec names, looked up in a registry by the caller.
+        args: the positional values, in order (:func:`parse_value` applied).
+        options: the ``key=value`` options.
+    """
 
     name: str
     args: tuple[Any, ...] = ()
@@ -29,7 +35,15 @@ class Spec:
 
 
 def parse_value(text: str) -> Any:
-    """One spec value: int, float, ``a/b``, ``true``/``false``, ``none``, ``a+b`` (tuple) or text."""
+    """One spec value: int, float, ``a/b``, ``true``/``false``, ``none``, ``a+b`` (tuple) or text.
+
+    Args:
+        text: the value as written, e.g. ``"8/255"``, ``"0+3"`` or ``"square"``.
+
+    Returns:
+        ``int``, ``float`` (``"8/255"`` gives ``8 / 255``), ``bool``, ``None``, a ``tuple`` of
+        strings, or the stripped text itself.
+    """
     text = text.strip()
     low = text.lower()
     if low in ("true", "false"):

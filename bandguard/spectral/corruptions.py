@@ -45,6 +45,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bandguard._checks import (
+    check_bool,
     check_enum,
     check_generator,
     check_images,
@@ -52,6 +53,7 @@ from bandguard._checks import (
     check_labels,
     check_model_input,
     check_model_output,
+    check_names,
     check_nonnegative,
 )
 from bandguard._modes import model_mode
@@ -512,8 +514,8 @@ _CIFAR10C: types.MappingProxyType[str, CorruptionFn] = types.MappingProxyType({
     "pixelate": pixelate,
 })
 
-#: Every family by name, with the sources that offer it (:class:`CorruptionFamily`).
 CORRUPTIONS: Registry[CorruptionFamily] = Registry("corruption")
+"""Every family by name, with the sources that offer it (:class:`CorruptionFamily`)."""
 for _name in FAMILIES:
     CORRUPTIONS.register(_name)(CorruptionFamily(_name, _CIFAR10C.get(_name)))
 del _name
@@ -624,6 +626,7 @@ def corrupt(
     """
     x = check_images(x, "x", bounds=(0.0, 1.0))
     check_generator(generator)
+    progress = None if progress is None else check_bool(progress, "progress")
     family = CORRUPTIONS.get(name)
     check_int(severity, "severity", minimum=1)
     if severity not in SEVERITIES:
@@ -679,7 +682,14 @@ class CorruptionResult:
 
 @dataclasses.dataclass(frozen=True)
 class CorruptionSpectra:
-    """:func:`corruption_spectrum` output: one :class:`CorruptionResult` per corruption."""
+    """:func:`corruption_spectrum` output: one :class:`CorruptionResult` per corruption.
+
+    Attributes:
+        results: one result per corruption, in the order asked for; ``spectra["fog"]`` finds one
+            by name.
+        clean_accuracy: the model's top-1 accuracy on the uncorrupted images.
+        n: number of images.
+    """
 
     results: tuple[CorruptionResult, ...]
     clean_accuracy: float
@@ -720,7 +730,8 @@ def corruption_spectrum(
     Args:
         model: classifier on ``[B, C, H, W]`` in [0, 1]; run in eval mode and given back exactly
             as found.
-        x: images ``[N, C, H, W]`` in [0, 1]; y: labels ``[N]`` int64.
+        x: images ``[N, C, H, W]`` in [0, 1].
+        y: labels ``[N]`` int64.
         names: corruptions to run; default the fourteen with a built-in ``cifar10c`` source (no
             optional package needed).
         severity: 1 .. 5.
@@ -737,7 +748,7 @@ def corruption_spectrum(
     check_generator(generator)
     if names is None:
         names = [n for n in CORRUPTIONS.names() if CORRUPTIONS.get(n).cifar10c is not None]
-    names = list(names)
+    names = check_names(names, "names")
     chosen = None if source is None else check_enum(source, Source, "source")
     for name in names:  # unknown names and missing sources fail before any work
         family = CORRUPTIONS.get(name)

@@ -93,7 +93,8 @@ def filtered_accuracy(
 
     Args:
         model: classifier on ``[B, C, H, W]``.
-        x: images ``[N, C, H, W]`` inside ``bounds``; y: labels ``[N]`` int64.
+        x: images ``[N, C, H, W]`` inside ``bounds``.
+        y: labels ``[N]`` int64.
         radii: cut-offs >= 0 in frequency-index units (Wang et al.: 4, 8, 12, 16 on 32 x 32).
         kind: ``"low"`` or ``"high"``.
         shape: ``"disc"`` (Wang et al. 1905.13545) or ``"square"`` (Yin et al. 1906.08988,

@@ -38,6 +38,7 @@ from bandguard._checks import (
     check_model_input,
     check_model_output,
     check_nonnegative,
+    check_per_sample,
 )
 from bandguard._modes import model_mode
 from bandguard.fourier import fourier_basis, frequency_orbits, sign_blocks
@@ -154,9 +155,13 @@ def heatmap_signs(
     state gives a heat map and the signs it used, and a per-frequency reference loop can replay it.
 
     Args:
-        k, n, c: distinct frequencies, images, channels.
+        k: number of distinct frequencies.
+        n: number of images.
+        c: number of channels.
         sign: ``"random"`` (+-1 uniformly, drawn on the generator's device) or ``"positive"``.
         generator: source of randomness; ``None`` uses torch's default generator.
+        device: where the signs are returned.
+        dtype: their dtype; default torch's default dtype.
 
     Returns:
         Tensor ``[k, n, c]`` of +-1 on ``device`` with ``dtype``.
@@ -301,6 +306,7 @@ def fourier_heatmap(
     y = check_labels(y, x)
     eps = check_nonnegative(eps, "eps")
     relative_scale = check_bool(relative_scale, "relative_scale")
+    progress = check_bool(progress, "progress")
     check_generator(generator)
     sign = Sign.coerce(sign)
     metric_name, metric_fn = _resolve_metric(metric)
@@ -325,7 +331,8 @@ def fourier_heatmap(
                     if i == 0:  # the number of classes is known only now; check the output once
                         logits = check_model_output(logits, n=chunk.shape[0])
                         check_labels(y, x, num_classes=logits.shape[1])
-                    clean_values.append(metric_fn(logits, labels))
+                    # Checked on the first chunk, before the K * N perturbed forwards.
+                    clean_values.append(_per_sample(metric_fn(logits, labels), len(labels), metric_name))
                     if capture.value is not None:
                         clean_features.append(capture.value)
                 clean = _per_sample(torch.cat(clean_values), n, metric_name)
@@ -392,9 +399,4 @@ def fourier_heatmap(
 
 
 def _per_sample(values: torch.Tensor, expected: int, metric_name: str) -> torch.Tensor:
-    if values.shape != (expected,):
-        raise ValueError(
-            f"metric {metric_name!r} must return one value per sample, shape [{expected}], "
-            f"got {tuple(values.shape)}"
-        )
-    return values.double()
+    return check_per_sample(values, expected, f"metric {metric_name!r}").double()

@@ -78,7 +78,13 @@ class LayerKernelSpectrum:
 
 @dataclasses.dataclass(frozen=True)
 class KernelSpectrum:
-    """:func:`kernel_spectrum` output: one entry per conv layer, in module order."""
+    """:func:`kernel_spectrum` output: one entry per conv layer, in module order.
+
+    Attributes:
+        layers: one :class:`LayerKernelSpectrum` per conv layer; ``spectrum["conv1"]`` finds one by
+            module name.
+        size: the side of the grid the kernels are read on (:data:`bandguard.fourier.KERNEL_GRID`).
+    """
 
     layers: tuple[LayerKernelSpectrum, ...]
     size: int
@@ -99,7 +105,9 @@ def kernel_spectrum(model: nn.Module) -> KernelSpectrum:
 
     Each kernel's spectrum is read on the one 32 x 32 kernel grid (see :func:`kernel_amplitude`);
     the amplitude is averaged over output and input channels. Layers with a 1 x 1 kernel have a
-    flat response and are included for completeness. The model is not changed.
+    flat response and are included for completeness. The frozen patch-whitening layer of the
+    ``cifar_fast`` nets (:class:`bandguard.models.PatchWhitening`) is no ``nn.Conv2d`` and is not
+    analysed: its filters come from the data, not from training. The model is not changed.
 
     Args:
         model: any module; every ``nn.Conv2d`` inside it is analysed (kernels at most 32 x 32).

@@ -15,7 +15,14 @@ import torch
 from einops import reduce
 from torch import nn
 
-from bandguard._checks import check_bounds, check_images, check_labels, check_model, check_nonnegative
+from bandguard._checks import (
+    check_bounds,
+    check_images,
+    check_labels,
+    check_model,
+    check_names,
+    check_nonnegative,
+)
 from bandguard.fourier import amplitude_spectrum, high_frequency_fraction, radial_profile
 
 if TYPE_CHECKING:  # spectral code reads attack results by duck typing, it never imports attacks
@@ -38,6 +45,13 @@ def default_radius(h: int, w: int) -> float:
 
     8 for 32 x 32 and 7 for 28 x 28: the disc of radius ``min(h, w) / 4`` holds the lowest
     ~20 % of the frequency positions (Wang et al. 1905.13545 use radii 4 to 16 on 32 x 32).
+
+    Args:
+        h: image height.
+        w: image width.
+
+    Returns:
+        The radius in frequency-index units.
     """
     return min(h, w) / 4
 
@@ -195,13 +209,16 @@ def compare_attack_spectra(
     Args:
         models: the classifiers, typically ``(natural, adversarially_trained)``.
         attack: callable ``(model, x, y)`` as in :func:`attack_spectrum`.
-        x: images ``[N, C, H, W]``; y: labels ``[N]``.
+        x: images ``[N, C, H, W]`` in ``bounds``, the same for every model.
+        y: labels ``[N]`` int64.
         names: one label per model.
+        radius: low/high cut-off for ``high_fraction``; default :func:`default_radius`.
+        bounds: the models' pixel bounds.
 
     Returns:
         :class:`SpectrumComparison`.
     """
-    models, names = list(models), tuple(names)
+    models, names = list(models), check_names(names, "names")
     if len(models) != len(names):
         raise ValueError(f"got {len(models)} models but {len(names)} names {names!r}")
     spectra = tuple(

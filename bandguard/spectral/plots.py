@@ -21,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from bandguard._checks import check_bool
 from bandguard._io import write_bytes_atomic, write_json_atomic
 
 if TYPE_CHECKING:
@@ -52,8 +53,18 @@ def save_figure(
 ) -> Path:
     """Render ``fig`` to PNG at ``path`` atomically; write ``data`` as JSON beside it if given.
 
+    Args:
+        fig: the figure, rendered by the Agg canvas (no pyplot state is touched).
+        path: the PNG to write; must not end in ``.json``.
+        data: anything JSON can hold, written to ``path`` with the suffix ``.json``; ``None`` writes
+            nothing.
+        dpi: resolution of the PNG.
+
     Returns:
         The PNG's path.
+
+    Raises:
+        ValueError: ``path`` ends in ``.json`` while ``data`` is given.
     """
     path = Path(path)
     if data is not None and path.suffix.lower() == ".json":  # the data would overwrite the figure
@@ -68,6 +79,7 @@ def save_figure(
 
 
 def _finish(fig: Figure, path: PathLike | None, data: Any, write_data: bool) -> Figure:
+    write_data = check_bool(write_data, "write_data")
     if path is not None:
         save_figure(fig, path, data if write_data else None)
     return fig
@@ -102,7 +114,17 @@ def plot_heatmap(
     write_data: bool = True,
 ) -> Figure:
     """Fourier heat map (Yin et al. 1906.08988): low frequency at the centre, colour bar, clean
-    error in the title."""
+    error in the title.
+
+    Args:
+        result: a :func:`~bandguard.spectral.fourier_heatmap` result (its ``heatmap`` is ``[H, W]``).
+        path: PNG to write (data as JSON beside it); ``None`` writes nothing.
+        title: the heading; default names the metric.
+        write_data: also write the plotted data as JSON beside the PNG.
+
+    Returns:
+        The ``matplotlib.figure.Figure``.
+    """
     fig = Figure(figsize=(4.2, 3.6))
     ax = fig.add_subplot()
     if result.layer is not None:
@@ -137,8 +159,14 @@ def plot_spectra(
     """Mean centred perturbation spectra side by side (Yin et al.: natural vs adversarial training).
 
     Args:
-        spectra: label -> :class:`PerturbationSpectrum`, or a :class:`SpectrumComparison`.
-        path: PNG to write (data as JSON beside it).
+        spectra: label -> :class:`PerturbationSpectrum` (its ``mean`` is ``[H, W]``), or a
+            :class:`SpectrumComparison`.
+        path: PNG to write (data as JSON beside it); ``None`` writes nothing.
+        title: the quantity shown, in each panel's title.
+        write_data: also write the plotted data as JSON beside the PNG.
+
+    Returns:
+        The ``matplotlib.figure.Figure``, one panel per label.
     """
     items = _as_mapping(spectra)
     if not items:
@@ -164,13 +192,21 @@ def plot_radial_profiles(
 
     Args:
         profiles: label -> spectrum (its ``radial`` is used) or a 1-D profile tensor ``[R]``.
+        path: PNG to write (data as JSON beside it); ``None`` writes nothing.
+        ylabel: the y axis label.
+        log: a logarithmic y axis.
+        write_data: also write the plotted data as JSON beside the PNG.
+
+    Returns:
+        The ``matplotlib.figure.Figure``.
     """
     items = {k: (v if isinstance(v, torch.Tensor) else v.radial) for k, v in _as_mapping(profiles).items()}
     fig = Figure(figsize=(4.2, 3.2))
     ax = fig.add_subplot()
     for name, profile in items.items():
         ax.plot(range(profile.numel()), profile.numpy(), marker=".", label=name)
-    if log and any(bool((p > 0).any()) for p in items.values()):  # an all-zero profile cannot be logged
+    # an all-zero profile cannot be logged
+    if check_bool(log, "log") and any(bool((p > 0).any()) for p in items.values()):
         ax.set_yscale("log")
     ax.set_xlabel("distance from the centre (frequency)", fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
@@ -189,7 +225,17 @@ def plot_filtered_accuracy(
     *,
     write_data: bool = True,
 ) -> Figure:
-    """Accuracy against the filter radius, one line per result (low- and high-pass, per model)."""
+    """Accuracy against the filter radius, one line per result (low- and high-pass, per model).
+
+    Args:
+        results: one :func:`~bandguard.spectral.filtered_accuracy` result, several (labelled by
+            kind and shape), or label -> result.
+        path: PNG to write (data as JSON beside it); ``None`` writes nothing.
+        write_data: also write the plotted data as JSON beside the PNG.
+
+    Returns:
+        The ``matplotlib.figure.Figure``.
+    """
     if hasattr(results, "radii"):
         results = [results]  # type: ignore[list-item]
     if not isinstance(results, Mapping):
@@ -215,7 +261,16 @@ def plot_filtered_accuracy(
 def plot_corruption_spectra(
     result: CorruptionSpectra, path: PathLike | None = None, *, write_data: bool = True
 ) -> Figure:
-    """Grid of ``E|F(C(X) - X)|`` per corruption with accuracy and high-frequency share (Yin et al.)."""
+    """Grid of ``E|F(C(X) - X)|`` per corruption with accuracy and high-frequency share (Yin et al.).
+
+    Args:
+        result: a :func:`~bandguard.spectral.corruption_spectrum` result.
+        path: PNG to write (data as JSON beside it); ``None`` writes nothing.
+        write_data: also write the plotted data as JSON beside the PNG.
+
+    Returns:
+        The ``matplotlib.figure.Figure``, one panel per corruption.
+    """
     rows, cols = _grid(len(result.results), max_cols=3)
     fig = Figure(figsize=(3.0 * cols, 2.8 * rows))
     for index, r in enumerate(result.results):
@@ -254,7 +309,12 @@ def plot_corruption_gain(
     Args:
         baseline, other: :func:`~bandguard.spectral.corruption_spectrum` results of two models on
             the same corruptions at the same severity.
+        path: PNG to write (data as JSON beside it); ``None`` writes nothing.
         labels: the two models' names, for the axis label.
+        write_data: also write the plotted data as JSON beside the PNG.
+
+    Returns:
+        The ``matplotlib.figure.Figure``.
 
     Raises:
         ValueError: the two results hold different corruptions or severities.
@@ -284,7 +344,18 @@ def plot_kernel_spectra(
     result: KernelSpectrum, path: PathLike | None = None, *, max_layers: int = 8,
     write_data: bool = True
 ) -> Figure:
-    """Mean centred kernel amplitude per conv layer (first ``max_layers`` layers)."""
+    """Mean centred kernel amplitude per conv layer (first ``max_layers`` layers).
+
+    Args:
+        result: a :func:`~bandguard.spectral.kernel_spectrum` result (each layer's ``spectrum`` is
+            ``[32, 32]``).
+        path: PNG to write (data as JSON beside it); ``None`` writes nothing.
+        max_layers: the number of layers drawn, from the first.
+        write_data: also write the plotted data as JSON beside the PNG.
+
+    Returns:
+        The ``matplotlib.figure.Figure``, one panel per layer.
+    """
     layers = result.layers[:max_layers]
     rows, cols = _grid(len(layers))
     fig = Figure(figsize=(3.0 * cols, 2.8 * rows))
@@ -302,7 +373,16 @@ def plot_kernel_spectra(
 def plot_fprinciple(
     result: FPrincipleResult, path: PathLike | None = None, *, write_data: bool = True
 ) -> Figure:
-    """``e_low`` (solid) and ``e_high`` (dashed) against epochs, one colour per delta (Xu et al.)."""
+    """``e_low`` (solid) and ``e_high`` (dashed) against epochs, one colour per delta (Xu et al. 1901.06523).
+
+    Args:
+        result: an :class:`~bandguard.spectral.FPrincipleMonitor`'s :class:`~bandguard.spectral.FPrincipleResult`.
+        path: PNG to write (data as JSON beside it); ``None`` writes nothing.
+        write_data: also write the plotted data as JSON beside the PNG.
+
+    Returns:
+        The ``matplotlib.figure.Figure``.
+    """
     fig = Figure(figsize=(4.6, 3.4))
     ax = fig.add_subplot()
     epochs = list(result.epochs)
