@@ -85,6 +85,7 @@ def check_images(
     channels: int | None = None,
     min_size: int = 1,
     dtypes: Sequence[torch.dtype] | None = None,
+    values: bool = True,
 ) -> torch.Tensor:
     """Check an image batch: a finite floating tensor ``[N, C, H, W]`` inside ``bounds``.
 
@@ -99,6 +100,9 @@ def check_images(
         channels: the required ``C``, if any.
         min_size: smallest ``H`` and ``W`` accepted.
         dtypes: the floating dtypes accepted (e.g. :data:`FFT_DTYPES`); ``None``: any.
+        values: also read the values (finite, inside ``bounds``), a host sync on a GPU. ``False``
+            checks the metadata only (type, shape, dtype, layout): for a module's ``forward`` on
+            an attack's hot path, whose entry point has checked the values once.
 
     Returns:
         ``x`` unchanged.
@@ -129,6 +133,8 @@ def check_images(
         raise ValueError(f"{name} must have {channels} channels, got {x.shape[1]} (shape {tuple(x.shape)})")
     if min(x.shape[-2:]) < min_size:
         raise ValueError(f"{name} must be at least {min_size}x{min_size}, got {tuple(x.shape[-2:])}")
+    if not values:
+        return x
     check_finite(x, name)
     if bounds is not None:
         lo, hi = bounds

@@ -365,6 +365,8 @@ def _heatmap_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sign", default="random", choices=[s.value for s in Sign])
     p.add_argument("--layer", default=None, help="map the L2 change of this module's output instead")
     p.add_argument("--max-batch", type=positive_int, default=None, help="images per forward")
+    p.add_argument("--max-frequency", type=nonnegative_int, default=None,
+                   help="map only the centred square |u|, |v| <= this (31: Yin et al.'s 63 x 63 ImageNet maps)")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=png_file, default="heatmap.png", help="PNG path; the data goes beside it as .json")
@@ -378,7 +380,8 @@ def _heatmap_run(args: argparse.Namespace) -> int:
     generator = torch.Generator(device=x.device).manual_seed(args.seed)
     start = time.perf_counter()
     result = fourier_heatmap(model, x, y, eps=args.eps, sign=args.sign, layer=args.layer,
-                             max_batch=args.max_batch, generator=generator, progress=True)
+                             max_batch=args.max_batch, max_frequency=args.max_frequency,
+                             generator=generator, progress=True)
     elapsed = time.perf_counter() - start
     plot_heatmap(result, args.out)
     h, w = result.heatmap.shape

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Iterator
 from typing import TypeVar
 
 import torch
@@ -27,6 +28,7 @@ from bandguard._checks import check_bool, check_bounds, check_int, check_nonnega
 
 __all__ = [
     "KERNEL_GRID",
+    "SIGN_BLOCK_VALUES",
     "FilterKind",
     "FrequencyFilter",
     "MaskProfile",
@@ -47,6 +49,7 @@ __all__ = [
     "radial_distance",
     "radial_profile",
     "rescale_by_max",
+    "sign_blocks",
 ]
 
 E = TypeVar("E", bound=enum.Enum)
@@ -467,44 +470,69 @@ def mirror_positions(
 
 
 def frequency_orbits(
-    h: int, w: int, *, device: torch.device | str | None = None
+    h: int,
+    w: int,
+    *,
+    max_frequency: int | None = None,
+    device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Group the ``h * w`` centred positions into mirror pairs (orbits of size 1 or 2).
+    """Group the centred positions into mirror pairs (orbits of size 1 or 2).
 
     The representative of each pair is the one first in row-major order, as Yin et al.'s loop
     visits them; there are ``(h * w + s) / 2`` pairs where ``s`` counts self-mirrored positions
     (514 for 32 x 32, 394 for 28 x 28).
 
+    With ``max_frequency = m`` only the centred square ``|i - h // 2| <= m``, ``|j - w // 2| <= m``
+    is grouped (Yin et al.'s ImageNet maps: ``m = 31``, a 63 x 63 square at 224 x 224). The mirror
+    of a position in the square lies in the square, so its pairs are whole: 1,985 of them for
+    ``m = 31`` at even sizes.
+
     Args:
         h, w: grid size.
+        max_frequency: keep only the centred square of this half-width (>= 0); ``None`` keeps
+            the whole grid, as does any ``m`` reaching past the edges.
         device: where to build the tensors.
 
     Returns:
-        ``(positions [K, 2], orbit [h, w])``: the representatives' ``(row, col)`` in row-major
-        order, and for every position the index ``k`` of its pair, so ``values[orbit]`` spreads
-        ``K`` per-pair values back onto the full grid.
+        ``(positions [K, 2], orbit [h', w'])``: the representatives' ``(row, col)`` on the full
+        ``h x w`` grid in row-major order, and for every position of the (cropped) grid the index
+        ``k`` of its pair, so ``values[orbit]`` spreads ``K`` per-pair values back onto it.
+        ``h' = min(h, 2 m + 1)`` rows around the centre (likewise ``w'``), ``h x w`` without ``m``;
+        the zero frequency sits at ``(h' // 2, w' // 2)`` of the crop as of the full grid.
     """
     mi, mj = mirror_positions(h, w, device=device)
     linear = torch.arange(h * w, device=device).reshape(h, w)
-    mirrored = linear[mi][:, mj]
-    representative = torch.minimum(linear, mirrored)
+    representative = torch.minimum(linear, linear[mi][:, mj])
+    if max_frequency is not None:
+        m = check_int(max_frequency, "max_frequency", minimum=0)
+        rows, cols = _centred_span(h, m), _centred_span(w, m)
+        representative = representative[rows, cols].contiguous()
     reps = torch.unique(representative)  # sorted, so row-major order
     orbit = torch.searchsorted(reps, representative)
     positions = torch.stack([reps // w, reps % w], dim=1)
     return positions, orbit
 
 
-def distinct_frequencies(h: int, w: int, *, device: torch.device | str | None = None) -> torch.Tensor:
+def _centred_span(d: int, m: int) -> slice:
+    """Indices within ``m`` of the centre ``d // 2`` along an axis of length ``d``."""
+    return slice(max(0, d // 2 - m), min(d, d // 2 + m + 1))
+
+
+def distinct_frequencies(
+    h: int, w: int, *, max_frequency: int | None = None, device: torch.device | str | None = None
+) -> torch.Tensor:
     """One ``(row, col)`` per mirror pair, row-major (see :func:`frequency_orbits`).
 
     Args:
         h, w: grid size.
+        max_frequency: keep only the centred square of this half-width (see
+            :func:`frequency_orbits`); ``None``: the whole grid.
         device: where to build the tensor.
 
     Returns:
         int64 tensor ``[K, 2]`` of centred ``(row, col)`` positions.
     """
-    return frequency_orbits(h, w, device=device)[0]
+    return frequency_orbits(h, w, max_frequency=max_frequency, device=device)[0]
 
 
 def fourier_basis(
@@ -525,7 +553,8 @@ def fourier_basis(
     Args:
         h, w: image size.
         positions: int64 ``[K, 2]`` centred ``(row, col)`` positions; default every distinct one
-            (:func:`distinct_frequencies`).
+            (:func:`distinct_frequencies`). The result holds ``K x h x w`` values: callers at large
+            sizes pass one chunk of positions at a time (25,090 images of 224 x 224 would be 5 GB).
         device: where to build the basis (default: that of ``positions``, else the CPU).
         dtype: real dtype of the images; default torch's default dtype.
 
@@ -555,6 +584,50 @@ def fourier_basis(
     basis = ifft2c(spectrum).real
     basis = basis / torch.linalg.vector_norm(basis, dim=(-2, -1), keepdim=True)
     return basis.to(dtype)
+
+
+#: Most random signs drawn per generator call by :func:`sign_blocks`: blocks ``[kb, n, c]`` with
+#: ``kb = max(1, SIGN_BLOCK_VALUES // (n c))`` frequencies, fixed by ``n`` and ``c`` alone.
+SIGN_BLOCK_VALUES = 2**22
+
+
+def sign_blocks(
+    k: int,
+    n: int,
+    c: int,
+    *,
+    positive: bool = False,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """The signs ``s[k, n, c]`` of basis perturbations ``x + s eps U_k``, drawn a block at a time.
+
+    Yin et al. (1906.08988) draw ``s = +-1`` independently per frequency, image and channel. The
+    ``k`` frequencies are cut into blocks whose size depends on ``n`` and ``c`` only (see
+    :data:`SIGN_BLOCK_VALUES`), one generator call each, so the signs never depend on how a caller
+    chunks its forwards and never need ``k x n x c`` memory at once.
+
+    Args:
+        k, n, c: frequencies, images, channels.
+        positive: all ``+1`` instead of random signs.
+        generator: source of randomness, drawn on its own device; ``None`` draws from torch's
+            default generator of ``device``.
+        device, dtype: of the blocks.
+
+    Yields:
+        ``(k0, block)``: the first frequency of the block and its signs ``[kb, n, c]``.
+    """
+    dtype = dtype or torch.get_default_dtype()
+    per_block = max(1, SIGN_BLOCK_VALUES // max(1, n * c))
+    draw_device = generator.device if generator is not None else device
+    for k0 in range(0, k, per_block):
+        kb = min(per_block, k - k0)
+        if positive:
+            yield k0, torch.ones(kb, n, c, device=device, dtype=dtype)
+        else:
+            bits = torch.randint(0, 2, (kb, n, c), generator=generator, device=draw_device)
+            yield k0, (2 * bits - 1).to(device=device, dtype=dtype)
 
 
 # --------------------------------------------------------------------------- summaries

@@ -44,6 +44,8 @@ from bandguard._registry import Registry
 from bandguard._version import __version__
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "MODELS",
     "Checkpoint",
     "ModelInfo",
@@ -56,10 +58,14 @@ __all__ = [
     "fit_whitening",
     "load_checkpoint",
     "load_model",
+    "load_pretrained",
+    "load_weights",
     "model_from_code",
     "model_info",
     "predict",
+    "robustbench_model",
     "save_checkpoint",
+    "torchvision_model",
 ]
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
@@ -510,6 +516,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         if not isinstance(meta, dict):
             raise ValueError(f"checkpoint {str(path)!r} has metadata of type {type(meta).__name__}, expected a dict")
         meta = dict(meta)
+    elif isinstance(obj, dict) and any(isinstance(obj.get(k), dict) for k in _WRAPPED_STATE_KEYS):
+        # Other trainers' layouts: {"model": state_dict, "optimizer": ..., "epoch": ...} and kin.
+        state, meta = next(obj[k] for k in _WRAPPED_STATE_KEYS if isinstance(obj.get(k), dict)), {}
     else:
         state, meta = obj, {}
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -636,3 +645,180 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor) and obj.numel() == 1:
         return obj.item()
     return str(obj)
+
+
+# --------------------------------------------------------------------------- models people use
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+#: Keys under which other trainers store the state dict beside their own bookkeeping, tried in order.
+_WRAPPED_STATE_KEYS = ("model", "model_state_dict", "state_dict_ema", "net", "model_state")
+
+#: Prefixes wrappers add to every key: DataParallel/DDP (``module.``), ``torch.compile`` (``_orig_mod.``).
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    for prefix in _WRAPPER_PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
+    """Load the weights of a checkpoint file into ``model`` (strict), whatever layout wrote them.
+
+    Reads with ``weights_only=True`` (:func:`load_checkpoint`): a bandguard checkpoint, a bare state
+    dict, or a trainer's dict holding it under ``"state_dict"``, ``"model"``, ``"model_state_dict"``,
+    ``"state_dict_ema"``, ``"net"`` or ``"model_state"``; ``module.`` (DataParallel/DDP) and
+    ``_orig_mod.`` (``torch.compile``) prefixes are dropped. A model built as ``Sequential(Normalize,
+    net)`` (every bandguard model) also takes the state dict of ``net`` alone, as torchvision and
+    most papers save it: the normalization constants then stay the model's own.
+
+    Args:
+        model: the module to fill (changed in place).
+        path: the checkpoint file.
+
+    Returns:
+        ``model``, in eval mode.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: unsafe, corrupt, or weights that fit neither ``model`` nor its inner net (the
+            message names the first keys that differ).
+    """
+    check_model(model)
+    state = _strip_wrappers(load_checkpoint(path).state_dict)
+    targets = [model]
+    if isinstance(model, nn.Sequential) and len(model) == 2 and isinstance(model[0], Normalize):
+        targets.append(model[1])
+    for target in targets:
+        if set(state) == set(target.state_dict()):
+            try:
+                target.load_state_dict(state, strict=True)
+            except RuntimeError as err:
+                lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+                detail = next((line for line in lines if "size mismatch" in line), lines[-1] if lines else "")
+                raise ValueError(
+                    f"checkpoint {str(path)!r} does not fit {type(target).__name__}: {detail} "
+                    "(wrong num_classes or architecture?)"
+                ) from None
+            return model.eval()
+    expected = set(targets[-1].state_dict())
+    missing, unexpected = sorted(expected - set(state))[:3], sorted(set(state) - expected)[:3]
+    raise ValueError(
+        f"checkpoint {str(path)!r} does not fit {type(targets[-1]).__name__}: missing keys {missing}, "
+        f"unexpected keys {unexpected} (wrong architecture, num_classes or checkpoint?)"
+    )
+
+
+def load_pretrained(
+    arch: str, path: str | os.PathLike[str] | None = None, *, num_classes: int | None = None
+) -> nn.Module:
+    """A registered arch with ``num_classes`` outputs and the weights of any state-dict checkpoint.
+
+    Unlike :func:`load_model` (bandguard checkpoints of 10-class nets), this builds ``arch`` with
+    any number of classes and takes the layouts :func:`load_weights` reads, with or without the
+    ``Normalize`` layer's entries. Inputs in ``[0, 1]``, normalization inside.
+
+    Args:
+        arch: a registered name (``MODELS.names()``).
+        path: the checkpoint, or ``None`` for fresh weights.
+        num_classes: outputs of the head; ``None`` keeps the arch's (10).
+
+    Returns:
+        The model in eval mode.
+
+    Example:
+        >>> model = load_pretrained("cifar_resnet18", "c100.pt", num_classes=100)
+    """
+    MODELS.get(arch)
+    kwargs = {} if num_classes is None else {"num_classes": check_int(num_classes, "num_classes", minimum=1)}
+    model = create_model(arch, **kwargs)
+    return load_weights(model, path) if path is not None else model.eval()
+
+
+def torchvision_model(
+    name: str,
+    *,
+    num_classes: int = 1000,
+    weights: str | os.PathLike[str] | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> nn.Module:
+    """A torchvision classifier behind its normalization: inputs in ``[0, 1]``, as RobustBench's.
+
+    Builds ``torchvision.models.get_model(name, weights=None, num_classes=num_classes)`` (never
+    downloads) and puts ``Normalize(mean, std)`` in front; ``weights`` is a local file, e.g. one of
+    torchvision's ``.pth`` files, read by :func:`load_weights` (the bare net's keys or the whole
+    model's).
+
+    Args:
+        name: a torchvision model name (``torchvision.models.list_models()``), e.g. ``"resnet50"``.
+        num_classes: outputs of the head.
+        weights: a local checkpoint file, or ``None`` for random initialisation.
+        mean, std: the normalization (default ImageNet's).
+
+    Returns:
+        ``nn.Sequential(Normalize(mean, std), net)`` in eval mode.
+
+    Example:
+        >>> model = torchvision_model("resnet50", weights="resnet50-11ad3fa6.pth")
+    """
+    import torchvision
+
+    known = torchvision.models.list_models(module=torchvision.models)
+    if name not in known:
+        raise ValueError(f"unknown torchvision model {name!r}; expected one of {', '.join(sorted(known))}")
+    net = torchvision.models.get_model(name, weights=None, num_classes=check_int(num_classes, "num_classes",
+                                                                                  minimum=1))
+    model = nn.Sequential(Normalize(mean, std), net)
+    return load_weights(model, weights) if weights is not None else model.eval()
+
+
+def robustbench_model(
+    name: str,
+    *,
+    dataset: str = "cifar10",
+    threat_model: str = "Linf",
+    model_dir: str | os.PathLike[str] = "models",
+) -> nn.Module:
+    """A RobustBench model through the ``robustbench`` package's own ``load_model``, read offline.
+
+    RobustBench keeps its checkpoints at ``model_dir/<dataset>/<threat_model>/<name>.pt`` and
+    downloads a missing one; this reads only a file already there (``FileNotFoundError``
+    otherwise), so nothing is fetched. The model is RobustBench's own class with its own
+    checkpoint handling; like every RobustBench model it takes inputs in ``[0, 1]`` with any
+    normalization inside. Models that RobustBench serves through timm are fetched by timm, not
+    read from ``model_dir``: use :func:`load_weights` on timm's model for those.
+
+    Args:
+        name: the model zoo name, e.g. ``"Standard"``, ``"Wong2020Fast"``.
+        dataset: ``"cifar10"``, ``"cifar100"`` or ``"imagenet"``.
+        threat_model: ``"Linf"``, ``"L2"`` or ``"corruptions"``.
+        model_dir: the local model directory.
+
+    Returns:
+        The model in eval mode.
+
+    Raises:
+        ImportError: ``robustbench`` is not installed (``pip install 'bandguard[robustbench]'``).
+        FileNotFoundError: no checkpoint at the expected place.
+    """
+    try:
+        from robustbench.utils import load_model as robustbench_load
+    except ImportError as err:
+        # robustbench 1.1.1 on PyPI imports ``autoattack``, which its PyPI dependency installs as
+        # ``pyautoattack``: AutoAttack itself (fra31/auto-attack) must be installed from its repository.
+        raise ImportError(
+            f"robustbench_model needs the robustbench package and its AutoAttack ({err}); install "
+            "bandguard[robustbench] and AutoAttack from its repository (fra31/auto-attack)"
+        ) from err
+    path = Path(model_dir) / dataset / threat_model / f"{name}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no RobustBench checkpoint at {str(path)!r} (layout model_dir/<dataset>/<threat_model>/<name>.pt); "
+            "bandguard never downloads: fetch it with robustbench where a network is available"
+        )
+    return robustbench_load(model_name=name, model_dir=str(model_dir), dataset=dataset,
+                            threat_model=threat_model).eval()

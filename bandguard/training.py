@@ -44,6 +44,7 @@ from bandguard._checks import (
 )
 from bandguard._io import torch_save_atomic
 from bandguard._modes import model_mode
+from bandguard._random import device_generator
 from bandguard.attacks.protocol import Attack
 from bandguard.fourier import FilterKind, FrequencyFilter, MaskShape
 from bandguard.models import accuracy, checkpoint_payload, fit_whitening, load_checkpoint
@@ -572,10 +573,13 @@ def _use_bf16(amp: str, device: torch.device) -> bool:
 def _transform(
     x: torch.Tensor, config: TrainConfig, generator: torch.Generator | None, flip: torch.Tensor | None = None
 ) -> torch.Tensor:
+    # Drawn where x is: on a GPU from a generator seeded by the run's (one CPU draw per batch); on
+    # the CPU the run's generator itself, so CPU runs draw exactly as before.
+    generator = device_generator(generator, x.device)
     if config.augment and generator is not None:
         x = _crop_flip(x, generator, pad=config.translate, fill=config.fill, flip=flip)
     if config.mode == "gaussian" and generator is not None:
-        noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+        noise = torch.randn(x.shape, generator=generator, device=x.device).to(x.dtype)
         x = (x + config.sigma * noise).clamp_(0, 1)
     elif config.mode in FILTERED_MODES:
         x = config.frequency_filter()(x)  # type: ignore[misc]
@@ -592,9 +596,9 @@ def _crop_flip(
     """
     n, _, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad), mode="constant" if fill == Fill.ZEROS else "reflect")
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    drawn = torch.rand(n, generator=generator) < 0.5
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)  # generator on x's device
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
+    drawn = torch.rand(n, generator=generator, device=x.device) < 0.5
     flip = (drawn if flip is None else flip).to(x.device)
     rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])  # [N, H]
     cols = torch.arange(w, device=x.device)[None, :].expand(n, w)

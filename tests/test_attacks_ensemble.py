@@ -98,7 +98,8 @@ def test_linf_fourier_uses_the_largest_safe_l2_radius() -> None:
     d = (r.x_adv - x).flatten(1).abs().amax(1)
     broken = r.success & (r.clean_pred == y)
     assert bool(broken.any()) and float(d.max()) <= 0.1
-    assert float(d[broken].min()) > 0.1 / math.sqrt(2)  # sqrt(2) * peak amplitude, the worst phase
+    # no basis image peaks below peak / sqrt(2), the worst phase, and some attain it exactly
+    assert float(d[broken].min()) >= 0.1 / math.sqrt(2) * (1 - 1e-6)
 
 
 def test_l2_fourier_member_stays_in_the_l2_ball() -> None:

@@ -5,6 +5,9 @@ map's construction, chunking invariance, the greedy walk's budget and probabilit
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -149,3 +152,59 @@ def test_greedy_breaks_the_one_frequency_model_at_low_frequency() -> None:
     assert r.success_rate == 1.0
     # (4, 5) is the first low frequency after the centre's row in radius order: few queries
     assert int(r.forwards.max()) <= 1 + 2 * 2 * frequency_order(h, w, order="radius", radii=(0, 1.5)).shape[0]
+
+
+# FourierGreedy with a query budget and FourierAttack over every frequency at 224 x 224, in a
+# process capped at 8 GiB of address space: the basis of all 25,090 frequencies would take 5 GB
+# (and 10 GB of complex spectra to build), so both must draw their frequencies lazily.
+_SCALE_SCRIPT = """
+import re, resource
+resource.setrlimit(resource.RLIMIT_AS, (8 * 2**30, 8 * 2**30))
+import torch
+from torch import nn
+from bandguard.attacks import FourierAttack, FourierGreedy
+
+class Counting(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.images = net, 0
+    def forward(self, x):
+        self.images += x.shape[0]
+        return self.net(x)
+
+class Flips(nn.Module):
+    # class 0 at x0, class 1 once pixel (0, 0) moves (every basis image is > 0 there): the first
+    # candidate succeeds
+    def __init__(self, x0):
+        super().__init__()
+        self.register_buffer("x0", x0)
+    def forward(self, x):
+        moved = (x[:, 0, 0, 0] - self.x0[0, 0, 0, 0]).abs()
+        return torch.stack([torch.zeros_like(moved), moved * 1e3 - 1e-3], 1)
+
+def peak_mib():
+    with open("/proc/self/status") as f:
+        return int(re.search(r"VmHWM:\\s+(\\d+) kB", f.read()).group(1)) // 1024
+
+torch.manual_seed(0)
+x = torch.rand(2, 3, 224, 224)
+before = peak_mib()
+net = Counting(nn.Sequential(nn.AdaptiveAvgPool2d(8), nn.Flatten(), nn.Linear(3 * 64, 10)))
+greedy = FourierGreedy(eps=4.0, max_queries=100)(net, x, net(x).argmax(1))[0]
+flips = Counting(Flips(x[:1].expand(2, -1, -1, -1).clone()))
+full = FourierAttack(eps=4.0)(flips, x, torch.zeros(2, dtype=torch.long))[0]
+print(int(greedy.forwards.max()), net.images, full.success_rate, *full.forwards.tolist(), peak_mib() - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc (Linux)")
+def test_both_attacks_draw_frequencies_lazily_at_imagenet_size() -> None:
+    out = subprocess.run([sys.executable, "-c", _SCALE_SCRIPT], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    greedy_max, greedy_images, success, first, second, peak = out.stdout.split()[-6:]
+    # labels from one forward of ours, then the clean forward and 100 candidates per image
+    assert int(greedy_max) == 1 + 100 and int(greedy_images) == 2 + 2 + 2 * 100
+    # image 0 is x0 itself (class 0, attacked): broken by its first candidate; image 1 starts broken
+    assert float(success) == 1.0 and (int(first), int(second)) == (2, 1)
+    # set by the chunk: 1,024 candidates of 3 x 224 x 224 (616 MB) and their basis images
+    assert int(peak) < 2048, peak

@@ -142,3 +142,26 @@ def test_square_agrees_with_torchattacks_on_mnist(mnist_model, mnist_test, norm,
     ref = [_torchattacks_robust(mnist_model, x, y, eps, norm, 300, s) for s in range(10)]
     assert abs(sum(ours) / 3 - sum(ref) / 10) <= 0.02, (ours, ref)
     assert max(ours) - min(ours) <= 0.02, ours  # per-image draws: the seeds agree closely
+
+
+def _paper_rectangles(a: int, b: int) -> torch.Tensor:
+    """The paper's loop (Andriushchenko et al. 1912.00049, ``meta_pseudo_gaussian_pert``)."""
+    block = torch.zeros(a, b, dtype=torch.float64)
+    r, c = a // 2, b // 2
+    for k in range(max(a // 2 + 1, b // 2 + 1)):
+        block[max(r, 0):min(r + 2 * k + 1, a), max(c, 0):min(c + 2 * k + 1, b)] += 1.0 / (k + 1) ** 2
+        r, c = r - 1, c - 1
+    return block / block.norm().clamp_min(1e-12)
+
+
+def test_l2_pattern_built_in_one_pass_equals_the_papers_loop(device: torch.device) -> None:
+    from bandguard.attacks.square import _rectangles
+
+    for a, b in [(1, 1), (1, 3), (2, 5), (4, 9), (5, 5), (12, 24), (37, 75)]:
+        block = _rectangles(a, b, device=device)
+        assert block.device.type == device.type  # built where the images are: no copy per query
+        if device.type == "cpu":
+            assert torch.equal(block, _paper_rectangles(a, b))  # summed in the paper's order: bit-equal
+        else:  # a GPU cumsum is a parallel scan
+            torch.testing.assert_close(block.cpu(), _paper_rectangles(a, b), rtol=1e-12, atol=0)
+    assert _eta(7, device=device).device.type == device.type

@@ -59,3 +59,21 @@ def test_two_gloo_processes_match_one(mnist_model: torch.nn.Module, tmp_path: Pa
     assert two["rows"] == single.table()
     assert two["flags"] == [f.to_dict() for f in single.flags]
     assert (tmp_path / "one" / "results.csv").read_bytes() == (tmp_path / "two" / "results.csv").read_bytes()
+
+
+def test_torchrun_on_cuda_sets_each_ranks_device_before_nccl(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bandguard.bench import distributed
+
+    calls: list[tuple[str, object]] = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: calls.append(("init", backend)))
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", d)))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed.init_from_env(torch.device("cuda")) == Shard(1, 2)
+    assert calls == [("set_device", torch.device("cuda", 1)), ("init", "nccl")]
+    calls.clear()
+    distributed.init_from_env(torch.device("cpu"))  # gloo on CPU: no device to set
+    assert calls == [("init", "gloo")]

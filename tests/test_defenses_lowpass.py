@@ -78,3 +78,14 @@ def test_errors() -> None:
         HighPass(2, shape="ring")
     with pytest.raises(ValueError, match="order"):
         LowPass(2, profile="butterworth", order=0)
+
+
+def test_forward_checks_metadata_only_so_no_host_sync_per_forward() -> None:
+    # The values are the entry point's to check (once per attack or evaluation): a finiteness test
+    # here would be a host sync on every forward of an attack's loop on a GPU. NaN goes through.
+    out = LowPass(3)(torch.full((2, 1, 8, 8), float("nan")))
+    assert out.shape == (2, 1, 8, 8) and bool(out.isnan().all())
+    with pytest.raises(ValueError, match="x must hold at least one"):
+        LowPass(3)(torch.rand(0, 1, 8, 8))
+    with pytest.raises(ValueError, match="x looks channels-last"):
+        LowPass(3)(torch.rand(2, 32, 32, 3))

@@ -136,3 +136,58 @@ def test_post_averaging_errors() -> None:
         PostAveraging(lambda x: x, radius_l2=1.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="directions"):
         post_average(net, images(2), torch.zeros(3, 2, 1, 8, 8), (1.0,))
+
+
+def test_values_and_memory_are_checked_on_the_first_forward_of_each_input_shape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bandguard.defenses import post_averaging as module
+
+    calls = []
+    real = module.check_memory
+    monkeypatch.setattr(module, "check_memory", lambda *a, **kw: calls.append(a) or real(*a, **kw))
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(8, 3))
+    pa = PostAveraging(net, radius_l2=1.0, K=2)
+    nan = torch.full((2, 1, 8, 8), float("nan"))
+    with pytest.raises(ValueError, match="x contains NaN"):  # a new shape: its first forward checks values
+        pa(nan)
+    for _ in range(3):
+        pa(images(4))
+    assert len(calls) == 1  # on the first clean forward of the shape, not on every forward
+    # Later forwards of that shape read no values (a host sync per forward on a GPU): NaN goes through.
+    assert bool(pa(nan).isnan().all())
+    pa(images(4, h=6, w=6))
+    assert len(calls) == 2
+    with pytest.raises(ValueError, match="x contains NaN"):
+        pa(torch.full((1, 1, 5, 5), float("nan")))
+
+
+@pytest.mark.parametrize("max_batch", [None, 7, 40])
+def test_directions_drawn_per_chunk_replay_exactly_and_stay_fresh(max_batch: int | None) -> None:
+    net, x = tiny_net(), images(9)
+    pa = PostAveraging(net, radius_l2=2.0, K=3, max_batch=max_batch, generator=torch.Generator().manual_seed(6))
+    twin = PostAveraging(net, radius_l2=2.0, K=3, max_batch=max_batch, generator=torch.Generator().manual_seed(6))
+    u = twin.sample(x)
+    assert u.shape == (9, 3, 1, 8, 8)
+    torch.testing.assert_close(u.flatten(2).norm(dim=-1), torch.ones(9, 3))
+    assert torch.equal(pa(x), post_average(net, x, u, pa.settings.effective_radii_l2, max_batch=max_batch))
+    assert torch.equal(pa(x), twin(x)) and not torch.equal(pa(x), pa(x))
+
+
+@pytest.mark.gpu
+def test_cuda_inputs_with_a_cpu_generator_draw_on_the_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bandguard.defenses import post_averaging as module
+
+    devices = []
+    real = module.sample_directions
+    monkeypatch.setattr(module, "sample_directions",
+                        lambda *a, generator=None, **kw: devices.append(generator.device) or
+                        real(*a, generator=generator, **kw))
+    net, x = tiny_net().cuda(), images(5, device="cuda")
+    a = PostAveraging(net, radius_l2=2.0, K=3, generator=torch.Generator().manual_seed(1))
+    b = PostAveraging(net, radius_l2=2.0, K=3, generator=torch.Generator().manual_seed(1))
+    out = a(x)
+    assert devices and all(d.type == "cuda" for d in devices)  # drawn there, never copied from the CPU
+    assert out.device.type == "cuda" and torch.equal(out, b(x))  # seeded: reproducible
+    replay = PostAveraging(net, radius_l2=2.0, K=3, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(out, post_average(net, x, replay.sample(x), a.settings.effective_radii_l2))

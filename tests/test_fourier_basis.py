@@ -79,6 +79,24 @@ def test_distinct_counts_for_the_papers_image_sizes() -> None:
     assert fourier.distinct_frequencies(28, 28).shape[0] == 394
 
 
+@pytest.mark.parametrize(("h", "w", "m"), [(8, 8, 2), (7, 7, 1), (6, 9, 2), (8, 8, 4), (5, 4, 9), (224, 224, 31)])
+def test_max_frequency_keeps_the_whole_pairs_of_the_centred_square(h: int, w: int, m: int) -> None:
+    positions, orbit = fourier.frequency_orbits(h, w, max_frequency=m)
+    full_positions, full_orbit = fourier.frequency_orbits(h, w)
+    rows = slice(max(0, h // 2 - m), min(h, h // 2 + m + 1))
+    cols = slice(max(0, w // 2 - m), min(w, w // 2 + m + 1))
+    assert orbit.shape == full_orbit[rows, cols].shape
+    # the square's pairs are full-grid pairs, in the same row-major order, relabelled 0..K-1
+    inside = torch.unique(full_orbit[rows, cols])
+    assert torch.equal(positions, full_positions[inside])
+    assert torch.equal(orbit, torch.searchsorted(inside, full_orbit[rows, cols].contiguous()))
+    d = (positions - torch.tensor([h // 2, w // 2])).abs()
+    assert int(d.max()) <= m
+    if (h, w, m) == (224, 224, 31):
+        assert positions.shape[0] == 1985 and orbit.shape == (63, 63)  # Yin et al.'s ImageNet map
+    assert torch.equal(fourier.distinct_frequencies(h, w, max_frequency=m), positions)
+
+
 def test_basis_spectrum_is_supported_on_the_position_and_its_mirror() -> None:
     h, w = 32, 32
     positions = fourier.distinct_frequencies(h, w)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -189,3 +192,108 @@ def test_heatmap_of_a_trained_mnist_model(mnist_model, mnist_test) -> None:
 def test_heatmap_result_validates_its_shapes() -> None:
     with pytest.raises(ValueError, match="heatmap and stderr"):
         HeatmapResult(torch.zeros(4, 4), torch.zeros(4, 5), 0.0, 1.0, 1, "error", "random")
+
+
+# --------------------------------------------------------------------------- max_frequency and scale
+
+
+def naive_square_heatmap(model, x, y, eps, signs, m):
+    """Yin et al.'s loop over every position of the centred square |i - h/2|, |j - w/2| <= m."""
+    h, w = x.shape[-2:]
+    _, orbit = fourier.frequency_orbits(h, w, max_frequency=m)
+    out = torch.zeros(orbit.shape, dtype=torch.float64)
+    with torch.no_grad():
+        for a in range(orbit.shape[0]):
+            for b in range(orbit.shape[1]):
+                i, j = h // 2 - m + a, w // 2 - m + b
+                u = fourier.fourier_basis(h, w, torch.tensor([[i, j]]), dtype=x.dtype)[0]
+                step = (eps * signs[int(orbit[a, b])])[:, :, None, None] * u[None, None]
+                out[a, b] = (model((x + step).clamp(0, 1)).argmax(1) != y).double().mean()
+    return out
+
+
+@pytest.mark.parametrize("m", [0, 1, 2])
+def test_max_frequency_maps_only_the_centred_square_with_exact_forwards(m: int) -> None:
+    model, (x, y) = tiny_model(), tiny_data(n=9)
+    k = fourier.distinct_frequencies(8, 8, max_frequency=m).shape[0]
+    assert k == ((2 * m + 1) ** 2 + 1) // 2  # one per mirror pair, the centre its own mirror
+    counter = CountingModel(model)
+    r = fourier_heatmap(counter, x, y, eps=2.0, max_frequency=m, max_batch=5,
+                        generator=torch.Generator().manual_seed(4))
+    assert r.heatmap.shape == r.stderr.shape == (2 * m + 1, 2 * m + 1) and r.max_frequency == m
+    assert counter.images == k * 9 + 9  # exactly the distinct frequencies x N, plus the clean pass
+    signs = heatmap_signs(k, 9, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    assert torch.equal(r.heatmap.double(), naive_square_heatmap(model, x, y, 2.0, signs, m).float().double())
+    assert torch.equal(r.heatmap, r.heatmap.flip(0, 1))  # point-symmetric about the centre
+    assert r.to_dict()["max_frequency"] == m
+
+
+def test_max_frequency_reaching_the_edges_is_the_whole_map() -> None:
+    model, (x, y) = tiny_model(), tiny_data(n=6)
+    whole = fourier_heatmap(model, x, y, eps=2.0, generator=torch.Generator().manual_seed(2))
+    wide = fourier_heatmap(model, x, y, eps=2.0, max_frequency=4, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(whole.heatmap, wide.heatmap) and whole.max_frequency is None
+    with pytest.raises(ValueError, match="max_frequency must be >= 0"):
+        fourier_heatmap(model, x, y, eps=1.0, max_frequency=-1)
+
+
+def test_signs_drawn_in_blocks_do_not_depend_on_max_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Blocks of 2 frequencies (25 // (6 * 2)): batches never straddle them, the map is unchanged.
+    monkeypatch.setattr(fourier, "SIGN_BLOCK_VALUES", 25)
+    model, (x, y) = tiny_model(), tiny_data(n=6)
+    k = fourier.distinct_frequencies(8, 8).shape[0]
+    signs = heatmap_signs(k, 6, 2, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    expected, _ = naive_heatmap(model, x, y, 2.0, signs)
+    counter = CountingModel(model)
+    for max_batch in (5, 12, 1000):
+        r = fourier_heatmap(counter, x, y, eps=2.0, max_batch=max_batch, generator=torch.Generator().manual_seed(8))
+        assert torch.equal(r.heatmap.double(), expected.float().double()), max_batch
+    assert counter.images == 3 * (k * 6 + 6)
+    blocks = list(fourier.sign_blocks(k, 6, 2, generator=torch.Generator().manual_seed(8), dtype=torch.float64))
+    assert [b.shape[0] for _, b in blocks] == [2] * (k // 2) and torch.equal(torch.cat([b for _, b in blocks]), signs)
+
+
+# The 63 x 63 map at 224 x 224 (Yin et al.'s ImageNet setting) in a process capped at 8 GiB of
+# address space; prints the forwards and the growth of its peak resident memory (VmHWM).
+_SCALE_SCRIPT = """
+import re, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (8 * 2**30, 8 * 2**30))
+import torch
+from torch import nn
+from bandguard.spectral import fourier_heatmap
+
+class Counting(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.AdaptiveAvgPool2d(8), nn.Flatten(), nn.Linear(3 * 64, 10))
+        self.images = 0
+    def forward(self, x):
+        self.images += x.shape[0]
+        return self.net(x)
+
+def peak_mib():
+    with open("/proc/self/status") as f:
+        return int(re.search(r"VmHWM:\\s+(\\d+) kB", f.read()).group(1)) // 1024
+
+torch.manual_seed(0)
+size = int(sys.argv[1])
+model, x, y = Counting(), torch.rand(2, 3, size, size), torch.tensor([3, 5])
+before = peak_mib()
+r = fourier_heatmap(model, x, y, eps=15.7, max_frequency=31, generator=torch.Generator().manual_seed(0))
+print(r.heatmap.shape[0], r.heatmap.shape[1], model.images, peak_mib() - before)
+"""
+
+
+def _scale_run(size: int) -> list[int]:
+    out = subprocess.run([sys.executable, "-c", _SCALE_SCRIPT, str(size)], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1])
+    return [int(v) for v in out.stdout.split()[-4:]]
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc (Linux)")
+def test_imagenet_size_map_costs_its_distinct_frequencies_and_memory_set_by_the_chunk() -> None:
+    # Measured (2 shared cores): 910 MiB at 112 x 112 and 909 MiB at 224 x 224, 6-10 s each; before
+    # the lazy basis the 224 map of every frequency needed ~30 GB (25,090 basis images up front).
+    small, large = _scale_run(112), _scale_run(224)
+    assert small[:3] == large[:3] == [63, 63, 1985 * 2 + 2]  # 1,985 distinct frequencies x N=2, + clean
+    assert large[3] < 2048 and large[3] < 1.25 * small[3] + 64, (small, large)  # not growing with H x W

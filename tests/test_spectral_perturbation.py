@@ -99,6 +99,10 @@ def test_cli_heatmap_and_spectrum_write_png_and_json(mnist_env, tmp_path, capsys
     saved = json.loads((tmp_path / "heat.json").read_text())
     assert saved["n"] == 2 and saved["eps"] == 4.0 and len(saved["heatmap"]) == 28
     assert (tmp_path / "heat.png").stat().st_size > 1000
+    assert main(["heatmap", "--model", str(ckpt), "--eps", "4", "-n", "2", "--max-frequency", "3",
+                 "--out", str(tmp_path / "square.png")]) == 0
+    square = json.loads((tmp_path / "square.json").read_text())
+    assert square["max_frequency"] == 3 and len(square["heatmap"]) == len(square["heatmap"][0]) == 7
     assert main(["spectrum", "--model", str(ckpt), "--attack", "pgd", "--eps", "8/255", "--steps", "2",
                  "-n", "4", "--out", str(tmp_path / "spec.png")]) == 0
     out = capsys.readouterr().out

@@ -15,7 +15,9 @@ and ``channel_norms`` (per channel, ``<= eps``).
 
 Both are batched over images: candidates for every still-unbroken image are evaluated in one
 forward (chunked to ``batch_size`` images), and query counts are exact per image: the number of
-candidates a sequential attacker would have had to evaluate.
+candidates a sequential attacker would have had to evaluate. Both draw their frequencies lazily:
+only the basis images of the chunk in hand exist (never the ``K x H x W`` basis: 5 GB at 224 x 224),
+and the signs come in blocks (:func:`bandguard.fourier.sign_blocks`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import dataclasses
 import enum
 
 import torch
-from einops import rearrange, repeat
+from einops import rearrange
 from torch import nn
 
 from bandguard._checks import Bounds, check_enum, check_int, check_nonnegative, check_positive
@@ -32,7 +34,7 @@ from bandguard.attacks.losses import is_adversarial
 from bandguard.attacks.norms import Norm, perturbation_norm
 from bandguard.attacks.protocol import Attack, Outcome
 from bandguard.attacks.results import AttackResults
-from bandguard.fourier import distinct_frequencies, fourier_basis, radial_distance
+from bandguard.fourier import distinct_frequencies, fourier_basis, radial_distance, sign_blocks
 
 __all__ = [
     "FourierAttack",
@@ -98,9 +100,8 @@ def frequency_order(
     return positions
 
 
-def _random_signs(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    bits = torch.randint(0, 2, shape, generator=generator, device=like.device)
-    return (2 * bits - 1).to(like.dtype)
+#: Bytes of basis images the greedy walk builds at a time (a block of frequencies).
+GREEDY_BASIS_BYTES = 2**24
 
 
 @torch.no_grad()
@@ -126,22 +127,26 @@ def _fourier_core(
 
     ``clean_pred`` ``[N]`` is the prediction an image keeps if no candidate succeeds (``x_adv = x``).
     All unbroken images stand at the same frequency index, so each round takes the next chunk of
-    frequencies for all of them: ``[images, chunk]`` candidates in one (chunked) forward.
+    frequencies for all of them: ``[images, chunk]`` candidates in one (chunked) forward. A round
+    builds only its own basis images and never straddles two sign blocks, whose cut depends on
+    ``N`` and ``C`` only, so the result does not depend on ``batch_size``.
     """
     lo, hi = bounds
     n, c, h, w = x0.shape
     k_total = positions.shape[0]
-    basis = fourier_basis(h, w, positions, device=x0.device, dtype=x0.dtype)  # [K, H, W]
-    signs = _random_signs((n, k_total, c), x0, generator)  # drawn up front: chunking-independent
+    blocks = sign_blocks(k_total, n, c, generator=generator, device=x0.device, dtype=x0.dtype)
     x_adv, pred = x0.clone(), clean_pred.clone()
     success = torch.zeros(n, dtype=torch.bool, device=x0.device)
     forwards = torch.zeros(n, dtype=torch.long, device=x0.device)
     active = torch.arange(n, device=x0.device)
-    k0 = 0
+    k0, block_start, signs = 0, 0, x0.new_empty(0, n, c)
     while k0 < k_total and active.numel():
-        kc = min(max(1, batch_size // active.numel()), k_total - k0)
-        scaled = eps * signs[active, k0:k0 + kc, :, None, None] * basis[None, k0:k0 + kc, None]
-        candidates = (x0[active, None] + scaled).clamp_(lo, hi)  # [A, kc, C, H, W]
+        if k0 == block_start + signs.shape[0]:
+            block_start, signs = next(blocks)  # [kb, N, C]
+        kc = min(max(1, batch_size // active.numel()), block_start + signs.shape[0] - k0)
+        basis = fourier_basis(h, w, positions[k0:k0 + kc], device=x0.device, dtype=x0.dtype)  # [kc, H, W]
+        s = rearrange(eps * signs[k0 - block_start:k0 - block_start + kc][:, active], "k a c -> a k c 1 1")
+        candidates = torch.addcmul(x0[active, None], s, basis[None, :, None]).clamp_(lo, hi)  # [A, kc, C, H, W]
         logits = _predict(model, rearrange(candidates, "a k c h w -> (a k) c h w"), batch_size)
         p = rearrange(logits.argmax(1), "(a k) -> a k", k=kc)
         hit = is_adversarial(p, labels[active, None], targeted)
@@ -183,10 +188,10 @@ def _greedy_core(
     ``eps`` is not queried. ``forwards`` counts the candidates queried.
     """
     n, c, h, w = x0.shape
-    basis = fourier_basis(h, w, positions, device=x0.device, dtype=x0.dtype)  # [K, H, W]
     # Direction d = (frequency d // c, channel d % c): every channel of a frequency before the next.
-    channels = repeat(torch.arange(c, device=x0.device), "c -> (k c)", k=positions.shape[0])
-    freqs = repeat(torch.arange(positions.shape[0], device=x0.device), "k -> (k c)", c=c)
+    # The basis images are built a block of frequencies at a time, as the walk reaches them.
+    per_block = max(1, GREEDY_BASIS_BYTES // (h * w * x0.element_size()))
+    basis, basis_start = x0.new_empty(0, h, w), 0
     sign = -1.0 if targeted else 1.0  # minimise p(true) untargeted, maximise p(target) targeted
 
     def score(logits: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
@@ -197,14 +202,18 @@ def _greedy_core(
     current = score(clean_logits, labels)
     success = is_adversarial(pred, labels, targeted)
     budget = eps * (1 + 1e-6)
-    for d in range(freqs.shape[0]):
+    for d in range(positions.shape[0] * c):
         active = (~success).nonzero().squeeze(1)
         if max_queries is not None:
             active = active[queries[active] < max_queries]
         if active.numel() == 0:
             break
+        freq, channel = divmod(d, c)
+        if freq == basis_start + basis.shape[0]:
+            basis_start = freq
+            basis = fourier_basis(h, w, positions[freq:freq + per_block], device=x0.device, dtype=x0.dtype)
         direction = torch.zeros(c, h, w, device=x0.device, dtype=x0.dtype)
-        direction[channels[d]] = basis[freqs[d]]
+        direction[channel] = basis[freq - basis_start]
         for step in (-step_size, step_size):
             if max_queries is not None:
                 active = active[queries[active] < max_queries]

@@ -77,20 +77,28 @@ def _window(top: torch.Tensor, left: torch.Tensor, side: int, h: int, w: int) ->
     return (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
 
 
-def _rectangles(a: int, b: int) -> torch.Tensor:
-    """The paper's ``a x b`` block of nested rectangles, ``1 / (k + 1)^2`` each, unit norm."""
-    block = torch.zeros(a, b, dtype=torch.float64)
-    r, c = a // 2, b // 2
-    for k in range(max(a // 2 + 1, b // 2 + 1)):
-        block[max(r, 0):min(r + 2 * k + 1, a), max(c, 0):min(c + 2 * k + 1, b)] += 1.0 / (k + 1) ** 2
-        r, c = r - 1, c - 1
+def _rectangles(a: int, b: int, *, device: torch.device | str | None = None) -> torch.Tensor:
+    """The paper's ``a x b`` block of nested rectangles, ``1 / (k + 1)^2`` each, unit norm (float64).
+
+    Rectangle ``k`` covers ``|i - a // 2| <= k`` and ``|j - b // 2| <= k``, so a pixel at Chebyshev
+    distance ``d`` from ``(a // 2, b // 2)`` holds ``sum_{k >= d} 1 / (k + 1)^2``; built on
+    ``device`` in one pass, summed in the paper's order (``k`` rising) so it equals its loop.
+    """
+    n = max(a // 2 + 1, b // 2 + 1)
+    k = torch.arange(n, device=device, dtype=torch.float64)
+    terms = torch.where(k[None, :] >= k[:, None], 1.0 / (k[None, :] + 1) ** 2, 0.0)  # [d, k]
+    tail = terms.cumsum(1)[:, -1]  # tail[d] = sum over k >= d
+    rows = (torch.arange(a, device=device) - a // 2).abs()
+    cols = (torch.arange(b, device=device) - b // 2).abs()
+    block = tail[torch.maximum(rows[:, None], cols[None, :])]
     return block / block.norm().clamp_min(1e-12)
 
 
-def _eta(side: int) -> torch.Tensor:
-    """The L2 update pattern ``[side, side]``: a positive and a negative block of rectangles."""
+def _eta(side: int, *, device: torch.device | str | None = None) -> torch.Tensor:
+    """The L2 update pattern ``[side, side]`` (float64, on ``device``): a positive and a negative
+    block of rectangles."""
     top = side // 2
-    pattern = torch.cat([_rectangles(top, side), -_rectangles(side - top, side)], 0)
+    pattern = torch.cat([_rectangles(top, side, device=device), -_rectangles(side - top, side, device=device)], 0)
     return pattern / pattern.norm().clamp_min(1e-12)
 
 
@@ -124,11 +132,11 @@ def _init_l2(x0: torch.Tensor, eps: float, generator: torch.Generator | None) ->
     side = max(min(h, w) // 5, 1)
     delta = torch.zeros_like(x0)
     top0, left0 = (h - side * (h // side)) // 2, (w - side * (w // side)) // 2
+    eta = _eta(side, device=x0.device).to(x0.dtype)
     for bi in range(h // side):
         for bj in range(w // side):
-            block = _eta(side).to(x0)
-            if bool(torch.rand((), generator=generator, device=x0.device) > 0.5):
-                block = block.T
+            # Transposed or not on the device: no host sync per block.
+            block = torch.where(torch.rand((), generator=generator, device=x0.device) > 0.5, eta.T, eta)
             r, col = top0 + bi * side, left0 + bj * side
             delta[:, :, r:r + side, col:col + side] += block * _signs((n, c, 1, 1), x0, generator)
     return x0 + eps * _l2_unit(delta)
@@ -164,6 +172,7 @@ def _square_core(
     success = is_adversarial(pred, labels, targeted)
     forwards = torch.ones(n, dtype=torch.long, device=x0.device)
     lower, upper = (x0 - eps).clamp(min=lo), (x0 + eps).clamp(max=hi)
+    patterns: dict[int, torch.Tensor] = {}
     for i in range(iterations):
         idx = (~success).nonzero().squeeze(1)
         if idx.numel() == 0:
@@ -179,7 +188,9 @@ def _square_core(
         else:
             side = max(round((p * h * w) ** 0.5), 3)
             side = min(side + 1 - side % 2, h, w)  # odd, as in the paper, and inside the image
-            cand = _l2_candidate(xs, cur, eps, side, generator).clamp(lo, hi)
+            if side not in patterns:  # built once per size, on the device
+                patterns[side] = _eta(side, device=x0.device).to(x0.dtype)
+            cand = _l2_candidate(xs, cur, eps, patterns[side], generator).clamp(lo, hi)
         with torch.no_grad():
             logits = model(cand)
         forwards[idx] += 1
@@ -193,10 +204,12 @@ def _square_core(
     return Outcome(best, success, pred, forwards, torch.zeros_like(forwards))
 
 
-def _l2_candidate(x0: torch.Tensor, cur: torch.Tensor, eps: float, side: int,
+def _l2_candidate(x0: torch.Tensor, cur: torch.Tensor, eps: float, eta: torch.Tensor,
                   generator: torch.Generator | None) -> torch.Tensor:
-    """The paper's L2 update: move the mass of a second window into a first one with a fresh pattern."""
+    """The paper's L2 update: move the mass of a second window into a first one with a fresh pattern
+    (``eta`` ``[side, side]``, :func:`_eta` on ``x0``'s device and dtype)."""
     a, c, h, w = x0.shape
+    side = eta.shape[0]
     delta = cur - x0
     top1, left1 = _offsets(a, h, side, x0, generator), _offsets(a, w, side, x0, generator)
     top2, left2 = _offsets(a, h, side, x0, generator), _offsets(a, w, side, x0, generator)
@@ -205,7 +218,7 @@ def _l2_candidate(x0: torch.Tensor, cur: torch.Tensor, eps: float, side: int,
     norm_img = torch.linalg.vector_norm(delta.flatten(1), dim=1).view(-1, 1, 1, 1)
     norm_both = torch.linalg.vector_norm((delta * (win1 | win2)).flatten(1), dim=1).view(-1, 1, 1, 1)
     flip = torch.rand(a, generator=generator, device=x0.device) > 0.5
-    pattern = _place(_eta(side).to(x0), top1, left1, flip, h, w)  # [A, 1, h, w]
+    pattern = _place(eta, top1, left1, flip, h, w)  # [A, 1, h, w]
     new = pattern * _signs((a, c, 1, 1), x0, generator) + delta * win1 / (norm_win1 + 1e-12)
     # Scale the window so the image keeps norm eps: it gets the freed budget plus what both windows held.
     budget = ((eps**2 - norm_img**2).clamp_min(0) / c + norm_both**2).sqrt()

@@ -71,13 +71,18 @@ def init_from_env(device: torch.device) -> Shard:
     """Join the process group torchrun describes (``WORLD_SIZE``, ``RANK``, ...), if any.
 
     Uses NCCL for CUDA devices and gloo otherwise; a process group already initialised is reused.
-    Without torchrun's variables this is a one-process :class:`Shard`.
+    Without torchrun's variables this is a one-process :class:`Shard`. On CUDA each rank first
+    makes its own GPU (:func:`local_device`) the current device, as NCCL requires: otherwise every
+    rank's communicator and every ``"cuda"`` allocation lands on GPU 0. Each torchrun process owns
+    its GPU, so setting it is this process's business, not a side effect on a caller.
     """
     if dist.is_available() and dist.is_initialized():
         return Shard(dist.get_rank(), dist.get_world_size())
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 or not dist.is_available():
         return Shard()
+    if device.type == "cuda":
+        torch.cuda.set_device(local_device(device))
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Shard(dist.get_rank(), dist.get_world_size())
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from einops import rearrange
@@ -38,6 +38,7 @@ from bandguard._checks import (
     check_enum,
     check_finite,
     check_generator,
+    check_images,
     check_int,
     check_logits_shape,
     check_memory,
@@ -45,6 +46,7 @@ from bandguard._checks import (
     check_model_input,
     check_nonnegative,
 )
+from bandguard._random import device_generator
 from bandguard.defenses.base import Defense
 
 __all__ = [
@@ -131,6 +133,12 @@ class PostAverageSettings:
 def default_max_batch(sample_numel: int, max_values: int = MAX_CHUNK_VALUES) -> int:
     """Neighbours per model call for inputs of ``sample_numel`` values: ``max_values // numel``, >= 16."""
     return max(16, max_values // max(1, sample_numel))
+
+
+def _images_per_chunk(per_image: int, sample_numel: int, max_batch: int | None) -> int:
+    """Whole images per chunk of :func:`post_average` (an image with more neighbours than a model
+    call takes is split further there)."""
+    return max(1, (max_batch or default_max_batch(sample_numel)) // per_image)
 
 
 @torch.compiler.disable
@@ -243,7 +251,7 @@ def post_average(
     limit = max_batch or default_max_batch(sample_numel)
     # Whole images per chunk keep the neighbour construction simple; an image with more
     # neighbours than `limit` is split further below.
-    images_per_chunk = max(1, limit // per_image)
+    images_per_chunk = _images_per_chunk(per_image, sample_numel, max_batch)
     outputs = []
     for start in range(0, n, images_per_chunk):
         stop = min(n, start + images_per_chunk)
@@ -302,7 +310,10 @@ class PostAveraging(Defense):
         include_original: classify the input too.
         reduce: ``"probs"`` (mean softmax, default), ``"logits"`` or ``"vote"``.
         bounds: clip neighbours into these bounds; ``None`` (default) does not, as Lin et al.
-        generator: a ``torch.Generator``; the same seed gives identical outputs.
+        generator: a ``torch.Generator``; the same seed gives identical outputs on the same kind of
+            device. On another device than the inputs' (a CPU generator, CUDA inputs) each forward
+            seeds a generator on the inputs' device from one draw of it, so the directions are
+            drawn where they are used, never on the CPU and copied.
         max_batch: most model inputs per call (default from the input size).
 
     Shape:
@@ -340,6 +351,7 @@ class PostAveraging(Defense):
         self.model = model
         self.generator = generator
         self.forward_cost = self.settings.samples_per_input
+        self._checked_for: tuple[object, ...] | None = None
 
     @classmethod
     def from_settings(cls, model: nn.Module, settings: PostAverageSettings, *,
@@ -350,26 +362,54 @@ class PostAveraging(Defense):
                    include_original=s.include_original, reduce=s.reduce, bounds=s.bounds,
                    generator=generator, max_batch=s.max_batch)
 
+    def _directions(self, x: torch.Tensor) -> Iterator[tuple[slice, torch.Tensor]]:
+        """``(images, directions [n, K, C, H, W])`` per chunk of :func:`post_average`, drawn on
+        ``x``'s device (:func:`~bandguard._random.device_generator`) as the chunk is reached."""
+        s = self.settings
+        generator = device_generator(self.generator, x.device)
+        step = _images_per_chunk(s.samples_per_input, x[0].numel(), s.max_batch)
+        for start in range(0, x.shape[0], step):
+            part = slice(start, min(start + step, x.shape[0]))
+            yield part, sample_directions(part.stop - start, x.shape[1:], s.K, generator=generator,
+                                          device=x.device, dtype=x.dtype)
+
     def sample(self, x: torch.Tensor) -> torch.Tensor:
-        """Fresh directions ``[N, K, C, H, W]`` for ``x`` ``[N, C, H, W]`` from this module's generator."""
-        return sample_directions(x.shape[0], x.shape[1:], self.settings.K, generator=self.generator,
-                                 device=x.device, dtype=x.dtype)
+        """The directions ``[N, K, C, H, W]`` the next forward on ``x`` ``[N, C, H, W]`` would draw.
+
+        A forward draws them chunk by chunk; this draws the same chunks (advancing the generator
+        as a forward does) and stacks them, so ``post_average(model, x, sample(x), ...)`` replays
+        a forward of a twin module seeded alike.
+        """
+        return torch.cat([u for _, u in self._directions(x)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.settings
-        # The model's device and dtype too: a half or double batch around a float32 model gets
-        # the attacks' error, not torch's "mat1 and mat2 must have the same dtype".
-        check_model_input(self.model, x, bounds=None)
-        # The directions [N, K, C, H, W] are drawn at once, plus one image's neighbours per chunk:
-        # refuse a K that cannot fit before torch tries to allocate it.
-        check_memory((x.shape[0] * s.K + s.samples_per_input) * x[0].numel() * x.element_size(), "K",
-                     device=x.device)
-        out = post_average(self.model, x, self.sample(x), s.effective_radii_l2,
-                           antithetic=s.antithetic, include_original=s.include_original,
-                           reduce=s.reduce, bounds=s.bounds, max_batch=s.max_batch)
-        radius = max(s.effective_radii_l2)
-        return check_finite(out, "PostAveraging output",
-                            hint=f"the model overflows at L2 radius {radius:g} around x; use a smaller radius_l2")
+        # Metadata on every forward (free); the values, the model's device and dtype, the memory and
+        # the output's finiteness once per input shape, on its first forward: reading values is a
+        # host sync, which on a GPU would stall every forward of an attack's loop. The directions
+        # are drawn per chunk of images, so memory is that of one chunk whatever N.
+        check_images(x, "x", bounds=None, values=False)
+        key = (tuple(x.shape[1:]), x.dtype, x.device)
+        first = key != self._checked_for
+        if first:
+            # The model's device and dtype too: a half or double batch around a float32 model gets
+            # the attacks' error, not torch's "mat1 and mat2 must have the same dtype".
+            check_model_input(self.model, x, bounds=None)
+            per_chunk = _images_per_chunk(s.samples_per_input, x[0].numel(), s.max_batch)
+            check_memory(per_chunk * (s.K + s.samples_per_input) * x[0].numel() * x.element_size(), "K",
+                         device=x.device)
+        out = torch.cat([
+            post_average(self.model, x[part], u, s.effective_radii_l2, antithetic=s.antithetic,
+                         include_original=s.include_original, reduce=s.reduce, bounds=s.bounds,
+                         max_batch=s.max_batch)
+            for part, u in self._directions(x)
+        ])
+        if first:
+            radius = max(s.effective_radii_l2)
+            check_finite(out, "PostAveraging output",
+                         hint=f"the model overflows at L2 radius {radius:g} around x; use a smaller radius_l2")
+            self._checked_for = key
+        return out
 
     def extra_repr(self) -> str:
         s = self.settings

@@ -6,17 +6,19 @@ Yin et al., "A Fourier Perspective on Model Robustness in Computer Vision" (arXi
 is the error rate over the images.
 
 Cost: a frequency and its mirror share one basis image, so only the distinct half of the grid is
-evaluated (``K`` = 514 of 1,024 positions for 32 x 32) and mirrored onto the other half. The
-``K x N`` perturbed images are flattened into one row-major list and pushed through the model in
-chunks of ``max_batch`` images, each chunk built on the fly by broadcasting, so the work is
-``K * N`` perturbed forwards plus one clean pass of ``N`` images, in batches as large as allowed.
+evaluated (``K`` = 514 of 1,024 positions for 32 x 32) and mirrored onto the other half;
+``max_frequency=31`` keeps only the centred 63 x 63 square (Yin et al.'s ImageNet maps, ``K`` =
+1,985 at 224 x 224). The ``K x N`` perturbed images are flattened into one row-major list and pushed
+through the model in chunks of ``max_batch`` images, so the work is ``K * N`` perturbed forwards plus
+one clean pass of ``N`` images. Memory is set by the chunk, not by ``H x W``: each chunk builds only
+its own basis images, the signs are drawn in blocks (:func:`bandguard.fourier.sign_blocks`), and the
+per-frequency results are running sums (``K`` values, not ``K x N``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -39,10 +41,11 @@ from bandguard._checks import (
     check_per_sample,
 )
 from bandguard._modes import model_mode
-from bandguard.fourier import fourier_basis, frequency_orbits
+from bandguard.fourier import fourier_basis, frequency_orbits, sign_blocks
 
 __all__ = [
     "DEFAULT_MAX_BATCH",
+    "HEATMAP_CHUNK_BYTES",
     "HeatmapResult",
     "Sign",
     "fourier_heatmap",
@@ -53,6 +56,10 @@ __all__ = [
 #: Images per forward when ``max_batch`` is not given: large enough to keep a GPU busy with the
 #: small reference nets, small enough for a CPU (about 100 MB of activations for ``mnist_cnn``).
 DEFAULT_MAX_BATCH = 2048
+
+#: Bytes of perturbed images per forward when ``max_batch`` is not given: caps the default at large
+#: sizes (445 images of 3 x 224 x 224 float32), leaves :data:`DEFAULT_MAX_BATCH` at 32 x 32.
+HEATMAP_CHUNK_BYTES = 2**28
 
 MetricFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -89,6 +96,9 @@ class HeatmapResult:
         layer: the module whose output change is mapped, or ``None``.
         relative_scale: whether the layer-change map was divided by its maximum (only with
             ``layer``; ``False`` otherwise).
+        max_frequency: the half-width ``m`` of the centred square the map covers (its maps are
+            then ``[min(H, 2m + 1), min(W, 2m + 1)]``, zero frequency still at ``(H' // 2, W' // 2)``),
+            or ``None`` for the whole grid.
     """
 
     heatmap: torch.Tensor
@@ -100,6 +110,7 @@ class HeatmapResult:
     sign: str
     layer: str | None = None
     relative_scale: bool = False
+    max_frequency: int | None = None
 
     def __post_init__(self) -> None:
         if self.heatmap.shape != self.stderr.shape or self.heatmap.ndim != 2:
@@ -120,6 +131,7 @@ class HeatmapResult:
             "sign": self.sign,
             "layer": self.layer,
             "relative_scale": self.relative_scale,
+            "max_frequency": self.max_frequency,
         }
 
 
@@ -136,11 +148,11 @@ def heatmap_signs(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """The signs ``s[k, n, c]`` used by :func:`fourier_heatmap`, all drawn up front.
+    """The signs ``s[k, n, c]`` used by :func:`fourier_heatmap`, all at once.
 
-    Drawing every sign at once (a few MB at most) makes a heat map reproducible from its generator
-    and lets a per-frequency reference loop use exactly the same signs: the same generator state
-    gives the same tensor.
+    :func:`fourier_heatmap` draws the same tensor block by block
+    (:func:`bandguard.fourier.sign_blocks`), so the same generator
+    state gives a heat map and the signs it used, and a per-frequency reference loop can replay it.
 
     Args:
         k: number of distinct frequencies.
@@ -154,12 +166,9 @@ def heatmap_signs(
     Returns:
         Tensor ``[k, n, c]`` of +-1 on ``device`` with ``dtype``.
     """
-    dtype = dtype or torch.get_default_dtype()
-    if Sign.coerce(sign) is Sign.POSITIVE:
-        return torch.ones(k, n, c, device=device, dtype=dtype)
-    draw_device = generator.device if generator is not None else "cpu"
-    bits = torch.randint(0, 2, (k, n, c), generator=generator, device=draw_device)
-    return (2 * bits - 1).to(device=device, dtype=dtype)
+    blocks = sign_blocks(k, n, c, positive=Sign.coerce(sign) is Sign.POSITIVE, generator=generator,
+                         device=device, dtype=dtype)
+    return torch.cat([block for _, block in blocks])
 
 
 def perturb_with_basis(
@@ -183,8 +192,9 @@ def perturb_with_basis(
     """
     if basis.ndim == 2:
         basis = basis.expand(x.shape[0], -1, -1)
-    step = rearrange(eps * signs, "b c -> b c 1 1") * rearrange(basis, "b h w -> b 1 h w")
-    return (x + step).clamp(bounds[0], bounds[1])
+    # One fused kernel: no [B, C, H, W] temporary for the step.
+    out = torch.addcmul(x, rearrange(eps * signs, "b c -> b c 1 1"), rearrange(basis, "b h w -> b 1 h w"))
+    return out.clamp_(bounds[0], bounds[1])
 
 
 def _error(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -244,6 +254,7 @@ def fourier_heatmap(
     layer: str | None = None,
     relative_scale: bool = True,
     max_batch: int | None = None,
+    max_frequency: int | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
     bounds: tuple[float, float] = (0.0, 1.0),
@@ -255,7 +266,8 @@ def fourier_heatmap(
     the sign ``s[k, n, c]`` from :func:`heatmap_signs`; the per-sample metric is averaged over the
     images and the value is written at both the frequency and its mirror, so the map is
     point-symmetric. The model runs in eval mode under ``torch.inference_mode`` (its mode is
-    restored) on ``K * N`` perturbed images plus the ``N`` clean ones, ``max_batch`` per forward.
+    restored) on exactly ``K * N`` perturbed images plus the ``N`` clean ones, ``max_batch`` per
+    forward; each forward builds only its own basis images, so memory is set by ``max_batch``.
 
     Args:
         model: classifier taking ``[B, C, H, W]`` in ``bounds`` and returning logits ``[B, classes]``.
@@ -271,13 +283,18 @@ def fourier_heatmap(
             maximum so the largest change is 1, as Yin et al.'s ``generate_freq_heatmap``
             (``relative_scale=True`` there too); ``False`` keeps the mean L2 change in the layer's
             units. Ignored without ``layer``.
-        max_batch: images per forward (default :data:`DEFAULT_MAX_BATCH`).
+        max_batch: images per forward (default :data:`DEFAULT_MAX_BATCH`, fewer for large images:
+            at most :data:`HEATMAP_CHUNK_BYTES` of perturbed images).
+        max_frequency: evaluate only the centred square ``|i - H/2|, |j - W/2| <= max_frequency``
+            (Yin et al.'s ImageNet maps: 31, a 63 x 63 map at 224 x 224); ``None`` maps every
+            frequency. See :func:`bandguard.fourier.frequency_orbits`.
         generator: randomness for the signs.
-        progress: show a tqdm bar over the chunks.
+        progress: show a tqdm bar over the ``K * N`` perturbed images.
         bounds: ``(lo, hi)`` pixel bounds the perturbed images are clipped to.
 
     Returns:
-        :class:`HeatmapResult` with ``[H, W]`` maps on the CPU.
+        :class:`HeatmapResult` with ``[H, W]`` maps on the CPU (``[2m + 1, 2m + 1]`` with
+        ``max_frequency = m`` below ``H / 2``).
 
     Example:
         >>> result = fourier_heatmap(model, x, y, eps=4.0, generator=torch.Generator().manual_seed(0))
@@ -293,14 +310,14 @@ def fourier_heatmap(
     check_generator(generator)
     sign = Sign.coerce(sign)
     metric_name, metric_fn = _resolve_metric(metric)
-    max_batch = check_int(DEFAULT_MAX_BATCH if max_batch is None else max_batch, "max_batch", minimum=1)
+    n, c, h, w = x.shape
+    if max_batch is None:
+        max_batch = max(1, min(DEFAULT_MAX_BATCH, HEATMAP_CHUNK_BYTES // (c * h * w * x.element_size())))
+    max_batch = check_int(max_batch, "max_batch", minimum=1)
     target = _find_module(model, layer) if layer is not None else None
 
-    n, c, h, w = x.shape
-    positions, orbit = frequency_orbits(h, w, device=x.device)
+    positions, orbit = frequency_orbits(h, w, max_frequency=max_frequency, device=x.device)
     k = positions.shape[0]
-    basis = fourier_basis(h, w, positions, device=x.device, dtype=x.dtype)  # [K, H, W]
-    signs = heatmap_signs(k, n, c, sign=sign, generator=generator, device=x.device, dtype=x.dtype)
     y = y.to(x.device)
 
     capture = _Capture()
@@ -318,31 +335,49 @@ def fourier_heatmap(
                     clean_values.append(_per_sample(metric_fn(logits, labels), len(labels), metric_name))
                     if capture.value is not None:
                         clean_features.append(capture.value)
-                clean = torch.cat(clean_values)
+                clean = _per_sample(torch.cat(clean_values), n, metric_name)
                 reference = torch.cat(clean_features) if target is not None else None
 
-                values = torch.empty(k * n, device=x.device, dtype=torch.float64)
-                starts = range(0, k * n, max_batch)
-                for start in tqdm(starts, disable=not progress, desc="heat map", unit="chunk"):
-                    flat = torch.arange(start, min(start + max_batch, k * n), device=x.device)
-                    ki, ni = flat // n, flat % n
-                    batch = perturb_with_basis(x[ni], basis[ki], signs[ki, ni], eps, bounds)
-                    logits = model(batch)
-                    if reference is not None:
-                        out = torch.linalg.vector_norm(capture.value - reference[ni], dim=1)
-                    else:
-                        out = metric_fn(logits, y[ni])
-                    values[start : start + len(flat)] = _per_sample(out, len(flat), metric_name)
+                # Running sums per frequency instead of K x N values. A loss is shifted by its clean
+                # mean so the variance does not cancel; 0/1 errors stay exact counts.
+                plain = reference is not None or metric_name == "error"
+                shift = clean.new_zeros(()) if plain else clean.mean()
+                sums = torch.zeros(k, device=x.device, dtype=torch.float64)
+                squares = torch.zeros_like(sums)
+                blocks = sign_blocks(k, n, c, positive=sign is Sign.POSITIVE, generator=generator,
+                                     device=x.device, dtype=x.dtype)
+                bar = tqdm(total=k * n, disable=not progress, desc="heat map", unit="image")
+                for k0, signs in blocks:  # [kb, N, C]: batches never straddle two blocks
+                    for start in range(0, signs.shape[0] * n, max_batch):
+                        flat = torch.arange(start, min(start + max_batch, signs.shape[0] * n), device=x.device)
+                        ki, ni = flat // n, flat % n
+                        first, last = start // n, (start + len(flat) - 1) // n
+                        basis = fourier_basis(h, w, positions[k0 + first:k0 + last + 1], device=x.device,
+                                              dtype=x.dtype)  # only this chunk's frequencies
+                        batch = perturb_with_basis(x[ni], basis[ki - first], signs[ki, ni], eps, bounds)
+                        logits = model(batch)
+                        if reference is not None:
+                            out = torch.linalg.vector_norm(capture.value - reference[ni], dim=1)
+                        else:
+                            out = metric_fn(logits, y[ni])
+                        out = _per_sample(out, len(flat), metric_name) - shift
+                        sums.index_add_(0, k0 + ki, out)
+                        squares.index_add_(0, k0 + ki, out * out)
+                        bar.update(len(flat))
+                bar.close()
     finally:
         if handle is not None:
             handle.remove()
 
-    per_image = rearrange(values, "(k n) -> k n", k=k)
-    mean = per_image.mean(dim=1)
+    centred = sums / n
+    mean = centred + shift
     if metric_name == "error" and target is None:
         stderr = torch.sqrt(mean * (1 - mean) / n)
+    elif n > 1:
+        variance = ((squares - n * centred**2) / (n - 1)).clamp_min(0)
+        stderr = torch.sqrt(variance / n)
     else:
-        stderr = per_image.std(dim=1) / math.sqrt(n) if n > 1 else torch.zeros_like(mean)
+        stderr = torch.zeros_like(mean)
     relative = relative_scale and target is not None
     if relative:
         # Yin et al. divide each layer map by its own maximum; an all-zero map (eps = 0) stays zero.
@@ -352,13 +387,14 @@ def fourier_heatmap(
     return HeatmapResult(
         heatmap=mean[orbit].float().cpu(),
         stderr=stderr[orbit].float().cpu(),
-        clean=float(_per_sample(clean, n, metric_name).double().mean()),
+        clean=float(clean.mean()),
         eps=eps,
         n=n,
         metric=metric_name,
         sign=sign.value,
         layer=layer,
         relative_scale=relative,
+        max_frequency=max_frequency,
     )
 
 
