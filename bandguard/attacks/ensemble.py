@@ -92,6 +92,7 @@ class _BallFourier(FourierAttack):
     """
 
     name = "fourier_in_ball"
+    per_channel = False  # it scales its per-channel norm to stay in the whole-image ball
     ball: Norm = Norm.LINF
 
     def __post_init__(self) -> None:
