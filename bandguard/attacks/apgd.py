@@ -25,7 +25,7 @@ from torch import nn
 
 from bandguard._checks import check_enum, check_int, check_positive
 from bandguard.attacks.band import Band, band_project
-from bandguard.attacks.losses import is_adversarial, margin
+from bandguard.attacks.losses import dlr, is_adversarial
 from bandguard.attacks.norms import Norm, l2_project
 from bandguard.attacks.protocol import Attack, Outcome, resolve_eot
 from bandguard.attacks.results import AttackResults
@@ -60,9 +60,9 @@ def _apgd_loss(logits: torch.Tensor, away: torch.Tensor | None, target: torch.Te
             return F.cross_entropy(logits, away, reduction="none")
         return -F.cross_entropy(logits, target, reduction="none")
     _check_classes(logits, loss, target is not None)
-    top = logits.topk(min(4, logits.shape[1]), dim=1).values
     if target is None:
-        return margin(logits, away) / (top[:, 0] - top[:, 2] + 1e-12)
+        return dlr(logits, away)
+    top = logits.topk(min(4, logits.shape[1]), dim=1).values
     goal = logits.gather(1, target[:, None]).squeeze(1)
     if away is None:
         rival = logits.scatter(1, target[:, None], float("-inf")).amax(1)

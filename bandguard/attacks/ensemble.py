@@ -73,6 +73,13 @@ class Ensemble(Attack):
                 )
         object.__setattr__(self, "attacks", attacks)
 
+    @property
+    def gradient_loss(self) -> str | None:
+        """``"dlr"`` if any member ascends a scale-invariant loss (DLR, margin), else ``"ce"`` if
+        any ascends cross-entropy, else ``None``."""
+        losses = {a.gradient_loss for a in self.attacks} - {None}
+        return "dlr" if losses - {"ce"} else ("ce" if losses else None)
+
     def _drive(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
                generator: torch.Generator | None, alive: torch.Tensor,
                clean_logits: torch.Tensor | None = None) -> AttackResults:

@@ -7,7 +7,7 @@ import enum
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Loss", "is_adversarial", "margin", "per_sample_loss", "sum_loss"]
+__all__ = ["Loss", "dlr", "is_adversarial", "margin", "per_sample_loss", "sum_loss"]
 
 
 class Loss(str, enum.Enum):
@@ -28,6 +28,14 @@ def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     own = logits.gather(1, labels[:, None]).squeeze(1)
     other = logits.scatter(1, labels[:, None], float("-inf")).amax(1)
     return other - own
+
+
+def dlr(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Untargeted Difference of Logits Ratio, ``[N]`` from logits ``[N, K >= 3]`` (Croce and Hein
+    2003.01690): :func:`margin` over ``z_pi1 - z_pi3`` (``pi`` sorts the logits in decreasing order),
+    so it does not change when the logits are scaled or shifted."""
+    top = logits.topk(3, dim=1).values
+    return margin(logits, labels) / (top[:, 0] - top[:, 2] + 1e-12)
 
 
 def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor, loss: Loss, targeted: bool) -> torch.Tensor:

@@ -174,6 +174,14 @@ class Attack:
         """The budgets, in the order given."""
         return self.eps  # type: ignore[return-value]
 
+    @property
+    def gradient_loss(self) -> str | None:
+        """The loss this attack's input gradients come from (``"ce"``, ``"margin"``, ``"dlr"``);
+        ``None`` for an attack that takes no gradients of a known loss (score- or decision-based,
+        foolbox). The sanity checks probe the model with this loss."""
+        loss = getattr(self, "loss", None)
+        return None if loss is None else str(getattr(loss, "value", loss))
+
     def threat(self, shape: Sequence[int]) -> ThreatModel:
         """The threat model this attack stays in on images of ``shape`` ``(C, H, W)``."""
         norm = ThreatNorm.L2_CHANNEL if self.per_channel else ThreatNorm(Norm(self.norm).value)  # type: ignore[attr-defined]

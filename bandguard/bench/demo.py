@@ -18,7 +18,9 @@ from typing import Any
 
 import torch
 
-from bandguard.bench.harness import Progress, load_samples, resolve_device, run
+from bandguard.bench.engine import Progress
+from bandguard.bench.harness import run
+from bandguard.bench.loading import load_samples, resolve_device
 from bandguard.bench.results import BenchResult, write_reports
 from bandguard.bench.spec import BenchSpec, parse_spec
 

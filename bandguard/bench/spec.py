@@ -128,6 +128,9 @@ class BenchSpec:
         sanity_n: samples the sanity probes use.
         amp: ``"off"`` or ``"bf16"`` (autocast for forwards on CUDA; gradients stay float32).
         ensemble: ``"standard"`` appends the standard ensemble of attacks, or ``None``.
+        scale_invariant: append APGD-DLR to every cascade whose gradient attacks all ascend
+            cross-entropy (see :func:`bandguard.bench.engine.scale_invariant_entries`); ``false``
+            opts out.
     """
 
     dataset: str
@@ -147,6 +150,7 @@ class BenchSpec:
     sanity_n: int = 64
     amp: str = "off"
     ensemble: str | None = None
+    scale_invariant: bool = True
 
     def data_identity(self) -> dict[str, Any]:
         """What fixes the evaluated samples (part of every cell key)."""
@@ -204,7 +208,7 @@ def parse_spec(data: Mapping[str, Any], *, base_dir: str | os.PathLike[str] = ".
                          ("eot", 1)):
         if key in data:
             kw[key] = _int(data[key], key, minimum)
-    for key in ("cascade", "sanity"):
+    for key in ("cascade", "sanity", "scale_invariant"):
         if key in data:
             kw[key] = _bool(data[key], key)
     if "device" in data:
