@@ -60,6 +60,9 @@ batch with ``alive`` per eps, norms measured in the row's ball, cells grouped by
 WHITE_BOX, ADAPTIVE, TRANSFER, CLEAN = "white-box", "adaptive", "transfer", "clean"
 SCALE_INVARIANT = "apgd-dlr"
 """The label of the scale-invariant attack the engine adds to a cascade of cross-entropy attacks."""
+MIN_STEPS = 25
+"""Fewest steps of the added scale-invariant attack (on the MNIST CNN at L2 eps 1.5, APGD-DLR
+reached its 100-step robust accuracy at 25 steps, 7.8 % of 64 images, and read 9.4 % at 10)."""
 Progress = Callable[[str, int], None]
 
 
@@ -167,14 +170,14 @@ def scale_invariant_entries(entries: Sequence[Entry], shape: Sequence[int], num_
     factor): such a cascade reads a masked model as robust. APGD with the Difference of Logits Ratio
     (Croce and Hein 2003.01690) is invariant to the logits' scale and shift; with fewer than three
     classes (DLR needs three) PGD on the logit margin is used, whose normalised steps are
-    invariant to the scale too. Its steps are the group's largest ``steps`` (at least 10).
+    invariant to the scale too. Its steps are the group's largest ``steps``, at least :data:`MIN_STEPS`.
     """
     out = list(entries)
     for ball, chain in chains(entries, shape):
         losses = [e.attack.gradient_loss for e in chain]
         if "ce" not in losses or set(losses) - {"ce", None}:
             continue
-        steps = max([int(getattr(e.attack, "steps", 0) or 0) for e in chain] + [10])
+        steps = max([int(getattr(e.attack, "steps", 0) or 0) for e in chain] + [MIN_STEPS])
         norm = "l2" if ball.norm is not ThreatNorm.LINF else "linf"
         bounds = chain[0].attack.bounds
         if num_classes >= 3:
