@@ -73,6 +73,7 @@ __all__ = [
     "ThreatNorm",
     "apgd",
     "attack_preset",
+    "attack_settings",
     "band_project",
     "cascade",
     "cascade_stage",
@@ -125,3 +126,14 @@ def create_attack(name: str, *, eps: float | tuple[float, ...], **settings: Any)
             f"its options are {', '.join(sorted(known - {'eps'}))}"
         )
     return factory(eps=eps, **settings)
+
+
+def attack_settings(name: str, **given: Any) -> dict[str, Any]:
+    """The settings of ``create_attack(name, ...)`` from generic option names (what a command line
+    offers for every attack): unset (``None``) ones dropped, and ``max_queries`` renamed to the
+    standard ensemble's ``square_queries`` (its query budget is Square's; its Fourier member keeps
+    its own)."""
+    out = {k: v for k, v in given.items() if v is not None}
+    if name == "standard" and "max_queries" in out:
+        out["square_queries"] = out.pop("max_queries")
+    return out

@@ -6,7 +6,10 @@ starts from the clean output implements :meth:`Attack._run_from` instead, which 
 driver's clean logits (so the clean forward is spent and counted once). The shared driver
 (:meth:`Attack.__call__`) does the rest once for every attack: validation, the model's mode (eval,
 every submodule's flag restored after), one clean forward, several epsilons in increasing order
-(each only on the samples no smaller eps broke), and the :class:`~bandguard.attacks.results.AttackResults`.
+(each only on the samples alive there, ``alive`` ``[E, N]``, that no smaller eps broke, so a cascade
+calls each attack once per batch: :mod:`bandguard.attacks.cascade`), and the
+:class:`~bandguard.attacks.results.AttackResults` with the attack's
+:class:`~bandguard.attacks.threat.ThreatModel`.
 :meth:`Attack.craft` is the adversarial-training entry: every sample, no bookkeeping, the model in
 whatever mode the training loop chose (:class:`~bandguard.training.TrainConfig`'s ``adversary_mode``).
 

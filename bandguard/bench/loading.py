@@ -43,14 +43,14 @@ def load_model(spec: ModelSpec, device: torch.device) -> nn.Module:
 
 
 def check_model_fits(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, device: torch.device,
-                     labels: str = "the data set's labels", what: str = "model") -> int:
+                     labels: str = "the data set's labels", what: str = "model", data: str = "") -> int:
     """One forward on one sample, so a model that does not take the data, returns no logits
     ``[N, classes]`` (a tuple, a 1-D output, probabilities) or has fewer classes than the labels
     (called ``labels`` in the error) fails with a clear error before any work runs.
 
     Args:
         model: the classifier; x: images ``[N, C, H, W]``; y: labels ``[N]`` or ``None`` (not checked).
-        what: the model's name in errors (``"--model"`` from the CLI).
+        what: the model's name in errors (``"--model"`` from the CLI); data: the data set's name.
 
     Returns:
         The model's number of classes.
@@ -61,7 +61,8 @@ def check_model_fits(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, 
             out = model(xb)
     except RuntimeError as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"{what} does not take images of shape {tuple(x.shape[1:])}: {first}") from None
+        raise ValueError(f"{what} does not take {data + ' ' if data else ''}images of shape "
+                         f"{tuple(x.shape[1:])}: {first}") from None
     logits = check_model_output(out, n=1, name=f"{what} output")
     if y is not None:
         check_labels(y, None, labels, num_classes=logits.shape[1])
