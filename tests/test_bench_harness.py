@@ -378,3 +378,23 @@ def test_cuda_grid_matches_cpu_within_one_point(checkpoint: Path, tmp_path: Path
         for a, b in zip(cpu.rows, gpu.rows):
             assert (a.defense, a.mode, a.attack, a.eps) == (b.defense, b.mode, b.attack, b.eps)
             assert abs(a.robust_accuracy - b.robust_accuracy) <= 0.01 + 1 / 64, (a, b)
+
+
+def test_a_scale_invariant_attack_joins_each_cross_entropy_group_only() -> None:
+    from bandguard.attacks import APGD, Square
+    from bandguard.bench.engine import Entry, scale_invariant_entries
+
+    entries = [Entry("pgd", PGD(eps=0.1, steps=40), None), Entry("sq", Square(eps=0.1), None),
+               Entry("l2", PGD(eps=1.0, norm="l2", loss="margin"), None),
+               Entry("l2-big", PGD(eps=2.0, norm="l2", steps=5), None)]
+    out = scale_invariant_entries(entries, (1, 8, 8), 10, seed=0)
+    added = out[len(entries):]
+    # The Linf group ascends cross-entropy only (Square takes no gradients): APGD-DLR at its ball and
+    # its largest steps; the margin group gets nothing; the second L2 group its own, uniquely named.
+    assert [e.name for e in added] == ["apgd-dlr", "apgd-dlr-2"]
+    first, second = (e.attack for e in added)
+    assert isinstance(first, APGD) and first.loss.value == "dlr" and first.epsilons == (0.1,) and first.steps == 40
+    assert second.norm.value == "l2" and second.epsilons == (2.0,) and second.steps == 25  # at least MIN_STEPS
+    # Two classes: DLR needs three, so margin PGD stands in.
+    two = scale_invariant_entries(entries[:1], (1, 8, 8), 2, seed=0)[-1].attack
+    assert isinstance(two, PGD) and two.loss.value == "margin"

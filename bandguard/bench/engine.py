@@ -185,8 +185,9 @@ def scale_invariant_entries(entries: Sequence[Entry], shape: Sequence[int], num_
                                   seed=seed)
         else:
             attack = PGD(eps=ball.epsilons, norm=norm, steps=steps, loss="margin", bounds=bounds, seed=seed)
-        name = SCALE_INVARIANT if len([c for c in out if c.name.startswith(SCALE_INVARIANT)]) == 0 \
-            else f"{SCALE_INVARIANT}-{norm}"
+        taken = {e.name for e in out}
+        name = next(n for n in (SCALE_INVARIANT, *(f"{SCALE_INVARIANT}-{k}" for k in range(2, len(out) + 3)))
+                    if n not in taken)  # one per threat group, each label unique
         out.append(Entry(name, attack, {"name": name, "attack": repr(attack)}))
     return out
 
