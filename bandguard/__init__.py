@@ -7,6 +7,8 @@ subpackage (``bandguard.attacks``, ``bandguard.defenses``, ``bandguard.spectral`
 
 from __future__ import annotations
 
+from typing import Any
+
 from bandguard import attacks, defenses, fourier, spectral
 from bandguard._amp import BF16Forward, native_bf16
 from bandguard._version import __version__
@@ -21,7 +23,6 @@ from bandguard.attacks import (
     attack_preset,
     create_attack,
 )
-from bandguard.bench import evaluate_robustness
 from bandguard.data import ImageDataset, SampleDataWarning, load_dataset, make_loader
 from bandguard.defenses import (
     HighPass,
@@ -102,3 +103,13 @@ __all__ = [
     "spectral",
     "train",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``evaluate_robustness`` loads the harness on first use, so importing one piece of
+    ``bandguard.bench`` (the sanity checks, the result store) does not load the harness."""
+    if name == "evaluate_robustness":
+        from bandguard.bench.harness import evaluate_robustness
+
+        return evaluate_robustness
+    raise AttributeError(f"module 'bandguard' has no attribute {name!r}")

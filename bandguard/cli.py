@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 
 import torch
 
-from bandguard._checks import check_device, check_output_path
+from bandguard._checks import check_output_path
 from bandguard._io import write_json_atomic
 
 
@@ -108,9 +108,9 @@ def png_file(text: str) -> str:
 
 
 def _device(name: str | None) -> torch.device:
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return check_device(name, "--device")
+    from bandguard.bench.loading import resolve_device
+
+    return resolve_device(name, "--device")
 
 
 # --------------------------------------------------------------------------- train
@@ -275,7 +275,7 @@ def _demo_run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     print("bandguard demo: MNIST CNN, bare and with lowpass / post-averaging / kernel smoothing,")
-    print("under adaptive PGD (EOT where randomized) and the Fourier-basis attack at 3 L2 budgets")
+    print("under adaptive PGD (EOT where randomized), the Fourier-basis attack and APGD-DLR at 3 L2 budgets")
     spec = demo_spec(args.out, n=args.n, device=args.device)
     progress = _Progress(spec.n, disable=args.quiet or not sys.stderr.isatty())
     # Offline, the bundled-sample fallback is worth one line of its own, not a warning per load.
@@ -329,6 +329,7 @@ def _model_label(args: argparse.Namespace) -> str:
 
 def _model_and_data(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str]:
     """The model from ``--model``/``--model-code`` and the first ``-n`` test images of ``--dataset``."""
+    from bandguard.bench.loading import check_model_fits
     from bandguard.bench.zoo import resolve_dataset
     from bandguard.data import load_dataset
 
@@ -338,21 +339,8 @@ def _model_and_data(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.Te
     device = _device(args.device)
     model = _load_cli_model(args).to(device).eval()
     x, y = load_dataset(dataset, "test").tensors(args.n, device=device)
-    _probe(model, x, dataset)
+    check_model_fits(model, x, None, device, what="--model", data=dataset)
     return model, x, y, dataset
-
-
-def _probe(model: torch.nn.Module, x: torch.Tensor, dataset: str) -> None:
-    """One forward on one image, so a model that does not fit the data fails before any work."""
-    from bandguard._checks import check_logits
-
-    try:
-        with torch.no_grad():
-            out = model(x[:1])
-    except RuntimeError as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"--model does not take {dataset} images of shape {tuple(x.shape[1:])}: {first}") from None
-    check_logits(out, 1, name="--model output")
 
 
 def _heatmap_parser(p: argparse.ArgumentParser) -> None:
@@ -485,17 +473,13 @@ def _attack_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _attack_run(args: argparse.Namespace) -> int:
-    from bandguard.attacks import create_attack
+    from bandguard.attacks import attack_settings, create_attack
     from bandguard.bench import evaluate_robustness
     from bandguard.defenses import build_defense
 
     model, x, y, dataset = _model_and_data(args)
-    given = {"norm": args.norm, "steps": args.steps, "step_size": args.step_size,
-             "restarts": args.restarts, "loss": args.loss, "max_queries": args.max_queries}
-    if args.attack == "standard":
-        # The ensemble's query budget is Square's (its Fourier member keeps its own 100).
-        given["square_queries"] = given.pop("max_queries")
-    options = {k: v for k, v in given.items() if v is not None}
+    options = attack_settings(args.attack, norm=args.norm, steps=args.steps, step_size=args.step_size,
+                              restarts=args.restarts, loss=args.loss, max_queries=args.max_queries)
     attack = create_attack(args.attack, eps=tuple(args.eps), **options)
     defenses = {spec: build_defense(spec, model).to(x.device) for spec in args.defense}
     settings = {"eot": args.eot} if args.eot is not None else {}
@@ -503,7 +487,7 @@ def _attack_run(args: argparse.Namespace) -> int:
     try:
         result = evaluate_robustness(model, x, y, {args.attack: attack}, defenses=defenses,
                                      name=_model_label(args), batch_size=args.batch_size, seed=args.seed,
-                                     progress=progress, **settings)
+                                     progress=progress, scale_invariant=False, **settings)
     finally:
         progress.close()
     print(f"{attack!r} on {len(y)} {dataset} test images ({result.device}, {result.seconds:.1f} s)")

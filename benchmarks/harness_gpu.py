@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import sync, write_section
 
 from bandguard.bench import parse_spec, run
-from bandguard.bench.harness import load_samples
+from bandguard.bench.loading import load_samples
 from bandguard.models import create_model, save_checkpoint
 
 EPS = (2 / 255, 4 / 255, 8 / 255)

@@ -41,7 +41,7 @@ from _common import cpu_name, write_section
 
 from bandguard.attacks import PGD, FourierAttack
 from bandguard.bench import parse_spec, run
-from bandguard.bench.harness import load_samples
+from bandguard.bench.loading import load_samples
 from bandguard.bench.zoo import reference_model
 
 # Per data set: the reference net and the L2 grid (eps, PGD steps, Fourier queries).

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from bandguard._io import write_bytes_atomic, write_json_atomic
-from bandguard.bench.harness import resolve_device
+from bandguard.bench.loading import resolve_device
 from bandguard.bench.zoo import reference_model
 from bandguard.data import load_dataset
 from bandguard.training import subset

@@ -123,3 +123,24 @@ def test_l2_fourier_member_stays_in_the_l2_ball() -> None:
 def test_bad_ensembles_raise(kwargs, err, match) -> None:
     with pytest.raises(err, match=match):
         Ensemble(eps=0.1, **kwargs)
+
+
+def test_one_cascade_equals_each_attack_called_on_what_is_left() -> None:
+    """attacks.cascade: each attack once, with alive [E, N] = what every earlier one left robust."""
+    from bandguard.attacks import cascade, cascade_stage
+
+    model = tiny_model()
+    x, y = batch(24)
+    first, second = Square(eps=(0.02, 0.1), queries=3, seed=2), APGD(eps=(0.02, 0.1), steps=5, seed=1)
+    stages = cascade([first, second], model, x, y)
+    a = first(model, x, y)
+    alive = ~a.success
+    assert torch.equal(stages[0].robust, alive)
+    b = second(model, x, y, alive=alive)
+    assert torch.equal(stages[1].robust, alive & ~b.success)
+    assert torch.equal(stages[1].results[1].x_adv, b[1].x_adv)
+    assert bool((stages[0].robust & ~stages[1].robust).any())  # the second attack mattered
+    # One stage by hand is the same step; an ensemble's worst case is the last stage's robust set.
+    assert torch.equal(cascade_stage(second, model, x, y, alive).robust, stages[1].robust)
+    ens = Ensemble(eps=(0.02, 0.1), attacks=(first, second))(model, x, y)
+    assert torch.equal(ens.robust, stages[1].robust)

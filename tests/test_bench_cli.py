@@ -40,10 +40,12 @@ def test_bench_prints_the_table_and_writes_reports(mnist_model: torch.nn.Module,
     assert main(["bench", str(spec), "-q"]) == 0
     out = capsys.readouterr().out
     assert "| cnn | none | white-box | fgsm | linf 0.1 |" in out
-    assert "1 cells computed" not in out and "2 cells computed, 0 reused" in out
+    # FGSM ascends cross-entropy only, so the cascade gets APGD-DLR: clean, fgsm and apgd-dlr cells.
+    assert "| cnn | none | white-box | apgd-dlr | linf 0.1 |" in out
+    assert "2 cells computed" not in out and "3 cells computed, 0 reused" in out
     assert (tmp_path / "out" / "report.md").is_file()
     assert main(["bench", str(spec), "-q"]) == 0
-    assert "0 cells computed, 2 reused" in capsys.readouterr().out
+    assert "0 cells computed, 3 reused" in capsys.readouterr().out
 
 
 def test_bench_spec_error_exits_2_naming_the_key(mnist_model: torch.nn.Module, tmp_path: Path,

@@ -12,7 +12,7 @@ import pytest
 import torch
 from attack_models import batch, tiny_model
 
-from bandguard.attacks import FGSM, PGD, FourierGreedy
+from bandguard.attacks import FGSM, PGD, FourierAttack, FourierGreedy
 from bandguard.bench import evaluate_robustness, parse_spec, run
 from bandguard.bench.harness import batch_size_for, build_defense, load_samples, threat_chains
 from bandguard.bench.results import WORST, ResultStore
@@ -29,6 +29,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, mnist_model: torch.nn.M
 def small_spec(checkpoint: Path, out: Path, **overrides: object):
     data = {
         "dataset": "mnist", "n": 16, "batch_size": 8, "seed": 3, "out": str(out), "sanity": False, "eot": 2,
+        "scale_invariant": False,
         "defenses": ["lowpass:10"],
         "models": [{"name": "cnn", "checkpoint": str(checkpoint)}],
         "attacks": [{"attack": "fgsm", "eps": [0.1, 0.3]},
@@ -39,7 +40,9 @@ def small_spec(checkpoint: Path, out: Path, **overrides: object):
 
 
 def grid_spec(checkpoint: Path, out: Path):
-    return small_spec(checkpoint, out, defenses=["lowpass:10", "post_average:3.0,K=1"], device="cpu")
+    """The grid with the default scale-invariant attack: FGSM and PGD ascend cross-entropy only."""
+    return small_spec(checkpoint, out, defenses=["lowpass:10", "post_average:3.0,K=1"], device="cpu",
+                      scale_invariant=True)
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +59,12 @@ def test_grid_cascade_worst_case_and_eot(grid) -> None:
     modes = {("none", "white-box"), ("lowpass:10", "transfer"), ("lowpass:10", "adaptive"),
              ("post_average:3.0,K=1", "transfer"), ("post_average:3.0,K=1", "adaptive")}
     assert {(r.defense, r.mode) for r in result.rows} == modes
-    assert len(result.rows) == len(modes) * 3 * 2
+    # fgsm, pgd, the appended apgd-dlr (both given attacks ascend cross-entropy) and the worst case.
+    assert len(result.rows) == len(modes) * 4 * 2
     fgsm, pgd = cells[("none", "white-box", "fgsm")], cells[("none", "white-box", "pgd")]
+    dlr = cells[("none", "white-box", "apgd-dlr")]
+    assert "APGD(" in dlr.attack_repr and "loss='dlr'" in dlr.attack_repr and dlr.epsilons == (0.1, 0.3)
+    assert (dlr.robust <= pgd.robust).all() and (dlr.forwards[0, ~pgd.robust[0]] == 0).all()
     clean = cells[("none", "clean", "")].robust[0]
     # Cascade, eps by eps: PGD spent nothing at an eps where FGSM broke the sample (or the model
     # missed it), and attacked every other sample. A sample PGD broke at a smaller eps keeps that
@@ -72,7 +79,7 @@ def test_grid_cascade_worst_case_and_eot(grid) -> None:
     # A sample is robust in the worst case only if no attack broke it.
     for e, eps in enumerate((0.1, 0.3)):
         worst = result.row(model="cnn", defense="none", mode="white-box", attack=WORST, eps=eps)
-        expect = (clean & fgsm.robust[e] & pgd.robust[e]).float().mean()
+        expect = (clean & fgsm.robust[e] & pgd.robust[e] & dlr.robust[e]).float().mean()
         assert worst.robust_accuracy == pytest.approx(float(expect))
         assert worst.robust_accuracy <= result.row(model="cnn", defense="none", mode="white-box",
                                                    attack="fgsm", eps=eps).robust_accuracy
@@ -124,7 +131,7 @@ def test_in_memory_equals_the_attack_run_directly(attack) -> None:
     # Deterministic attacks, so batches of 16 add up to one call on all 40 samples.
     model, (x, y) = tiny_model(), batch(40)
     seen: list[tuple[str, int]] = []
-    result = evaluate_robustness(model, x, y, {"a": attack}, batch_size=16,
+    result = evaluate_robustness(model, x, y, {"a": attack}, batch_size=16, scale_invariant=False,
                                  progress=lambda desc, k: seen.append((desc, k)))
     assert seen == [("model | a", 16), ("model | a", 16), ("model | a", 8)]
     direct = attack(model, x, y)
@@ -149,7 +156,7 @@ def test_in_memory_defenses_transfer_adaptive_and_eot() -> None:
     y = net(x).argmax(1)  # every sample clean-correct on the bare net
     defenses = {"lowpass:3": build_defense("lowpass:3", net), "pa": build_defense("post_average:0.3,K=1,seed=0", net)}
     attacks = {"pgd": PGD(eps=(0.0, 0.1), steps=3), "fgsm": FGSM(eps=(0.0, 0.1))}
-    result = evaluate_robustness(net, x, y, attacks, defenses=defenses, eot=3)
+    result = evaluate_robustness(net, x, y, attacks, defenses=defenses, eot=3, scale_invariant=False)
     cells = {(c.defense, c.mode, c.attack): c for c in result.cells}
     assert {(r.defense, r.mode) for r in result.rows} == {
         ("none", "white-box"), ("lowpass:3", "transfer"), ("lowpass:3", "adaptive"), ("pa", "transfer"),
@@ -241,7 +248,13 @@ def test_standard_ensemble_key_runs_end_to_end(checkpoint: Path, tmp_path: Path)
     pgd, std = cells[("none", "white-box", "pgd")], cells[("none", "white-box", "standard")]
     assert "Ensemble(" in std.attack_repr and "Square(" in std.attack_repr and std.epsilons == (0.05, 0.3)
     # The ensemble runs after PGD in the cascade: only on what PGD left robust, never more robust.
-    assert (std.robust <= pgd.robust).all() and (std.forwards[~pgd.robust] == 0).all()
+    # It spends nothing where PGD broke the sample, except an example it found at the smaller eps,
+    # carried (with its counts) to the larger one.
+    assert (std.robust <= pgd.robust).all()
+    carried = torch.zeros_like(pgd.robust[0])
+    for e in range(2):
+        assert (std.forwards[e, ~pgd.robust[e] & ~carried] == 0).all()
+        carried = carried | (pgd.robust[e] & ~std.robust[e])
     assert int(std.forwards.sum()) > 0  # it attacked what PGD left at the small eps
     assert ("lowpass:10", "adaptive", "standard") in cells and ("lowpass:10", "transfer", "standard") in cells
     worst = result.row(model="cnn", defense="none", mode="white-box", attack=WORST, eps=0.05)
@@ -254,8 +267,63 @@ def test_threat_models_cascade_separately(checkpoint: Path, tmp_path: Path) -> N
         {"attack": "pgd", "name": "pgd-l2", "norm": "l2", "eps": [1.0], "steps": 2},
         {"attack": "fgsm", "eps": [0.1]},
     ])
-    chains = threat_chains({a.name: a.build() for a in spec.attacks})
-    assert chains == [["pgd", "fgsm"], ["pgd-l2"]]
+    chains = threat_chains({a.name: a.build() for a in spec.attacks}, (1, 28, 28))
+    assert [names for _, names in chains] == [["pgd", "fgsm"], ["pgd-l2"]]
+    assert [ball.label() for ball, _ in chains] == ["linf [0.1] on 1x28x28", "l2 [1] on 1x28x28"]
+
+
+SQRT3 = 3 ** 0.5
+
+
+def test_fourier_and_l2_pgd_at_the_same_number_are_two_threats_on_colour_images() -> None:
+    """Fourier's eps is per channel: at eps 1 on 3 channels its whole-image norm reaches sqrt(3) > 1."""
+    attacks = {"pgd-l2": PGD(eps=(0.5, 1.0), norm="l2", steps=2), "fourier": FourierAttack(eps=(0.5, 1.0))}
+    chains = threat_chains(attacks, (3, 8, 8))
+    assert [names for _, names in chains] == [["pgd-l2"], ["fourier"]]
+    assert chains[1][0].norm.value == "l2/channel"
+    # On one channel the two conventions coincide.
+    assert [names for _, names in threat_chains(attacks, (1, 8, 8))] == [["pgd-l2", "fourier"]]
+    # At eps and eps * sqrt(3) the Fourier ball lies in the PGD one: one cascade, one worst case.
+    joined = {"pgd-l2": PGD(eps=(0.5 * SQRT3, SQRT3), norm="l2", steps=2), "fourier": FourierAttack(eps=(0.5, 1.0))}
+    (ball, names), = threat_chains(joined, (3, 8, 8))
+    assert names == ["pgd-l2", "fourier"] and ball.epsilons == (0.5 * SQRT3, SQRT3)
+    # Just below eps * sqrt(3) it no longer fits.
+    apart = {"pgd-l2": PGD(eps=(0.5 * SQRT3, 0.99 * SQRT3), norm="l2", steps=2),
+             "fourier": FourierAttack(eps=(0.5, 1.0))}
+    assert len(threat_chains(apart, (3, 8, 8))) == 2
+
+
+@pytest.mark.parametrize("pgd_eps", [(0.5, 1.0), (0.5 * SQRT3, SQRT3)], ids=["same-number", "times-sqrt3"])
+def test_every_perturbation_of_a_worst_case_row_lies_in_its_ball(pgd_eps: tuple[float, float]) -> None:
+    net = tiny_model(c=3, classes=4)
+    x, _ = batch(24, c=3, classes=4)
+    x = 0.25 + 0.5 * x  # away from the bounds, so clipping does not shrink the Fourier steps
+    y = net(x).argmax(1)
+    # A weak PGD first, so the Fourier attack still has samples to attack after it.
+    attacks = {"pgd-l2": PGD(eps=pgd_eps, norm="l2", steps=1, step_size=0.02, random_start=False),
+               "fourier": FourierAttack(eps=(0.5, 1.0), max_queries=20)}
+    result = evaluate_robustness(net, x, y, attacks, scale_invariant=False)
+    cells = {c.attack: c for c in result.cells if c.mode != "clean"}
+    worst = [r for r in result.rows if r.attack == WORST]
+    fourier = cells["fourier"]
+    if pgd_eps == (0.5, 1.0):
+        assert worst == []  # two threat models: no row mixes them
+        assert fourier.ball == "l2/channel" and fourier.ball_eps == (0.5, 1.0)
+        # Its cells measure per channel; as a whole image its perturbations leave the PGD ball of
+        # the same number (up to sqrt(3) times it), which is why no worst case holds both.
+        assert float(fourier.norms.max()) == pytest.approx(1.0, rel=1e-5)
+        whole = attacks["fourier"](net, x, y)[1].norms
+        assert float(whole.max()) > 1.5
+    else:
+        assert [(r.norm, r.eps) for r in worst] == [("l2", 0.5 * SQRT3), ("l2", SQRT3)]
+        assert {c.ball for c in cells.values()} == {"l2"}
+        for r in result.rows:
+            if r.attack == "fourier":
+                assert r.norm == "l2/channel"  # the table names the per-channel convention
+    for c in cells.values():  # norms are of x_adv - x, measured in the cell's ball
+        bound = torch.tensor(c.ball_eps)[:, None] * (1 + 1e-5)
+        assert (c.norms <= bound).all(), (c.attack, c.norms.max(), c.ball_eps)
+    assert int(fourier.forwards.sum()) > 0 and float(fourier.norms.max()) > 0
 
 
 def test_batch_for_a_costly_defense_follows_the_budget(mnist_model: torch.nn.Module) -> None:
@@ -269,7 +337,8 @@ def test_batch_for_a_costly_defense_follows_the_budget(mnist_model: torch.nn.Mod
 _MEMORY_SCRIPT = """
 import re, sys, torch
 from torch import nn
-from bandguard.bench.harness import _attack_batches, _Context
+from bandguard.attacks.threat import ThreatModel
+from bandguard.bench.engine import Context, _attack_batches
 from bandguard.defenses import build_defense
 from bandguard.attacks import PGD
 torch.manual_seed(0)
@@ -277,14 +346,15 @@ n = int(sys.argv[1])
 net = nn.Sequential(nn.Conv2d(1, 64, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64 * 28 * 28, 10))
 defense = build_defense("post_average:3.0,K=15", net)
 x, y = torch.rand(n, 1, 28, 28), torch.randint(0, 10, (n,))
-ctx = _Context(x=x, y=y, device=torch.device("cpu"), batch_size=256, sample_budget=2048, eot=1, cascade=True,
+ctx = Context(x=x, y=y, device=torch.device("cpu"), batch_size=256, sample_budget=2048, eot=1, cascade=True,
                seed=0)
 def peak_kib():
     with open("/proc/self/status") as f:
         return int(re.search(r"VmHWM:\\s+(\\d+) kB", f.read()).group(1))
 before = peak_kib()
 attack = PGD(eps=(0.1,), steps=1, eot_samples=1, random_start=False)
-_attack_batches(ctx, "k", attack, defense, torch.ones(1, n, dtype=torch.bool), ctx.batch_size_for(defense), "")
+_attack_batches(ctx, "k", attack, defense, torch.ones(1, n, dtype=torch.bool), ctx.batch_size_for(defense), "",
+               ThreatModel("linf", (0.1,), (1, 28, 28)))
 print((peak_kib() - before) // 1024)
 """
 
@@ -314,3 +384,23 @@ def test_cuda_grid_matches_cpu_within_one_point(checkpoint: Path, tmp_path: Path
         for a, b in zip(cpu.rows, gpu.rows):
             assert (a.defense, a.mode, a.attack, a.eps) == (b.defense, b.mode, b.attack, b.eps)
             assert abs(a.robust_accuracy - b.robust_accuracy) <= 0.01 + 1 / 64, (a, b)
+
+
+def test_a_scale_invariant_attack_joins_each_cross_entropy_group_only() -> None:
+    from bandguard.attacks import APGD, Square
+    from bandguard.bench.engine import Entry, scale_invariant_entries
+
+    entries = [Entry("pgd", PGD(eps=0.1, steps=40), None), Entry("sq", Square(eps=0.1), None),
+               Entry("l2", PGD(eps=1.0, norm="l2", loss="margin"), None),
+               Entry("l2-big", PGD(eps=2.0, norm="l2", steps=5), None)]
+    out = scale_invariant_entries(entries, (1, 8, 8), 10, seed=0)
+    added = out[len(entries):]
+    # The Linf group ascends cross-entropy only (Square takes no gradients): APGD-DLR at its ball and
+    # its largest steps; the margin group gets nothing; the second L2 group its own, uniquely named.
+    assert [e.name for e in added] == ["apgd-dlr", "apgd-dlr-2"]
+    first, second = (e.attack for e in added)
+    assert isinstance(first, APGD) and first.loss.value == "dlr" and first.epsilons == (0.1,) and first.steps == 40
+    assert second.norm.value == "l2" and second.epsilons == (2.0,) and second.steps == 25  # at least MIN_STEPS
+    # Two classes: DLR needs three, so margin PGD stands in.
+    two = scale_invariant_entries(entries[:1], (1, 8, 8), 2, seed=0)[-1].attack
+    assert isinstance(two, PGD) and two.loss.value == "margin"

@@ -38,7 +38,8 @@ def test_valid_spec_parses_to_frozen_dataclasses(tmp_path: Path) -> None:
 def test_example_spec_is_valid() -> None:
     spec = load_spec(SPECS / "mnist_defenses.toml")
     assert [a.attack for a in spec.attacks] == ["pgd", "fourier"]
-    assert len(spec.defenses) == 4
+    # "none" first, then the file's three defenses in its order, each parsed and checked.
+    assert spec.defenses == ("none", "lowpass:10", "post_average:3.0,K=15", "smooth:0.25")
 
 
 @pytest.mark.parametrize(
@@ -138,3 +139,26 @@ def test_standard_ensemble_key(tmp_path: Path) -> None:
     assert [a.name for a in built.attacks] == ["apgd", "apgd", "fourier_in_ball", "square"]
     with pytest.raises(SpecError, match=r"^ensemble: expected one of 'standard'"):
         parse_spec(_spec(ensemble="plus"), base_dir=tmp_path)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"n": -1}, r"^n: expected an integer >= 0, got -1"),
+    ({"batch_size": True}, r"^batch_size: expected an integer, got True"),
+    ({"device": "tpu"}, r"^device: expected one of"),
+    ({"amp": "fp8"}, r"^amp: expected one of 'off', 'bf16', got 'fp8'"),
+    ({"scale_invariant": "yes"}, r"^scale_invariant: expected true or false"),
+    ({"defenses": ("none", "blur:3")}, r"^defenses\[1\]: unknown defense 'blur'"),
+    ({"attacks": ()}, r"^attacks: expected a non-empty sequence of AttackSpec"),
+    ({"models": ("cnn",)}, r"^models\[0\]: expected a ModelSpec, got str"),
+])
+def test_replace_cannot_skip_validation(change: dict, message: str, tmp_path: Path) -> None:
+    spec = parse_spec(_spec(), base_dir=tmp_path)
+    with pytest.raises(SpecError, match=message):
+        dataclasses.replace(spec, **change)
+    assert dataclasses.replace(spec, n=5).n == 5  # a valid change goes through
+
+
+def test_spec_built_in_code_gets_none_first_and_a_tuple(tmp_path: Path) -> None:
+    spec = parse_spec(_spec(), base_dir=tmp_path)
+    built = BenchSpec(dataset="mnist", models=list(spec.models), attacks=list(spec.attacks), defenses=("lowpass:10",))
+    assert built.defenses == ("none", "lowpass:10") and isinstance(built.models, tuple)

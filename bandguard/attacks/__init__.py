@@ -26,6 +26,7 @@ from typing import Any
 from bandguard._registry import Registry
 from bandguard.attacks.apgd import APGD, APGDLoss, apgd
 from bandguard.attacks.band import Band, band_project
+from bandguard.attacks.cascade import Stage, cascade, cascade_stage
 from bandguard.attacks.ensemble import Ensemble, standard_ensemble
 from bandguard.attacks.fgsm import FGM, FGSM, fgm, fgsm
 from bandguard.attacks.foolbox_adapter import FoolboxAttack, foolbox_attack
@@ -41,9 +42,10 @@ from bandguard.attacks.losses import Loss
 from bandguard.attacks.norms import Norm, perturbation_norm
 from bandguard.attacks.pgd import PGD, pgd
 from bandguard.attacks.presets import ATTACK_PRESETS, attack_preset
-from bandguard.attacks.protocol import Attack, Outcome, is_non_differentiable, is_randomized
+from bandguard.attacks.protocol import Attack, Outcome, is_non_differentiable, is_randomized, resolve_eot
 from bandguard.attacks.results import AttackResult, AttackResults
 from bandguard.attacks.square import Square, square
+from bandguard.attacks.threat import ThreatModel, ThreatNorm
 
 __all__ = [
     "APGD",
@@ -68,9 +70,15 @@ __all__ = [
     "Order",
     "Outcome",
     "Square",
+    "Stage",
+    "ThreatModel",
+    "ThreatNorm",
     "apgd",
     "attack_preset",
+    "attack_settings",
     "band_project",
+    "cascade",
+    "cascade_stage",
     "create_attack",
     "fgm",
     "fgsm",
@@ -82,6 +90,7 @@ __all__ = [
     "is_randomized",
     "perturbation_norm",
     "pgd",
+    "resolve_eot",
     "square",
     "standard_ensemble",
 ]
@@ -125,3 +134,14 @@ def create_attack(name: str, *, eps: float | tuple[float, ...], **settings: Any)
             f"its options are {', '.join(sorted(known - {'eps'}))}"
         )
     return factory(eps=eps, **settings)
+
+
+def attack_settings(name: str, **given: Any) -> dict[str, Any]:
+    """The settings of ``create_attack(name, ...)`` from generic option names (what a command line
+    offers for every attack): unset (``None``) ones dropped, and ``max_queries`` renamed to the
+    standard ensemble's ``square_queries`` (its query budget is Square's; its Fourier member keeps
+    its own)."""
+    out = {k: v for k, v in given.items() if v is not None}
+    if name == "standard" and "max_queries" in out:
+        out["square_queries"] = out.pop("max_queries")
+    return out

@@ -25,10 +25,9 @@ from torch import nn
 
 from bandguard._checks import check_enum, check_int, check_positive
 from bandguard.attacks.band import Band, band_project
-from bandguard.attacks.losses import is_adversarial
+from bandguard.attacks.losses import dlr, is_adversarial
 from bandguard.attacks.norms import Norm, effective_eps, l2_project
-from bandguard.attacks.pgd import _resolve_eot
-from bandguard.attacks.protocol import Attack, Outcome
+from bandguard.attacks.protocol import Attack, Outcome, resolve_eot
 from bandguard.attacks.results import AttackResults
 
 __all__ = ["APGD", "APGDLoss", "apgd"]
@@ -61,11 +60,9 @@ def _apgd_loss(logits: torch.Tensor, away: torch.Tensor | None, target: torch.Te
             return F.cross_entropy(logits, away, reduction="none")
         return -F.cross_entropy(logits, target, reduction="none")
     _check_classes(logits, loss, target is not None)
-    top = logits.topk(min(4, logits.shape[1]), dim=1).values
     if target is None:
-        true = logits.gather(1, away[:, None]).squeeze(1)
-        other = logits.scatter(1, away[:, None], float("-inf")).amax(1)
-        return (other - true) / (top[:, 0] - top[:, 2] + 1e-12)
+        return dlr(logits, away)
+    top = logits.topk(min(4, logits.shape[1]), dim=1).values
     goal = logits.gather(1, target[:, None]).squeeze(1)
     if away is None:
         rival = logits.scatter(1, target[:, None], float("-inf")).amax(1)
@@ -374,7 +371,7 @@ class APGD(Attack):
         return _apgd_core(
             model, x, labels, targeted, eps=eps, norm=self.norm, steps=self.steps,
             restarts=self.restarts, loss=self.loss, target_classes=self.target_classes, rho=self.rho,
-            eot=_resolve_eot(model, self.eot_samples), bounds=self.bounds, band=self.band,
+            eot=resolve_eot(model, self.eot_samples), bounds=self.bounds, band=self.band,
             generator=generator, clean_logits=clean_logits,
         )
 

@@ -18,9 +18,11 @@ from torch import nn
 
 from bandguard._checks import Bounds, check_enum, check_int
 from bandguard.attacks.apgd import APGD, APGDLoss
+from bandguard.attacks.cascade import cascade
 from bandguard.attacks.fourier_basis import FourierAttack, Order
-from bandguard.attacks.norms import Norm
+from bandguard.attacks.norms import Norm, perturbation_norm
 from bandguard.attacks.protocol import Attack, Outcome
+from bandguard.attacks.results import AttackResults
 from bandguard.attacks.square import Square
 
 __all__ = ["Ensemble", "standard_ensemble"]
@@ -30,8 +32,8 @@ __all__ = ["Ensemble", "standard_ensemble"]
 class Ensemble(Attack):
     """Run ``attacks`` in order on the still-robust samples; per sample the first success counts.
 
-    Every member runs at the ensemble's ``eps`` (its own ``eps`` is ignored) with its own seed,
-    re-seeded at each eps, so an ensemble gives the same result as its members run one after the
+    Every member runs at the ensemble's ``eps`` (its own ``eps`` is ignored) with its own seed
+    (one generator per call, as when run alone), so an ensemble gives the same result as its members run one after the
     other on the samples left. Counts are per sample sums over the members that attacked it (plus
     the one clean forward). A sample no member broke returns the last member's point.
 
@@ -55,6 +57,11 @@ class Ensemble(Attack):
         for i, attack in enumerate(attacks):
             if not isinstance(attack, Attack):
                 raise TypeError(f"attacks[{i}] must be an Attack, got {type(attack).__name__}")
+            if attack.per_channel:
+                raise ValueError(
+                    f"attacks[{i}] ({attack.name}) measures eps as an l2 norm per channel, outside the "
+                    f"ensemble's whole-image {self.norm.value} ball (standard_ensemble scales it to fit)"
+                )
             if Norm(attack.norm) is not self.norm:
                 raise ValueError(
                     f"attacks[{i}] ({attack.name}) measures eps in {Norm(attack.norm).value}, "
@@ -66,19 +73,42 @@ class Ensemble(Attack):
                 )
         object.__setattr__(self, "attacks", attacks)
 
-    def _run_from(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float,
-                  generator: torch.Generator | None, clean_logits: torch.Tensor) -> Outcome:
-        out = Outcome.unbroken(x, labels)
-        for attack in self.attacks:
-            idx = (~out.success).nonzero().squeeze(1)
-            if idx.numel() == 0:
-                break
-            # Each member gets its own seeded generator (as if run alone) and the driver's clean
-            # logits, so a score-based member spends no second clean forward.
-            res = attack._run_from(model, x[idx], labels[idx], targeted, eps, attack._generator(x.device),
-                                   clean_logits[idx])
-            out.update(idx, res)
-        return out
+    @property
+    def gradient_loss(self) -> str | None:
+        """``"dlr"`` if any member ascends a scale-invariant loss (DLR, margin), else ``"ce"`` if
+        any ascends cross-entropy, else ``None``."""
+        losses = {a.gradient_loss for a in self.attacks} - {None}
+        return "dlr" if losses - {"ce"} else ("ce" if losses else None)
+
+    def _drive(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+               generator: torch.Generator | None, alive: torch.Tensor,
+               clean_logits: torch.Tensor | None = None) -> AttackResults:
+        """The members through :func:`~bandguard.attacks.cascade.cascade` at the ensemble's eps,
+        sharing one clean forward; per eps and sample the first success counts."""
+        clean_forwards = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        if clean_logits is None:
+            clean_logits, clean_forwards = self._clean_forward(model, x, y, target, alive.any(0))
+        members = [dataclasses.replace(a, eps=self.eps) for a in self.attacks]  # type: ignore[type-var]
+        stages = cascade(members, model, x, y, alive, target=target, clean_logits=clean_logits)
+        results = []
+        for e, eps in enumerate(self.epsilons):
+            first = stages[0].results[e]
+            x_adv, pred = first.x_adv.clone(), first.adv_pred.clone()
+            success = first.success.clone()
+            forwards, gradients = clean_forwards + first.forwards, first.gradients.clone()
+            for stage in stages[1:]:
+                r, took = stage.results[e], stage.alive[e] & ~success
+                # A member's point replaces an earlier one only where it attacked the sample: a
+                # success, or the last member's point where none succeeded.
+                x_adv[took], pred[took], success[took] = r.x_adv[took], r.adv_pred[took], r.success[took]
+                forwards += r.forwards
+                gradients += r.gradients
+            delta = x_adv - x
+            results.append(dataclasses.replace(
+                first, eps=eps, x_adv=x_adv, success=success, adv_pred=pred, forwards=forwards, gradients=gradients,
+                norms=perturbation_norm(delta, self.norm),
+                channel_norms=perturbation_norm(delta, self.norm, per_channel=True)))
+        return AttackResults(tuple(results), threat=self.threat(x.shape))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -92,6 +122,7 @@ class _BallFourier(FourierAttack):
     """
 
     name = "fourier_in_ball"
+    per_channel = False  # it scales its per-channel norm to stay in the whole-image ball
     ball: Norm = Norm.LINF
 
     def __post_init__(self) -> None:

@@ -146,13 +146,16 @@ class FoolboxAttack(Attack):
         done: torch.Tensor,
         generator: torch.Generator | None,
         clean_logits: torch.Tensor,
+        alive: torch.Tensor,
     ) -> list[tuple[torch.Tensor, Outcome]]:
         import foolbox as fb
 
         if isinstance(self.attack, fb.attacks.base.FixedEpsilonAttack):
-            return super()._run_many(model, x, labels, targeted, epsilons, done, generator, clean_logits)
-        # A minimization attack: one run on every sample the model gets right, clipped per eps.
-        idx = (~done).nonzero().squeeze(1)
+            return super()._run_many(model, x, labels, targeted, epsilons, done, generator, clean_logits, alive)
+        # A minimization attack: one run on every sample the model gets right and some eps keeps
+        # alive, clipped per eps (a sample dead at an eps is still clipped there: it lies in the
+        # ball and the caller reads only the alive ones).
+        idx = (alive.any(0) & ~done).nonzero().squeeze(1)
         if idx.numel() == 0:
             return [(idx, Outcome.empty(x, labels)) for _ in epsilons]
         xs, ls = x[idx], labels[idx]

@@ -253,6 +253,7 @@ class _FourierSearch(Attack):
     """Settings both Fourier-basis attacks share, validated once."""
 
     norm = Norm.L2
+    per_channel = True  # eps is Yin et al.'s L2 norm of each channel: the threat model says so
 
     order: Order = Order.ROW_MAJOR
     radii: tuple[float, float] | None = None

@@ -7,7 +7,7 @@ import enum
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Loss", "is_adversarial", "per_sample_loss", "sum_loss"]
+__all__ = ["Loss", "dlr", "is_adversarial", "margin", "per_sample_loss", "sum_loss"]
 
 
 class Loss(str, enum.Enum):
@@ -18,6 +18,24 @@ class Loss(str, enum.Enum):
 
     def __repr__(self) -> str:
         return repr(self.value)
+
+
+def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Best other logit minus the labelled one, ``[N]`` from logits ``[N, K]`` (Carlini and Wagner
+    1608.04644): positive once another class wins. Its gradient does not vanish on confident samples
+    the way cross-entropy's does once the softmax rounds to one.
+    """
+    own = logits.gather(1, labels[:, None]).squeeze(1)
+    other = logits.scatter(1, labels[:, None], float("-inf")).amax(1)
+    return other - own
+
+
+def dlr(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Untargeted Difference of Logits Ratio, ``[N]`` from logits ``[N, K >= 3]`` (Croce and Hein
+    2003.01690): :func:`margin` over ``z_pi1 - z_pi3`` (``pi`` sorts the logits in decreasing order),
+    so it does not change when the logits are scaled or shifted."""
+    top = logits.topk(3, dim=1).values
+    return margin(logits, labels) / (top[:, 0] - top[:, 2] + 1e-12)
 
 
 def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor, loss: Loss, targeted: bool) -> torch.Tensor:
@@ -38,9 +56,8 @@ def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor, loss: Loss, targ
     if loss is Loss.CE:
         value = F.cross_entropy(logits, labels, reduction="none")
         return -value if targeted else value
-    true = logits.gather(1, labels[:, None]).squeeze(1)
-    other = logits.scatter(1, labels[:, None], float("-inf")).amax(1)
-    return true - other if targeted else other - true
+    value = margin(logits, labels)
+    return -value if targeted else value
 
 
 def sum_loss(logits: torch.Tensor, labels: torch.Tensor, loss: Loss, targeted: bool) -> torch.Tensor:

@@ -13,7 +13,6 @@ keyword away as presets: ``attack_preset("madry_mnist")`` (see :mod:`bandguard.a
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Any
 
 import torch
@@ -23,15 +22,16 @@ from bandguard._checks import Bounds, check_bool, check_enum, check_int, check_p
 from bandguard.attacks.band import Band, band_project
 from bandguard.attacks.losses import Loss, is_adversarial, per_sample_loss, sum_loss
 from bandguard.attacks.norms import Norm, effective_eps, l2_normalize, l2_project
-from bandguard.attacks.protocol import Attack, Outcome, is_non_differentiable, is_randomized
+from bandguard.attacks.protocol import (
+    DEFAULT_EOT_SAMPLES,
+    Attack,
+    Outcome,
+    resolve_eot,
+)
 from bandguard.attacks.results import AttackResults
 
 __all__ = ["DEFAULT_EOT_SAMPLES", "PGD", "GradientAttack", "pgd"]
 
-logger = logging.getLogger(__name__)
-
-DEFAULT_EOT_SAMPLES = 10
-"""Gradient samples per step when a randomized module is detected and none are given."""
 
 
 def _input_gradient(
@@ -158,17 +158,6 @@ def _pgd_core(
     return Outcome(best.detach(), success, pred, forwards, gradients)
 
 
-def _resolve_eot(model: nn.Module, eot_samples: int | None) -> int:
-    if is_non_differentiable(model):
-        logger.debug("non-differentiable module found: gradients follow its BPDA approximation")
-    if eot_samples is not None:
-        return eot_samples
-    if is_randomized(model):
-        logger.info("randomized module found: averaging gradients over %d forwards (EOT)", DEFAULT_EOT_SAMPLES)
-        return DEFAULT_EOT_SAMPLES
-    return 1
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class GradientAttack(Attack):
     """Base of the attacks that are PGD with some settings fixed (PGD, FGSM, FGM).
@@ -284,7 +273,7 @@ class PGD(GradientAttack):
         return dict(
             eps=eps, norm=self.norm, steps=self.steps, step_size=self.step_for(eps),
             random_start=self.random_start, restarts=self.restarts, loss=self.loss,
-            eot=_resolve_eot(model, self.eot_samples), early_stop=self.early_stop, band=self.band,
+            eot=resolve_eot(model, self.eot_samples), early_stop=self.early_stop, band=self.band,
         )
 
 

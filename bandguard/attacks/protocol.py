@@ -6,7 +6,10 @@ starts from the clean output implements :meth:`Attack._run_from` instead, which 
 driver's clean logits (so the clean forward is spent and counted once). The shared driver
 (:meth:`Attack.__call__`) does the rest once for every attack: validation, the model's mode (eval,
 every submodule's flag restored after), one clean forward, several epsilons in increasing order
-(each only on the samples no smaller eps broke), and the :class:`~bandguard.attacks.results.AttackResults`.
+(each only on the samples alive there, ``alive`` ``[E, N]``, that no smaller eps broke, so a cascade
+calls each attack once per batch: :mod:`bandguard.attacks.cascade`), and the
+:class:`~bandguard.attacks.results.AttackResults` with the attack's
+:class:`~bandguard.attacks.threat.ThreatModel`.
 :meth:`Attack.craft` is the adversarial-training entry: every sample, no bookkeeping, the model in
 whatever mode the training loop chose (:class:`~bandguard.training.TrainConfig`'s ``adversary_mode``).
 
@@ -19,6 +22,7 @@ forward, so gradients already flow through its declared approximation.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -39,8 +43,15 @@ from bandguard._modes import model_mode
 from bandguard.attacks.losses import is_adversarial
 from bandguard.attacks.norms import Norm, perturbation_norm
 from bandguard.attacks.results import AttackResult, AttackResults
+from bandguard.attacks.threat import ThreatModel, ThreatNorm
 
-__all__ = ["Attack", "Outcome", "is_non_differentiable", "is_randomized"]
+__all__ = ["DEFAULT_EOT_SAMPLES", "Attack", "Outcome", "check_alive", "is_non_differentiable", "is_randomized",
+           "resolve_eot"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EOT_SAMPLES = 10
+"""Gradient samples per step against a model that declares ``randomized`` (EOT, 1802.00420)."""
 
 
 @dataclasses.dataclass
@@ -91,6 +102,40 @@ def is_non_differentiable(model: nn.Module) -> bool:
     return any(getattr(m, "differentiable", True) is False for m in model.modules())
 
 
+def resolve_eot(model: nn.Module, eot_samples: int | None, default: int = DEFAULT_EOT_SAMPLES) -> int:
+    """Gradient samples per step for ``model``: ``eot_samples`` if given, else ``default`` where the
+    model declares ``randomized`` (Athalye et al. 1802.00420) and 1 where it does not.
+
+    A model that is random but does not declare it gets 1: the sanity check
+    ``randomized_without_eot`` of :mod:`bandguard.bench.sanity` exists to catch that.
+    """
+    if is_non_differentiable(model):
+        logger.debug("non-differentiable module found: gradients follow its BPDA approximation")
+    if eot_samples is not None:
+        return int(eot_samples)
+    if is_randomized(model):
+        logger.info("randomized module found: averaging gradients over %d forwards (EOT)", default)
+        return default
+    return 1
+
+
+def check_alive(alive: object, epsilons: int, n: int, device: torch.device) -> torch.Tensor:
+    """``alive`` as a bool ``[E, N]`` tensor on ``device`` (``None``: every sample at every eps).
+
+    Raises:
+        TypeError, ValueError: not a bool tensor of that shape (the message names ``alive``).
+    """
+    if alive is None:
+        return torch.ones(epsilons, n, dtype=torch.bool, device=device)
+    if not isinstance(alive, torch.Tensor) or alive.dtype != torch.bool:
+        raise TypeError(f"alive must be a bool tensor [E, N], got {type(alive).__name__}"
+                        f"{'' if not isinstance(alive, torch.Tensor) else ' of dtype ' + str(alive.dtype)}")
+    if tuple(alive.shape) != (epsilons, n):
+        raise ValueError(f"alive must have shape [E, N] = [{epsilons}, {n}] (one row per eps), "
+                         f"got {list(alive.shape)}")
+    return alive.to(device)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Attack:
     """Base of every attack: a frozen dataclass of settings, called as ``attack(model, x, y)``.
@@ -109,6 +154,8 @@ class Attack:
     """
 
     name: ClassVar[str] = "attack"
+    per_channel: ClassVar[bool] = False
+    """``True`` where ``eps`` is an L2 norm per channel (the Fourier tools), not of the whole image."""
     # Subclasses also give ``norm`` (a :class:`Norm`) as a field or a class constant; it is not
     # declared here so that a field keeps its place after ``eps``.
 
@@ -130,6 +177,19 @@ class Attack:
         """The budgets, in the order given."""
         return self.eps  # type: ignore[return-value]
 
+    @property
+    def gradient_loss(self) -> str | None:
+        """The loss this attack's input gradients come from (``"ce"``, ``"margin"``, ``"dlr"``);
+        ``None`` for an attack that takes no gradients of a known loss (score- or decision-based,
+        foolbox). The sanity checks probe the model with this loss."""
+        loss = getattr(self, "loss", None)
+        return None if loss is None else str(getattr(loss, "value", loss))
+
+    def threat(self, shape: Sequence[int]) -> ThreatModel:
+        """The threat model this attack stays in on images of ``shape`` ``(C, H, W)``."""
+        norm = ThreatNorm.L2_CHANNEL if self.per_channel else ThreatNorm(Norm(self.norm).value)  # type: ignore[attr-defined]
+        return ThreatModel(norm, self.epsilons, tuple(shape[-3:]))  # type: ignore[arg-type]
+
     def __call__(
         self,
         model: nn.Module,
@@ -138,6 +198,7 @@ class Attack:
         *,
         target: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        alive: torch.Tensor | None = None,
     ) -> AttackResults:
         """Attack ``model`` on ``x`` ``[N, C, H, W]`` with labels ``y`` ``[N]`` (int64).
 
@@ -149,6 +210,11 @@ class Attack:
             target: int64 ``[N]`` target classes for a targeted attack; ``None`` is untargeted.
             generator: the randomness of this call (on ``x``'s device); ``None`` seeds a fresh one
                 from the attack's ``seed`` (or uses torch's global generator if that is ``None``).
+            alive: bool ``[E, N]`` (rows in the order of ``eps``): the samples to attack at each eps,
+                e.g. those no earlier attack of a cascade broke; ``None``: all. A sample is attacked
+                at an eps only where it is alive there; one alive at no eps is not even forwarded
+                (its predictions read ``-1``, its counts 0). A sample dead at an eps keeps what the
+                smaller eps gave it (``x`` and the clean prediction if nothing).
 
         Returns:
             :class:`~bandguard.attacks.results.AttackResults`, one result per eps in order.
@@ -158,10 +224,11 @@ class Attack:
         if target is not None:
             target = check_labels(target, x, "target")
         check_generator(generator)
+        alive = check_alive(alive, len(self.epsilons), x.shape[0], x.device)
         if generator is None:
             generator = self._generator(x.device)
         with model_mode(model):
-            return self._drive(model, x, y, target, generator)
+            return self._drive(model, x, y, target, generator, alive)
 
     def craft(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None
@@ -233,30 +300,33 @@ class Attack:
         y: torch.Tensor,
         target: torch.Tensor | None,
         generator: torch.Generator | None,
+        alive: torch.Tensor,
+        clean_logits: torch.Tensor | None = None,
     ) -> AttackResults:
+        """The bookkeeping of :meth:`__call__`; ``clean_logits`` ``[N, K]`` given by a cascade that
+        already spent (and counted) the clean forward, else one is run on the samples alive anywhere."""
         targeted = target is not None
         labels = target if target is not None else y
         n = x.shape[0]
-        with torch.inference_mode():
-            out = model(x)
-        # The classes are known only now: a label the model cannot output would make the attack
-        # report success without doing anything; probabilities would hide its gradients. The
-        # clone is a normal tensor, usable outside inference mode.
-        clean_logits = check_model_output(out, y, target=target).clone()
-        clean_pred = clean_logits.argmax(1)
-        done = is_adversarial(clean_pred, labels, targeted)
+        anywhere = alive.any(0)
+        clean_forwards = torch.zeros(n, dtype=torch.long, device=x.device)
+        if clean_logits is None:
+            clean_logits, clean_forwards = self._clean_forward(model, x, y, target, anywhere)
+        forwards = clean_forwards.clone()
+        clean_pred = torch.where(anywhere, clean_logits.argmax(1), -1) if clean_logits.shape[1] else \
+            torch.full_like(y, -1)
+        done = is_adversarial(clean_pred, labels, targeted) & anywhere
         x_adv, adv_pred = x.clone(), clean_pred.clone()
-        forwards = torch.ones(n, dtype=torch.long, device=x.device)
         gradients = torch.zeros(n, dtype=torch.long, device=x.device)
         order = sorted(range(len(self.epsilons)), key=lambda i: self.epsilons[i])
         epsilons = [self.epsilons[i] for i in order]
-        outcomes = self._run_many(model, x, labels, targeted, epsilons, done, generator, clean_logits)
+        outcomes = self._run_many(model, x, labels, targeted, epsilons, done, generator, clean_logits, alive[order])
         results: dict[int, AttackResult] = {}
         for i, (idx, outcome) in zip(order, outcomes):
             if idx.numel():
                 x_adv[idx] = outcome.x_adv.to(x.dtype)
                 adv_pred[idx] = outcome.pred
-                forwards[idx] = 1 + outcome.forwards
+                forwards[idx] = clean_forwards[idx] + outcome.forwards
                 gradients[idx] = outcome.gradients
                 done[idx] = outcome.success
             delta = x_adv - x
@@ -274,7 +344,26 @@ class Attack:
                 gradients=gradients.clone(),
                 target=target,
             )
-        return AttackResults(tuple(results[i] for i in range(len(order))))
+        return AttackResults(tuple(results[i] for i in range(len(order))), threat=self.threat(x.shape))
+
+    def _clean_forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+                       anywhere: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clean logits ``[N, K]`` of the samples alive at some eps (zeros elsewhere) and the
+        forwards ``[N]`` that spent (1 there, 0 elsewhere)."""
+        idx = anywhere.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return x.new_zeros(x.shape[0], 0), torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        full = idx.numel() == x.shape[0]
+        with torch.inference_mode():
+            out = model(x if full else x[idx])
+        # The classes are known only now: a label the model cannot output would make the attack
+        # report success without doing anything; probabilities would hide its gradients. The
+        # clone is a normal tensor, usable outside inference mode.
+        sub_target = None if target is None else target[idx]
+        logits = check_model_output(out, y[idx], target=sub_target).clone()
+        if not full:
+            logits = logits.new_zeros(x.shape[0], logits.shape[1]).index_copy_(0, idx, logits)
+        return logits, anywhere.long()
 
     def _run_many(
         self,
@@ -286,12 +375,14 @@ class Attack:
         done: torch.Tensor,
         generator: torch.Generator | None,
         clean_logits: torch.Tensor,
+        alive: torch.Tensor,
     ) -> list[tuple[torch.Tensor, Outcome]]:
-        """Run each eps (ascending) on the samples not yet adversarial; returns (indices, outcome)."""
+        """Run each eps (ascending; ``alive`` ``[E, N]`` in that order) on the samples alive there
+        and not yet adversarial; returns (indices, outcome) per eps."""
         done = done.clone()
         out = []
-        for eps in epsilons:
-            idx = (~done).nonzero().squeeze(1)
+        for eps, live in zip(epsilons, alive):
+            idx = (live & ~done).nonzero().squeeze(1)
             if idx.numel() == 0 or eps == 0:
                 idx = idx[:0]
                 outcome = Outcome.empty(x, labels)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import torch
+
+if TYPE_CHECKING:
+    from bandguard.attacks.threat import ThreatModel
 
 __all__ = ["AttackResult", "AttackResults"]
 
@@ -112,6 +115,8 @@ class AttackResults(Sequence[AttackResult]):
 
     Attributes:
         results: the per-eps results.
+        threat: the threat model the attack stayed in (its norm, budgets and the image shape);
+            ``None`` only where a caller built the results by hand.
 
     Example:
         >>> results = PGD(eps=(0.1, 0.3))(model, x, y)  # doctest: +SKIP
@@ -119,6 +124,7 @@ class AttackResults(Sequence[AttackResult]):
     """
 
     results: tuple[AttackResult, ...]
+    threat: ThreatModel | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "results", tuple(self.results))
@@ -154,6 +160,11 @@ class AttackResults(Sequence[AttackResult]):
     def robust_accuracy(self) -> tuple[float, ...]:
         """Per eps, the fraction still classified correctly."""
         return tuple(r.robust_accuracy for r in self.results)
+
+    @property
+    def success(self) -> torch.Tensor:
+        """Bool ``[E, N]``: per eps and sample, the attack succeeded."""
+        return torch.stack([r.success for r in self.results])
 
     @property
     def robust(self) -> torch.Tensor:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from bandguard._checks import check_enum, check_int, check_positive
-from bandguard.attacks.losses import is_adversarial
+from bandguard.attacks.losses import Loss, is_adversarial, per_sample_loss
 from bandguard.attacks.norms import Norm
 from bandguard.attacks.protocol import Attack, Outcome
 from bandguard.attacks.results import AttackResults
@@ -48,13 +48,6 @@ def square_fraction(iteration: int, iterations: int, p_init: float) -> float:
     """
     it = int(iteration / iterations * 10000)
     return p_init / 2 ** sum(it > h for h in _HALVINGS)
-
-
-def _margin(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
-    """The score to lower, ``[N]``; ``<= 0`` is (nearly) success."""
-    own = logits.gather(1, labels[:, None]).squeeze(1)
-    other = logits.scatter(1, labels[:, None], float("-inf")).amax(1)
-    return other - own if targeted else own - other
 
 
 def _signs(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -167,7 +160,7 @@ def _square_core(
     best = start.clamp(lo, hi)
     with torch.no_grad():
         logits = model(best)
-    margin = _margin(logits, labels, targeted)
+    margin = -per_sample_loss(logits, labels, Loss.MARGIN, targeted)  # to lower; <= 0 is (nearly) success
     pred = logits.argmax(1)
     success = is_adversarial(pred, labels, targeted)
     forwards = torch.ones(n, dtype=torch.long, device=x0.device)
@@ -194,7 +187,7 @@ def _square_core(
         with torch.no_grad():
             logits = model(cand)
         forwards[idx] += 1
-        m = _margin(logits, labels[idx], targeted)
+        m = -per_sample_loss(logits, labels[idx], Loss.MARGIN, targeted)
         p_new = logits.argmax(1)
         hit = is_adversarial(p_new, labels[idx], targeted)
         improved = (m < margin[idx]) | hit

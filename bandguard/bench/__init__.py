@@ -9,7 +9,8 @@ tensors and modules in memory (``bandguard attack`` is argument parsing around i
 
 from __future__ import annotations
 
-from bandguard.bench.harness import evaluate_robustness, run
+from typing import Any
+
 from bandguard.bench.results import BenchResult, Cell, Flag, ResultStore, Row
 from bandguard.bench.spec import AttackSpec, BenchSpec, ModelSpec, SpecError, load_spec, parse_spec
 
@@ -28,3 +29,12 @@ __all__ = [
     "parse_spec",
     "run",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The entry points load the harness on first use: the checks and the store import alone."""
+    if name in ("evaluate_robustness", "run"):
+        from bandguard.bench import harness
+
+        return getattr(harness, name)
+    raise AttributeError(f"module 'bandguard.bench' has no attribute {name!r}")

@@ -19,7 +19,9 @@ from typing import Any
 import torch
 
 from bandguard._checks import check_bool, check_output_path
-from bandguard.bench.harness import Progress, load_samples, resolve_device, run
+from bandguard.bench.engine import Progress
+from bandguard.bench.harness import run
+from bandguard.bench.loading import load_samples, resolve_device
 from bandguard.bench.results import BenchResult, write_reports
 from bandguard.bench.spec import BenchSpec, parse_spec
 
@@ -40,7 +42,10 @@ class DemoResult:
 
 
 def demo_spec(out: str | os.PathLike[str], *, n: int = 100, device: str = "auto", seed: int = 0) -> BenchSpec:
-    """The demo's benchmark: the MNIST CNN x 4 defenses x (PGD, Fourier) x 3 L2 budgets.
+    """The demo's benchmark: the MNIST CNN x 4 defenses x (PGD, Fourier, APGD-DLR) x 3 L2 budgets.
+
+    APGD-DLR is the harness's scale-invariant attack, appended because PGD ascends cross-entropy
+    (see :func:`bandguard.bench.engine.scale_invariant_entries`).
 
     Sized to run in about a minute on two CPU cores (issue 12 item 8): post-averaging with one
     sample per radius (7 forwards per prediction, Lin et al. 1905.12797 use more) attacked with

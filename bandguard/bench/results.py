@@ -35,14 +35,20 @@ class Cell:
         key: hash of everything that determines the cell.
         model, defense, mode: ``mode`` is ``"clean"``, ``"white-box"``, ``"adaptive"`` or
             ``"transfer"``.
-        attack: the attack's label; norm: its threat norm; attack_repr: every setting.
-        epsilons: budgets ``(E,)`` (empty for a clean cell).
+        attack: the attack's label; norm: its own threat norm (``"linf"``, ``"l2"``, or
+            ``"l2/channel"`` where eps is an L2 norm per channel, the Fourier tools' convention);
+            attack_repr: every setting.
+        epsilons: the attack's budgets ``(E,)`` in ``norm`` (empty for a clean cell).
         robust: bool ``[E, N]``: correct after this attack and every earlier one of its cascade
             (a clean cell: ``[1, N]`` clean correctness).
         forwards, gradients: int64 ``[E, N]`` model evaluations / input gradients spent per sample.
         eot_samples: gradient samples per step; randomized, forward_cost: what the model declares.
         seconds: wall time.
-        norms: float ``[E, N]`` norm (in ``norm``) of each sample's perturbation, 0 where not attacked.
+        norms: float ``[E, N]`` norm of each sample's perturbation in the ``ball``'s norm (so
+            ``norms[e] <= ball_eps[e]``), 0 where not attacked.
+        ball, ball_eps: the whole-image threat model (``"linf"`` or ``"l2"`` and its budgets ``(E,)``)
+            of the cascade the cell belongs to: its worst-case row's ball, which holds every
+            perturbation of the cell (empty for a clean cell).
     """
 
     key: str
@@ -61,6 +67,8 @@ class Cell:
     forward_cost: int
     seconds: float
     norms: torch.Tensor | None = None
+    ball: str = ""
+    ball_eps: tuple[float, ...] = ()
 
     @property
     def robust_accuracy(self) -> tuple[float, ...]:
@@ -80,6 +88,7 @@ class Cell:
         for k in ("robust", "forwards", "gradients", "norms"):
             out.pop(k)
         out["epsilons"] = list(self.epsilons)
+        out["ball_eps"] = list(self.ball_eps)
         return out
 
 
@@ -100,7 +109,12 @@ class Flag:
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-    """One line of the table: a model / defense / mode / attack at one eps."""
+    """One line of the table: a model / defense / mode / attack at one eps.
+
+    ``norm`` and ``eps`` are the attack's own (``"l2/channel"``: L2 norm of each channel, the
+    Fourier tools' convention); a worst-case row gives its whole-image ball, which holds every
+    perturbation of the attacks it combines.
+    """
 
     model: str
     defense: str
@@ -192,31 +206,36 @@ def _flags_for(flags: Sequence[Flag], model: str, defense: str, attack: str) -> 
 
 
 def table_rows(cells: Sequence[Cell], flags: Sequence[Flag] = ()) -> list[Row]:
-    """Table rows: each attack cell per eps, then the per-sample worst case of each cascade."""
+    """Table rows: each attack cell per eps, then the per-sample worst case of each cascade.
+
+    Cells are grouped by model, defense, mode and threat model (the whole-image ball of their
+    cascade), so a worst case only combines attacks whose every perturbation lies in its ball.
+    """
     clean = {(c.model, c.defense): c for c in cells if c.mode == "clean"}
     groups: dict[tuple[str, str, str, str, tuple[float, ...]], list[Cell]] = {}
     for c in cells:
         if c.mode != "clean":
-            groups.setdefault((c.model, c.defense, c.mode, c.norm, c.epsilons), []).append(c)
+            ball = (c.ball, c.ball_eps) if c.ball else (c.norm, c.epsilons)
+            groups.setdefault((c.model, c.defense, c.mode, *ball), []).append(c)  # type: ignore[arg-type]
     rows: list[Row] = []
-    for (model, defense, mode, norm, eps), group in groups.items():
+    for (model, defense, mode, ball, ball_eps), group in groups.items():
         c0 = clean[(model, defense)]
         clean_acc = float(c0.robust.float().mean())
         n = c0.robust.shape[1]
 
         for c in group:
-            for e in range(len(eps)):
+            for e in range(len(c.epsilons)):
                 rows.append(Row(
-                    model=model, defense=defense, mode=mode, norm=norm, attack=c.attack, eps=eps[e], n=n,
+                    model=model, defense=defense, mode=mode, norm=c.norm, attack=c.attack, eps=c.epsilons[e], n=n,
                     clean_accuracy=clean_acc, robust_accuracy=float(c.robust[e].float().mean()),
                     forwards_per_sample=float(c.forwards[e].float().mean()),
                     gradients_per_sample=float(c.gradients[e].float().mean()), eot_samples=c.eot_samples,
                     forward_cost=c0.forward_cost, flags=_flags_for(flags, model, defense, c.attack)))
         if len(group) > 1:
             worst = torch.stack([c.robust for c in group]).all(0)
-            for e in range(len(eps)):
+            for e in range(len(ball_eps)):
                 rows.append(Row(
-                    model=model, defense=defense, mode=mode, norm=norm, attack=WORST, eps=eps[e], n=n,
+                    model=model, defense=defense, mode=mode, norm=ball, attack=WORST, eps=ball_eps[e], n=n,
                     clean_accuracy=clean_acc, robust_accuracy=float(worst[e].float().mean()),
                     forwards_per_sample=sum(float(c.forwards[e].float().mean()) for c in group),
                     gradients_per_sample=sum(float(c.gradients[e].float().mean()) for c in group),
@@ -262,6 +281,7 @@ class ResultStore:
         meta = json.loads(row[0])
         tensors = torch.load(io.BytesIO(row[1]), weights_only=True)
         meta["epsilons"] = tuple(meta["epsilons"])
+        meta["ball_eps"] = tuple(meta.get("ball_eps", ()))
         return Cell(**meta, **tensors)
 
     def put(self, cells: Sequence[Cell]) -> None:
@@ -359,7 +379,10 @@ def write_reports(result: BenchResult, out: str | Path, *, extra_md: str = "") -
           f"({result.computed} cells computed, {result.reused} reused).", "",
           "clean / robust accuracy in %; `transfer`: crafted on the bare model; `adaptive`: through "
           "the defense (EOT when it is randomized); `worst case`: a sample counts as robust only if "
-          "no attack of its threat model broke it.", "", result.to_markdown(), ""]
+          "no attack of its threat model broke it. eps is each attack's own: `l2/channel` is the L2 norm "
+          "of each channel (the Fourier tools' convention, whole-image norm up to eps * sqrt(C)); a "
+          "worst-case row gives its whole-image ball, which holds every perturbation it combines.", "",
+          result.to_markdown(), ""]
     if result.flags:
         md += ["## Sanity flags", ""]
         md += [f"- **{f.check}** ({f.model} / {f.defense}{' / ' + f.attack if f.attack else ''}): {f.reason}"

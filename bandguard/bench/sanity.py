@@ -2,37 +2,48 @@
 
 The checks follow Carlini et al. (1902.06705, "On evaluating adversarial robustness"), Athalye et
 al. (1802.00420, obfuscated gradients) and AutoAttack's own warnings (Croce & Hein 2003.01690).
-Each is a small function returning a :class:`~bandguard.bench.results.Flag` or ``None``; the
-harness runs them per model and defense on ``sanity_n`` samples and stores the outcome with the
-cells, so a resumed run does not repeat them.
+They are pure: :func:`run_checks` takes the built modules, the attacks, the finished cells and a few
+samples and returns :class:`~bandguard.bench.results.Flag` s; nothing here imports the harness, so
+both entry points (``run`` and ``evaluate_robustness(..., sanity=True)``) run the same checks.
 
-- ``non_monotone``: robust accuracy rises with eps.
-- ``large_eps``: accuracy above chance under PGD at an eps that spans the whole input range.
-- ``blackbox_beats_whitebox``: a black-box attack breaks > 1 % of samples the gradient attacks
-  before it left robust.
-- ``zero_gradients``: zero or non-finite input gradients on > 1 % of samples.
-- ``loss_not_increasing``: a few gradient steps do not raise the attack loss.
-- ``more_steps_help``: the first gradient attack with twice the steps and one more restart
-  lowers robust accuracy by more than a point (and more than one sample).
+What each check measures (``THRESHOLD`` = 1 %):
+
+- ``non_monotone``: a cell's robust accuracy rises with eps.
+- ``large_eps``: accuracy above chance under 10 steps of margin-loss PGD at Linf eps 1 (a ball
+  spanning the whole ``[0, 1]`` range).
+- ``blackbox_beats_whitebox``: within one cascade (one mode and threat model), an attack that took
+  no gradients breaks more than 1 % of the samples the gradient attacks before it left robust.
+- ``zero_gradients``: the input gradient of the loss the gradient attacks ascend (cross-entropy,
+  margin or DLR) is zero or non-finite on more than 1 % of the correctly classified samples; the
+  reason gives the margin loss's share beside it (a cross-entropy that saturates when the logits
+  are scaled up reads zero while the margin's does not: masking, not robustness).
+- ``loss_not_increasing``: five PGD steps (no random start) on that same loss, at the first gradient
+  attack's smallest eps, do not raise its mean over the correctly classified samples (the reason
+  gives the margin's before and after).
+- ``more_steps_help``: the first gradient attack with twice the steps and one more restart lowers
+  robust accuracy by more than a point (and more than one sample).
 - ``randomized_without_eot``: two forwards differ but a gradient attack used one sample per step.
-- ``probabilities``: outputs look like probabilities, not logits.
+- ``probabilities``: outputs lie in ``[0, 1]`` and sum to one (probabilities, not logits).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bandguard._modes import model_mode
+from bandguard.attacks.losses import dlr, margin
+from bandguard.attacks.protocol import Attack, resolve_eot
 from bandguard.bench.results import Cell, Flag
-from bandguard.bench.spec import NO_DEFENSE, settings_hash
 
 __all__ = [
+    "THRESHOLD",
+    "attack_objective",
     "check_blackbox",
     "check_gradients",
     "check_large_eps",
@@ -48,13 +59,19 @@ __all__ = [
 THRESHOLD = 0.01
 """Fraction of samples above which a per-sample symptom is flagged (1 %)."""
 
+_ATTACKED = ("white-box", "adaptive")
 
-def _margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Best wrong logit minus the true one, ``[N]``: its gradient does not vanish on confident
-    samples the way cross-entropy's does once the softmax rounds to one."""
-    true = logits.gather(1, y[:, None]).squeeze(1)
-    other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
-    return other - true
+
+def attack_objective(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    """The untargeted objective an attack ascends, ``[N]`` from logits ``[N, K]``: ``"ce"``
+    (cross-entropy), ``"margin"`` (best other logit minus the true one) or ``"dlr"``."""
+    if loss == "ce":
+        return F.cross_entropy(logits, y, reduction="none")
+    if loss == "margin":
+        return margin(logits, y)
+    if loss == "dlr":
+        return dlr(logits, y)
+    raise ValueError(f"loss must be 'ce', 'margin' or 'dlr', got {loss!r}")
 
 
 def check_monotone(cell: Cell) -> Flag | None:
@@ -63,7 +80,8 @@ def check_monotone(cell: Cell) -> Flag | None:
     for e in range(1, len(acc)):
         if acc[e] > acc[e - 1]:
             return Flag("non_monotone", cell.model, cell.defense,
-                        f"{cell.mode} robust accuracy rises from {acc[e - 1]:.1%} at eps {cell.epsilons[e - 1]:g} "
+                        f"non_monotone: {cell.mode} robust accuracy rises from {acc[e - 1]:.1%} at eps "
+                        f"{cell.epsilons[e - 1]:g} "
                         f"to {acc[e]:.1%} at eps {cell.epsilons[e]:g}", cell.attack)
     return None
 
@@ -79,7 +97,8 @@ def check_blackbox(cells: Sequence[Cell]) -> Flag | None:
         worst = int(broken.argmax())
         if float(broken[worst]) > THRESHOLD:
             return Flag("blackbox_beats_whitebox", cell.model, cell.defense,
-                        f"black-box {cell.attack} broke {float(broken[worst]):.1%} of samples the gradient "
+                        f"blackbox_beats_whitebox: black-box {cell.attack} broke {float(broken[worst]):.1%} of "
+                        f"samples the gradient "
                         f"attacks left robust at eps {cell.epsilons[worst]:g} ({cell.mode})", cell.attack)
     return None
 
@@ -95,9 +114,10 @@ def check_randomized_without_eot(cells: Sequence[Cell], randomized: bool) -> Fla
     if not randomized:
         return None
     for c in cells:
-        if c.mode in ("white-box", "adaptive") and int(c.gradients.sum()) > 0 and c.eot_samples <= 1:
+        if c.mode in _ATTACKED and int(c.gradients.sum()) > 0 and c.eot_samples <= 1:
             return Flag("randomized_without_eot", c.model, c.defense,
-                        f"two forwards differ but {c.attack} used 1 gradient sample per step (no EOT)", c.attack)
+                        f"randomized_without_eot: two forwards differ but {c.attack} used 1 gradient sample "
+                        f"per step (no EOT)", c.attack)
     return None
 
 
@@ -110,41 +130,78 @@ def check_probabilities(model: nn.Module, x: torch.Tensor, *, where: tuple[str, 
         out = model(x).float()
     ones = torch.ones(out.shape[0], device=out.device)
     if out.min() >= 0 and out.max() <= 1 and torch.allclose(out.sum(1), ones, atol=1e-3):
-        return Flag("probabilities", *where, "outputs lie in [0, 1] and sum to 1: probabilities, not logits")
+        return Flag("probabilities", *where,
+                    "probabilities: outputs lie in [0, 1] and sum to 1: probabilities, not logits")
     return None
 
 
-def check_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, where: tuple[str, str]) -> Flag | None:
-    """Zero or non-finite input gradients of the margin loss on more than 1 % of samples."""
+def _bad_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str) -> tuple[float, float]:
+    """Shares of samples whose input gradient of ``loss`` is non-finite, and finite but all zero."""
     with model_mode(model, requires_grad=False):
         xg = x.detach().clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad(_margin(model(xg).float(), y).sum(), xg)
+        (grad,) = torch.autograd.grad(attack_objective(model(xg).float(), y, loss).sum(), xg)
     flat = grad.flatten(1)
-    bad = ~torch.isfinite(flat).all(1) | (flat.abs().amax(1) == 0)
-    share = float(bad.float().mean())
-    if share > THRESHOLD:
-        return Flag("zero_gradients", *where, f"input gradient is zero or non-finite on {share:.0%} of samples")
-    return None
+    finite = torch.isfinite(flat).all(1)
+    zero = finite & (flat.abs().amax(1) == 0)
+    return float((~finite).float().mean()), float(zero.float().mean())
 
 
-def _mean_margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int) -> float:
+def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     with model_mode(model), torch.no_grad():
-        return float(torch.stack([_margin(model(x).float(), y) for _ in range(draws)]).mean())
+        return model(x).argmax(1) == y
+
+
+def check_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str = "ce",
+                    where: tuple[str, str]) -> Flag | None:
+    """Zero or non-finite input gradients of the attack's ``loss`` on > 1 % of the correctly
+    classified samples (all samples if none is); the margin loss's shares are reported beside."""
+    keep = _correct(model, x, y)
+    if bool(keep.any()):
+        x, y = x[keep], y[keep]
+    non_finite, zero = _bad_gradients(model, x, y, loss)
+    if non_finite + zero <= THRESHOLD:
+        return None
+    parts = [f"non-finite on {non_finite:.0%}"] if non_finite > 0 else []
+    parts += [f"zero on {zero:.0%}"] if zero > 0 else []
+    view = ""
+    if loss != "margin":
+        m_non_finite, m_zero = _bad_gradients(model, x, y, "margin")
+        view = f" (margin loss: non-finite on {m_non_finite:.0%}, zero on {m_zero:.0%})"
+    return Flag("zero_gradients", *where,
+                f"zero_gradients: the input gradient of the {loss} loss the attacks ascend is "
+                f"{' and '.join(parts)} of correctly classified samples{view}")
+
+
+def _mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str, draws: int) -> float:
+    with model_mode(model), torch.no_grad():
+        return float(torch.stack([attack_objective(model(x).float(), y, loss) for _ in range(draws)]).mean())
 
 
 def check_loss_increase(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str,
-                        eot: int, where: tuple[str, str]) -> Flag | None:
-    """Five PGD steps from ``x`` (no random start) must raise the mean margin loss."""
-    from bandguard.attacks import PGD
+                        eot: int, loss: str = "ce", where: tuple[str, str]) -> Flag | None:
+    """Five PGD steps on the attack's ``loss`` from ``x`` (no random start) must raise its mean over
+    the correctly classified samples; the margin loss before and after is reported beside."""
+    from bandguard.attacks import APGD, PGD
 
-    attack = PGD(eps=(eps,), norm=norm, steps=5, random_start=False, loss="margin", eot_samples=eot, seed=0)
+    keep = _correct(model, x, y)
+    if bool(keep.any()):
+        x, y = x[keep], y[keep]
+    if loss == "dlr":
+        attack: Attack = APGD(eps=(eps,), norm=norm, steps=5, loss="dlr", eot_samples=eot, seed=0)
+    else:
+        attack = PGD(eps=(eps,), norm=norm, steps=5, random_start=False, loss=loss, eot_samples=eot, seed=0)
     x_adv = attack(model, x, y)[0].x_adv
     draws = 4 if eot > 1 else 1
-    before, after = _mean_margin(model, x, y, draws), _mean_margin(model, x_adv, y, draws)
-    if not after > before:
-        return Flag("loss_not_increasing", *where,
-                    f"5 PGD steps at eps {eps:g} moved the mean margin loss from {before:.4g} to {after:.4g}")
-    return None
+    before, after = _mean_loss(model, x, y, loss, draws), _mean_loss(model, x_adv, y, loss, draws)
+    if after > before:
+        return None
+    view = ""
+    if loss != "margin":
+        view = (f" (margin loss: {_mean_loss(model, x, y, 'margin', draws):.4g} -> "
+                f"{_mean_loss(model, x_adv, y, 'margin', draws):.4g})")
+    return Flag("loss_not_increasing", *where,
+                f"loss_not_increasing: 5 PGD steps at eps {eps:g} moved the mean {loss} loss the attacks "
+                f"ascend from {before:.4g} to {after:.4g}{view}")
 
 
 def check_large_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes: int, eot: int,
@@ -157,88 +214,96 @@ def check_large_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_c
     chance = 1.0 / num_classes
     if acc > chance:
         return Flag("large_eps", *where,
-                    f"accuracy {acc:.1%} above chance ({chance:.1%}) under PGD at Linf eps 1 (the whole range)")
+                    f"large_eps: accuracy {acc:.1%} above chance ({chance:.1%}) under PGD at Linf eps 1 "
+                    f"(the whole range)")
     return None
 
 
-def check_more_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Any, *,
+def check_more_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack, *,
                      where: tuple[str, str]) -> Flag | None:
     """The attack at its smallest eps against twice the steps and one more restart."""
-
     fields = {f.name for f in dataclasses.fields(attack)} if dataclasses.is_dataclass(attack) else set()
     if not {"steps", "restarts"} <= fields:
         return None
-    base = dataclasses.replace(attack, eps=(attack.epsilons[0],))
-    stronger = dataclasses.replace(base, steps=2 * attack.steps, restarts=attack.restarts + 1)
+    base = dataclasses.replace(attack, eps=(attack.epsilons[0],))  # type: ignore[type-var]
+    stronger = dataclasses.replace(base, steps=2 * attack.steps, restarts=attack.restarts + 1)  # type: ignore
     a0 = base(model, x, y)[0].robust_accuracy
     a1 = stronger(model, x, y)[0].robust_accuracy
     if a0 - a1 > max(0.01, 1.5 / len(y)):
         return Flag("more_steps_help", *where,
-                    f"{2 * attack.steps} steps and {attack.restarts + 1} restarts lower robust accuracy from "
-                    f"{a0:.1%} to {a1:.1%} at eps {attack.epsilons[0]:g}: the attack has not converged")
+                    f"more_steps_help: {2 * attack.steps} steps and {attack.restarts + 1} restarts "  # type: ignore
+                    f"lower robust accuracy from {a0:.1%} to {a1:.1%} at eps {attack.epsilons[0]:g}: "
+                    f"the attack has not converged")
     return None
 
 
-def _first_gradient_cell(cells: Sequence[Cell]) -> Cell | None:
-    for c in cells:
-        if c.mode in ("white-box", "adaptive") and int(c.gradients.sum()) > 0:
-            return c
-    return None
+def _gradient_cells(cells: Sequence[Cell]) -> list[Cell]:
+    return [c for c in cells if c.mode in _ATTACKED and int(c.gradients.sum()) > 0]
 
 
-def _checks_for(module: nn.Module, d: str, cells: Sequence[Cell], x: torch.Tensor, y: torch.Tensor,
-                num_classes: int, attacks: Any = None) -> list[Flag]:
-    model_name = cells[0].model if cells else ""
-    where = (model_name, d)
+def _checks_for(module: nn.Module, d: str, cells: Sequence[Cell], attacks: Mapping[str, Attack],
+                x: torch.Tensor, y: torch.Tensor, num_classes: int, eot: int) -> list[Flag]:
+    where = (cells[0].model if cells else "", d)
     flags: list[Flag | None] = [check_monotone(c) for c in cells if c.mode != "clean"]
     chains: dict[tuple[str, str, tuple[float, ...]], list[Cell]] = {}
     for c in cells:
         if c.mode != "clean":
-            chains.setdefault((c.mode, c.norm, c.epsilons), []).append(c)
+            chains.setdefault((c.mode, c.ball or c.norm, c.ball_eps or c.epsilons), []).append(c)
     flags += [check_blackbox(chain) for chain in chains.values()]
     randomized = differs_between_forwards(module, x)
     flags.append(check_randomized_without_eot(cells, randomized))
     flags.append(check_probabilities(module, x, where=where))
-    flags.append(check_gradients(module, x, y, where=where))
-    eot = 2 if randomized else 1
-    first = _first_gradient_cell(cells)
-    eps, norm = (first.epsilons[0], first.norm) if first is not None else (0.1, "linf")
+    probe_eot = 2 if randomized else 1
+    gradient_cells = _gradient_cells(cells)
+    used = [attacks[c.attack] for c in gradient_cells if c.attack in attacks]
+    losses = list(dict.fromkeys(a.gradient_loss for a in used if a.gradient_loss in ("ce", "margin", "dlr")))
+    for loss in losses or ["margin"]:
+        if loss == "dlr" and num_classes < 3:
+            continue
+        flag = check_gradients(module, x, y, loss=loss, where=where)  # type: ignore[arg-type]
+        if flag is not None:
+            flags.append(flag)
+            break
+    first = gradient_cells[0] if gradient_cells else None
+    norm = first.ball if first is not None and first.ball else (first.norm if first is not None else "linf")
+    eps = (first.ball_eps or first.epsilons)[0] if first is not None else 0.1
     if norm in ("linf", "l2") and eps > 0:
-        flags.append(check_loss_increase(module, x, y, eps=eps, norm=norm, eot=eot, where=where))
-    flags.append(check_large_eps(module, x, y, num_classes=num_classes, eot=eot, where=where))
-    if first is not None and attacks is not None and first.attack in attacks:
-        from bandguard.bench.harness import _attack_for
-
-        attack, _ = _attack_for(attacks[first.attack], bool(first.randomized), max(1, first.eot_samples))
-        if getattr(attack, "eot_samples", None) is not None:
+        for loss in losses or ["margin"]:
+            if loss == "dlr" and num_classes < 3:
+                continue
+            flag = check_loss_increase(module, x, y, eps=eps, norm=norm, eot=probe_eot, loss=loss,  # type: ignore
+                                       where=where)
+            if flag is not None:
+                flags.append(flag)
+                break
+    flags.append(check_large_eps(module, x, y, num_classes=num_classes, eot=probe_eot, where=where))
+    if first is not None and first.attack in attacks:
+        attack = attacks[first.attack]
+        if "eot_samples" in {f.name for f in dataclasses.fields(attack)}:
+            samples = resolve_eot(module, getattr(attack, "eot_samples", None), default=eot)
             # Both runs share the EOT setting, so capping it keeps the comparison fair and cheap.
-            attack = dataclasses.replace(attack, eot_samples=min(attack.eot_samples, 2))
+            attack = dataclasses.replace(attack, eot_samples=min(samples, 2))  # type: ignore[type-var]
         flags.append(check_more_steps(module, x, y, attack, where=where))
     return [f for f in flags if f is not None]
 
 
-def run_checks(ctx: Any, model_spec: Any, model: nn.Module, cells: Sequence[Cell], num_classes: int) -> list[Flag]:
-    """Every check for one model and each of its defenses (rank 0 computes, the store remembers)."""
-    from bandguard.bench.harness import build_defense
+def run_checks(modules: Mapping[str, nn.Module], attacks: Mapping[str, Attack], cells: Sequence[Cell],
+               x: torch.Tensor, y: torch.Tensor, *, num_classes: int, eot: int = 10) -> list[Flag]:
+    """Every check for one model and each of its defended modules.
 
-    spec = ctx.spec
-    key = settings_hash({"sanity": 3, "cells": sorted(c.key for c in cells), "n": spec.sanity_n})
-    flags = None
-    if ctx.shard.is_main:
-        if ctx.store is not None and not ctx.force:
-            flags = ctx.store.get_flags(key)
-        if flags is None:
-            m = min(spec.sanity_n, len(ctx.y))
-            x, y = ctx.x[:m].to(ctx.device), ctx.y[:m].to(ctx.device)
-            flags = []
-            with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
-                torch.manual_seed(int(key[:8], 16))
-                for d in spec.defenses:
-                    module = model if d == NO_DEFENSE else build_defense(d, model).to(ctx.device)
-                    own = [c for c in cells if c.defense == d]
-                    flags += _checks_for(module, d, own, x, y, num_classes, {a.name: a for a in spec.attacks})
-            if ctx.store is not None:
-                ctx.store.put_flags(key, flags)
-    flags = ctx.shard.broadcast(flags)
-    return list(flags)
+    Args:
+        modules: label -> module as the cells name them (``"none"``: the bare model), built already.
+        attacks: label -> the attack each cell's ``attack`` names (those the harness added too).
+        cells: the model's finished cells (clean ones included).
+        x: the probe samples ``[M, C, H, W]`` on the modules' device; y: their labels ``[M]``.
+        num_classes: the model's classes; eot: gradient samples per step on a declared-randomized
+            module where an attack leaves ``eot_samples`` unset (as in the cells).
 
+    Returns:
+        The flags that fired, in module order.
+    """
+    flags: list[Flag] = []
+    for d, module in modules.items():
+        own = [c for c in cells if c.defense == d]
+        flags += _checks_for(module, d, own, attacks, x, y, num_classes, eot)
+    return flags

@@ -128,6 +128,9 @@ class BenchSpec:
         sanity_n: samples the sanity probes use.
         amp: ``"off"`` or ``"bf16"`` (autocast for forwards on CUDA; gradients stay float32).
         ensemble: ``"standard"`` appends the standard ensemble of attacks, or ``None``.
+        scale_invariant: append APGD-DLR to every cascade whose gradient attacks all ascend
+            cross-entropy (see :func:`bandguard.bench.engine.scale_invariant_entries`); ``false``
+            opts out.
     """
 
     dataset: str
@@ -147,6 +150,37 @@ class BenchSpec:
     sanity_n: int = 64
     amp: str = "off"
     ensemble: str | None = None
+    scale_invariant: bool = True
+
+    def __post_init__(self) -> None:
+        """Validate every field, so a spec built in code or by ``dataclasses.replace`` is checked
+        exactly as a TOML one; errors start with the field's TOML key path."""
+        _string(self.dataset, "dataset")
+        _choice(self.split, ("train", "test"), "split")
+        for key, minimum in (("n", 0), ("batch_size", 1), ("sample_budget", 1), ("seed", 0), ("sanity_n", 1),
+                             ("eot", 1)):
+            _int(getattr(self, key), key, minimum)
+        for key in ("cascade", "sanity", "scale_invariant"):
+            _bool(getattr(self, key), key)
+        device = _string(self.device, "device")
+        if device.split(":")[0] not in DEVICES:
+            raise SpecError(f"device: expected one of {', '.join(DEVICES)} (or 'cuda:<index>'), got {device!r}")
+        _choice(self.amp, ("off", "bf16"), "amp")
+        _string(self.out, "out")
+        if self.ensemble is not None:
+            _choice(self.ensemble, ENSEMBLES, "ensemble")
+        for key, kind in (("models", ModelSpec), ("attacks", AttackSpec)):
+            items = getattr(self, key)
+            if not isinstance(items, (tuple, list)) or not items:
+                raise SpecError(f"{key}: expected a non-empty sequence of {kind.__name__}, got {items!r}")
+            for i, item in enumerate(items):
+                if not isinstance(item, kind):
+                    raise SpecError(f"{key}[{i}]: expected a {kind.__name__}, got {type(item).__name__}")
+            object.__setattr__(self, key, tuple(items))
+        _unique([m.name for m in self.models], "models", "name")
+        _unique([a.name for a in self.attacks], "attacks", "name")
+        object.__setattr__(self, "defenses", _defenses(list(self.defenses) if isinstance(self.defenses, tuple)
+                                                       else self.defenses))
 
     def data_identity(self) -> dict[str, Any]:
         """What fixes the evaluated samples (part of every cell key)."""
@@ -204,7 +238,7 @@ def parse_spec(data: Mapping[str, Any], *, base_dir: str | os.PathLike[str] = ".
                          ("eot", 1)):
         if key in data:
             kw[key] = _int(data[key], key, minimum)
-    for key in ("cascade", "sanity"):
+    for key in ("cascade", "sanity", "scale_invariant"):
         if key in data:
             kw[key] = _bool(data[key], key)
     if "device" in data:
@@ -271,6 +305,7 @@ def _models(value: Any, base: Path) -> tuple[ModelSpec, ...]:
 
 
 def _defenses(value: Any) -> tuple[str, ...]:
+    """The defense spec strings checked, ``"none"`` first (where the list gives it, it is skipped)."""
     from bandguard.defenses import check_defense_spec
 
     if not isinstance(value, list):

@@ -1,0 +1,102 @@
+"""Loading what a benchmark evaluates: devices, models, defenses and samples.
+
+The library's one place for these steps, used by both entry points of the harness and by the CLI
+(which only parses arguments and prints): ``"auto"`` devices, models named by a spec, the one-sample
+probe that fails early on a model that does not fit the data, defenses by spec string, and the
+fixed sample subset of a spec.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bandguard._checks import check_device, check_labels, check_model_input, check_model_output
+from bandguard._modes import model_mode
+from bandguard.bench.spec import NO_DEFENSE, BenchSpec, ModelSpec
+
+__all__ = ["Autocast", "build_defense", "check_model_fits", "load_model", "load_samples", "resolve_device"]
+
+
+def resolve_device(name: str | None, what: str = "device") -> torch.device:
+    """``None`` or ``"auto"`` -> CUDA if present, else CPU; anything else checked as a torch device
+    (an error names ``what``, e.g. ``"--device"``)."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return check_device(name, what)
+
+
+def load_model(spec: ModelSpec, device: torch.device) -> nn.Module:
+    """The model a :class:`ModelSpec` names, in eval mode on ``device``."""
+    if spec.reference is not None:
+        from bandguard.bench.zoo import reference_model
+
+        model, _ = reference_model(spec.reference, limit=spec.limit, device=device)
+        return model.eval()
+    if spec.checkpoint is not None:
+        from bandguard.models import load_model as load_checkpoint_model
+
+        return load_checkpoint_model(spec.checkpoint, arch=spec.arch).to(device).eval()
+    from bandguard.models import model_from_code  # the explicit code form: runs package.module:function()
+
+    return model_from_code(spec.code or "").to(device).eval()
+
+
+def check_model_fits(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, device: torch.device,
+                     labels: str = "the data set's labels", what: str = "model", data: str = "") -> int:
+    """One forward on one sample, so a model that does not take the data, returns no logits
+    ``[N, classes]`` (a tuple, a 1-D output, probabilities) or has fewer classes than the labels
+    (called ``labels`` in the error) fails with a clear error before any work runs.
+
+    Args:
+        model: the classifier; x: images ``[N, C, H, W]``; y: labels ``[N]`` or ``None`` (not checked).
+        what: the model's name in errors (``"--model"`` from the CLI); data: the data set's name.
+
+    Returns:
+        The model's number of classes.
+    """
+    xb = check_model_input(model, x[:1].to(device), bounds=None, model_name=what)
+    try:
+        with model_mode(model), torch.inference_mode():
+            out = model(xb)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{what} does not take {data + ' ' if data else ''}images of shape "
+                         f"{tuple(x.shape[1:])}: {first}") from None
+    logits = check_model_output(out, n=1, name=f"{what} output")
+    if y is not None:
+        check_labels(y, None, labels, num_classes=logits.shape[1])
+    return int(logits.shape[1])
+
+
+def build_defense(spec: str, model: nn.Module) -> nn.Module:
+    """The defended model a defense spec string names (``"none"``: the model itself)."""
+    if spec == NO_DEFENSE:
+        return model
+    from bandguard.defenses import build_defense as build
+
+    return build(spec, model)
+
+
+def load_samples(spec: BenchSpec) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``(x [N, C, H, W] float32 in [0, 1], y [N], num_classes)`` of the spec's fixed subset (CPU)."""
+    from bandguard.data import load_dataset
+    from bandguard.training import subset_indices
+
+    data = load_dataset(spec.dataset, spec.split)
+    idx = subset_indices(len(data), spec.n or None, spec.seed)  # spec.n == 0: every image
+    x = data.images[idx].to(torch.float32).div_(255)
+    return x, data.labels[idx].clone(), int(data.num_classes)
+
+
+class Autocast(nn.Module):
+    """Forwards under bf16 autocast on CUDA, logits back in float32 (gradients stay float32)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            out = self.net(x)
+        return out.float()
