@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from bandguard._amp import BF16Forward, native_bf16
 from bandguard._checks import (
     check_bool,
     check_callable,
@@ -50,7 +51,6 @@ from bandguard.bench.engine import (
     threat_chains,
 )
 from bandguard.bench.loading import (
-    Autocast,
     build_defense,
     check_model_fits,
     load_model,
@@ -252,8 +252,8 @@ def run(
         for model_spec in spec.models:
             model = load_model(model_spec, device)
             classes = check_model_fits(model, x, y, device)
-            if spec.amp == "bf16" and device.type == "cuda":
-                model = Autocast(model)
+            if spec.amp == "bf16" or (spec.amp == "auto" and native_bf16(device)):
+                model = BF16Forward(model)
             defended = {d: build_defense(d, model).to(device) for d in spec.defenses}
             model_entries = entries
             if spec.scale_invariant:

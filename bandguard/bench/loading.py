@@ -15,7 +15,7 @@ from bandguard._checks import check_device, check_labels, check_model_input, che
 from bandguard._modes import model_mode
 from bandguard.bench.spec import NO_DEFENSE, BenchSpec, ModelSpec
 
-__all__ = ["Autocast", "build_defense", "check_model_fits", "load_model", "load_samples", "resolve_device"]
+__all__ = ["build_defense", "check_model_fits", "load_model", "load_samples", "resolve_device"]
 
 
 def resolve_device(name: str | None, what: str = "device") -> torch.device:
@@ -87,16 +87,3 @@ def load_samples(spec: BenchSpec) -> tuple[torch.Tensor, torch.Tensor, int]:
     idx = subset_indices(len(data), spec.n or None, spec.seed)  # spec.n == 0: every image
     x = data.images[idx].to(torch.float32).div_(255)
     return x, data.labels[idx].clone(), int(data.num_classes)
-
-
-class Autocast(nn.Module):
-    """Forwards under bf16 autocast on CUDA, logits back in float32 (gradients stay float32)."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, dtype=torch.bfloat16):
-            out = self.net(x)
-        return out.float()

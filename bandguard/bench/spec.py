@@ -126,7 +126,9 @@ class BenchSpec:
         cascade: later attacks run only on samples every earlier one left robust.
         sanity: run the gradient-masking checks of :mod:`bandguard.bench.sanity`.
         sanity_n: samples the sanity probes use.
-        amp: ``"off"`` or ``"bf16"`` (autocast for forwards on CUDA; gradients stay float32).
+        amp: ``"off"``, ``"bf16"`` (bf16 autocast for the model's forwards, logits and input
+            gradients in float32: :class:`bandguard.BF16Forward`) or ``"auto"`` (bf16 where the
+            device computes it natively: CUDA with bf16, CPUs with AVX512-BF16 or AMX).
         ensemble: ``"standard"`` appends the standard ensemble of attacks, or ``None``.
         scale_invariant: append APGD-DLR to every cascade whose gradient attacks all ascend
             cross-entropy (see :func:`bandguard.bench.engine.scale_invariant_entries`); ``false``
@@ -165,7 +167,7 @@ class BenchSpec:
         device = _string(self.device, "device")
         if device.split(":")[0] not in DEVICES:
             raise SpecError(f"device: expected one of {', '.join(DEVICES)} (or 'cuda:<index>'), got {device!r}")
-        _choice(self.amp, ("off", "bf16"), "amp")
+        _choice(self.amp, ("off", "bf16", "auto"), "amp")
         _string(self.out, "out")
         if self.ensemble is not None:
             _choice(self.ensemble, ENSEMBLES, "ensemble")
@@ -247,7 +249,7 @@ def parse_spec(data: Mapping[str, Any], *, base_dir: str | os.PathLike[str] = ".
             raise SpecError(f"device: expected one of {', '.join(DEVICES)} (or 'cuda:<index>'), got {device!r}")
         kw["device"] = device
     if "amp" in data:
-        kw["amp"] = _choice(data["amp"], ("off", "bf16"), "amp")
+        kw["amp"] = _choice(data["amp"], ("off", "bf16", "auto"), "amp")
     if "out" in data:
         kw["out"] = str(base / _string(data["out"], "out"))
     else:
