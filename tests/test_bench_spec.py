@@ -145,7 +145,7 @@ def test_standard_ensemble_key(tmp_path: Path) -> None:
     ({"n": -1}, r"^n: expected an integer >= 0, got -1"),
     ({"batch_size": True}, r"^batch_size: expected an integer, got True"),
     ({"device": "tpu"}, r"^device: expected one of"),
-    ({"amp": "fp8"}, r"^amp: expected one of 'off', 'bf16', got 'fp8'"),
+    ({"amp": "fp8"}, r"^amp: expected one of 'off', 'bf16', 'auto', got 'fp8'"),
     ({"scale_invariant": "yes"}, r"^scale_invariant: expected true or false"),
     ({"defenses": ("none", "blur:3")}, r"^defenses\[1\]: unknown defense 'blur'"),
     ({"attacks": ()}, r"^attacks: expected a non-empty sequence of AttackSpec"),
