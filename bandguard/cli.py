@@ -222,9 +222,8 @@ def _train_run(args: argparse.Namespace, extra: dict[str, Any] | None = None) ->
     from bandguard.data import load_dataset
     from bandguard.defenses import parse_regularizer
     from bandguard.models import check_input_shape, create_model
-    from bandguard.training import TrainConfig, train
+    from bandguard.training import TrainConfig, dataset_defaults, train
 
-    is_mnist = args.dataset == "mnist"
     extra = dict(extra or {})
     if getattr(args, "reg", None):
         extra["regularizers"] = tuple(parse_regularizer(spec) for spec in args.reg)
@@ -233,11 +232,11 @@ def _train_run(args: argparse.Namespace, extra: dict[str, Any] | None = None) ->
         if adversary is not None:
             extra.update(adversary=adversary, adversary_mode=args.adv_mode)
     config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or (0.05 if is_mnist else 0.1),
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or dataset_defaults(args.dataset)["lr"],
         weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, mode=args.mode,
         sigma=args.sigma, radius=args.radius, filter_shape=args.filter_shape,
         filter_rescale=args.filter_rescale, limit=args.limit, amp=args.amp,
-        augment=(not is_mnist) if args.augment is None else args.augment,
+        augment=dataset_defaults(args.dataset)["augment"] if args.augment is None else args.augment,
         checkpoint=args.out, resume=args.resume, arch=args.arch, dataset=args.dataset, **extra,
     )
     train_set = load_dataset(args.dataset, "train")

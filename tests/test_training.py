@@ -348,3 +348,12 @@ def test_cifar_fast_family_learns_in_a_short_run(name, cifar_train, cifar_test) 
     assert acc >= SHORT_RUN_FLOORS[name]
     if name == "cifar_fast":
         assert evaluate(model, x, y, tta=True) >= acc - 0.02
+
+
+def test_dataset_defaults_are_the_library_s() -> None:
+    """The CLI's defaults for lr and augmentation come from the library (digits are not flipped)."""
+    from bandguard.training import dataset_defaults
+
+    assert dataset_defaults("mnist") == {"lr": 0.05, "augment": False}
+    assert dataset_defaults("cifar10") == {"lr": 0.1, "augment": True}
+    TrainConfig(**dataset_defaults("cifar10"))  # valid settings as they are
