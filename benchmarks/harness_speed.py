@@ -2,12 +2,15 @@
 
 On a reference net (bare) and ``-n`` test images this times
 
+The grid is PGD, the Fourier attack and APGD-DLR (the scale-invariant attack the harness appends by
+default to a cascade of cross-entropy attacks; 25 steps, one restart), in every run:
+
 - the harness (:func:`bandguard.bench.run`, no sanity checks, fresh store): cascade over attacks,
   each attack run once for all its eps on still-robust samples, PGD stopping per sample at its
   first adversarial iterate (``early_stop``), per-sample worst case, SQLite store and reports;
 - the same grid as separate calls, as a user would write it with the peers: torchattacks
-  ``PGDL2`` once per eps on every image, and bandguard's Fourier attack (no peer has one) once
-  per eps on every image, worst case per sample from the predictions;
+  ``PGDL2`` and ``APGD(loss="dlr")`` once per eps on every image, and bandguard's Fourier attack
+  (no peer has one) once per eps on every image, worst case per sample from the predictions;
 - the attacks alone: the same cascade as the harness through direct bandguard calls, so
   ``harness / attacks - 1`` is the harness's own overhead (data, seeding, store, reports).
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
 import sys
 import tempfile
@@ -39,7 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_name, write_section
 
-from bandguard.attacks import PGD, FourierAttack
+from bandguard.attacks import APGD, PGD, FourierAttack
 from bandguard.bench import parse_spec, run
 from bandguard.bench.loading import load_samples
 from bandguard.bench.zoo import reference_model
@@ -49,6 +53,9 @@ GRIDS = {
     "mnist": ("mnist_cnn", (1.0, 2.0, 3.0), 10, 64),
     "cifar10": ("cifar_small", (0.25, 0.5, 1.0), 20, 64),
 }
+
+
+DLR_STEPS = 25  # the harness's appended APGD-DLR: max(the group's steps, 25)
 
 
 def _spec(out: Path, data: str, n: int) -> object:
@@ -75,7 +82,11 @@ def _separate(data: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tenso
             ok = model(x_adv).argmax(1) == y
         res = FourierAttack(eps=eps, max_queries=queries)(model, x, y)[0]
         robust.append(float((ok & ~res.success).float().mean()))
-        calls += 2 * steps * len(y) + len(y) + int(res.forwards.sum())
+        apgd = torchattacks.APGD(model, norm="L2", eps=eps, steps=DLR_STEPS, n_restarts=1, loss="dlr", seed=0)
+        with torch.no_grad():
+            ok &= model(apgd(x, y)).argmax(1) == y
+        robust[-1] = float((ok & ~res.success).float().mean())
+        calls += 2 * steps * len(y) + len(y) + int(res.forwards.sum()) + 2 * DLR_STEPS * len(y)
     return robust, calls
 
 
@@ -85,7 +96,8 @@ def _attacks_alone(data: str, model: torch.nn.Module, x: torch.Tensor, y: torch.
     with torch.no_grad():
         alive = (model(x).argmax(1) == y).expand(len(epsilons), -1).clone()  # [E, N]
     for attack in (PGD(eps=epsilons[0], norm="l2", steps=steps, random_start=False, early_stop=True),
-                   FourierAttack(eps=epsilons[0], max_queries=queries)):
+                   FourierAttack(eps=epsilons[0], max_queries=queries),
+                   APGD(eps=epsilons[0], norm="l2", steps=DLR_STEPS, loss="dlr", seed=0)):
         for i, eps in enumerate(epsilons):
             if i:
                 alive[i] &= alive[i - 1]  # broken at a smaller eps: broken here too
@@ -129,17 +141,18 @@ def main() -> None:
     title = f"Harness speed ({args.data})"
     text = "\n".join([
         f"## {title}", "",
-        f"`{net}`, {args.n} test images, PGD-{steps} (L2, no random start) + Fourier ({queries} queries) at "
+        f"`{net}`, {args.n} test images, PGD-{steps} (L2, no random start) + Fourier ({queries} queries) "
+        f"+ APGD-DLR-{DLR_STEPS} (appended by the harness by default) at "
         f"L2 eps {', '.join(map(str, epsilons))}; CPU: {cpu_name()}, {torch.get_num_threads()} threads; "
         f"median of {args.repeats} interleaved repeats (shared machine: absolute times are noisy, ratios "
-        f"less so). Command: `python benchmarks/harness_speed.py --data {args.data} -n {args.n} "
+        f"less so); load average {os.getloadavg()[0]:.2f} at the end. Command: `python benchmarks/harness_speed.py --data {args.data} -n {args.n} "
         f"--repeats {args.repeats} --threads {args.threads} --write`.", "",
         "| run | seconds (median) | all repeats | model calls / image | worst-case robust accuracy per eps |",
         "|---|---|---|---|---|",
         f"| harness (cascade, early stop, store, reports) | {med['harness']:.1f} | "
         f"{', '.join(f'{t:.1f}' for t in times['harness'])} | {harness_calls / args.n:.0f} | "
         f"{', '.join(f'{a:.1%}' for a in worst)} |",
-        f"| separate calls (torchattacks PGDL2 + Fourier per eps) | {med['separate']:.1f} | "
+        f"| separate calls (torchattacks PGDL2 + APGD-DLR + Fourier per eps) | {med['separate']:.1f} | "
         f"{', '.join(f'{t:.1f}' for t in times['separate'])} | {sep_calls / args.n:.0f} | "
         f"{', '.join(f'{a:.1%}' for a in sep_robust)} |",
         f"| the harness's attacks called directly | {med['alone']:.1f} | "
