@@ -145,7 +145,8 @@ def main() -> None:
         f"+ APGD-DLR-{DLR_STEPS} (appended by the harness by default) at "
         f"L2 eps {', '.join(map(str, epsilons))}; CPU: {cpu_name()}, {torch.get_num_threads()} threads; "
         f"median of {args.repeats} interleaved repeats (shared machine: absolute times are noisy, ratios "
-        f"less so); load average {os.getloadavg()[0]:.2f} at the end. Command: `python benchmarks/harness_speed.py --data {args.data} -n {args.n} "
+        f"less so); load average {os.getloadavg()[0]:.2f} at the end. Command: "
+        f"`python benchmarks/harness_speed.py --data {args.data} -n {args.n} "
         f"--repeats {args.repeats} --threads {args.threads} --write`.", "",
         "| run | seconds (median) | all repeats | model calls / image | worst-case robust accuracy per eps |",
         "|---|---|---|---|---|",
