@@ -357,3 +357,28 @@ def test_dataset_defaults_are_the_library_s() -> None:
     assert dataset_defaults("mnist") == {"lr": 0.05, "augment": False}
     assert dataset_defaults("cifar10") == {"lr": 0.1, "augment": True}
     TrainConfig(**dataset_defaults("cifar10"))  # valid settings as they are
+
+
+def test_whitening_is_fitted_on_the_inputs_the_mode_trains_on() -> None:
+    """The patch whitening of a Gaussian-noise run sees noisy patches (clean ones would make the
+    noise's high frequencies dominate after whitening); a natural run sees the images as they are."""
+    from bandguard.models import PatchWhitening
+
+    g = torch.Generator().manual_seed(0)
+    smooth = torch.nn.functional.interpolate(torch.rand(64, 3, 4, 4, generator=g), size=32, mode="bilinear")
+    images = (smooth * 255).round().to(torch.uint8)  # little high-frequency energy, like photographs
+    labels = torch.randint(0, 10, (64,), generator=g)
+
+    def fitted(**changes) -> torch.Tensor:
+        model = _fresh("cifar_fast")
+        config = _fast_config(epochs=1, batch_size=64, amp="off", **changes)
+        train(model, (images, labels), config, progress=False)
+        layer = next(m for m in model.modules() if isinstance(m, PatchWhitening))
+        return layer.weight
+
+    natural, noisy = fitted(), fitted(mode="gaussian", sigma=0.5, label_smoothing=0.0)
+    expected = PatchWhitening(3, 2)
+    expected.fit(_fresh("cifar_fast")[0](images.float() / 255))  # Normalize, then the clean patches
+    torch.testing.assert_close(natural, expected.weight)
+    # Noise adds variance to every direction: the smallest-variance filters shrink the most.
+    assert float(noisy.abs().amax()) < 0.2 * float(natural.abs().amax())
