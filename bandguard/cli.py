@@ -27,6 +27,7 @@ import torch
 
 from bandguard._checks import check_output_path
 from bandguard._io import write_json_atomic
+from bandguard._version import __version__
 
 
 class _Parser(argparse.ArgumentParser):
@@ -598,6 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bandguard", description="Adversarial robustness through the frequency domain.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
+    parser.add_argument("--version", action="version", version=f"bandguard {__version__} (torch {torch.__version__})")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, add_arguments, _) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)

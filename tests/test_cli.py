@@ -215,3 +215,11 @@ def test_attack_prints_its_table_and_with_defenses_the_harness_table(nets, mnist
     assert {(r["defense"], r["mode"]) for r in rows} == {
         ("none", "white-box"), ("lowpass:3", "transfer"), ("lowpass:3", "adaptive")}
     assert {r["model"] for r in rows} == {f"{nets}:linear_net"}
+
+
+def test_version_flag_prints_the_package_version(capsys) -> None:
+    import bandguard
+
+    assert main(["--version"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"bandguard {bandguard.__version__} (torch ")
