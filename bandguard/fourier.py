@@ -586,9 +586,9 @@ def fourier_basis(
     return basis.to(dtype)
 
 
-#: Most random signs drawn per generator call by :func:`sign_blocks`: blocks ``[kb, n, c]`` with
-#: ``kb = max(1, SIGN_BLOCK_VALUES // (n c))`` frequencies, fixed by ``n`` and ``c`` alone.
 SIGN_BLOCK_VALUES = 2**22
+"""Most random signs drawn per generator call by :func:`sign_blocks`: blocks ``[kb, n, c]`` with
+``kb = max(1, SIGN_BLOCK_VALUES // (n c))`` frequencies, fixed by ``n`` and ``c`` alone."""
 
 
 def sign_blocks(

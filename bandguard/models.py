@@ -649,7 +649,10 @@ def _plain(obj: Any) -> Any:
 
 # --------------------------------------------------------------------------- models people use
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+"""ImageNet's per-channel mean (torchvision's and RobustBench's normalization)."""
+IMAGENET_STD = (0.229, 0.224, 0.225)
+"""ImageNet's per-channel standard deviation."""
 
 #: Keys under which other trainers store the state dict beside their own bookkeeping, tried in order.
 _WRAPPED_STATE_KEYS = ("model", "model_state_dict", "state_dict_ema", "net", "model_state")

@@ -106,8 +106,10 @@ def test_api_page_lists_every_public_name(site: Path, name: str) -> None:
     module = importlib.import_module(f"bandguard.{name}")
     html = (site / "api" / name / "index.html").read_text(encoding="utf-8")
     anchors = set(re.findall(r"\bid=\"(bandguard\.[\w.]+)\"", html))
-    # pgd, fgsm, apgd and square share their modules' names: the page documents them as pgd.pgd, ...
-    missing = {n for n in module.__all__ if not {f"bandguard.{name}.{n}", f"bandguard.{name}.{n}.{n}"} & anchors}
+    # pgd, fgsm, apgd and square share their modules' names: the page documents them as pgd.pgd, ...;
+    # names a package imports on first use (bench's entry points) are documented where they live
+    missing = {n for n in module.__all__
+               if not any(a.startswith(f"bandguard.{name}.") and a.endswith(f".{n}") for a in anchors)}
     assert missing == NOT_ON_THE_PAGE.get(name, set())
 
 

@@ -24,6 +24,13 @@ def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Best other logit minus the labelled one, ``[N]`` from logits ``[N, K]`` (Carlini and Wagner
     1608.04644): positive once another class wins. Its gradient does not vanish on confident samples
     the way cross-entropy's does once the softmax rounds to one.
+
+    Args:
+        logits: ``[N, K]``.
+        labels: int64 ``[N]`` true classes.
+
+    Returns:
+        ``[N]``: the best other logit minus the labelled one.
     """
     own = logits.gather(1, labels[:, None]).squeeze(1)
     other = logits.scatter(1, labels[:, None], float("-inf")).amax(1)
@@ -33,7 +40,15 @@ def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def dlr(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Untargeted Difference of Logits Ratio, ``[N]`` from logits ``[N, K >= 3]`` (Croce and Hein
     2003.01690): :func:`margin` over ``z_pi1 - z_pi3`` (``pi`` sorts the logits in decreasing order),
-    so it does not change when the logits are scaled or shifted."""
+    so it does not change when the logits are scaled or shifted.
+
+    Args:
+        logits: ``[N, K]`` with ``K >= 3``.
+        labels: int64 ``[N]`` true classes.
+
+    Returns:
+        ``[N]``: negative while the true class wins, positive once another class does.
+    """
     top = logits.topk(3, dim=1).values
     return margin(logits, labels) / (top[:, 0] - top[:, 2] + 1e-12)
 
