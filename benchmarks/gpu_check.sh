@@ -15,8 +15,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export BANDGUARD_DATA="${BANDGUARD_DATA:-gpu-data}"
 export BANDGUARD_WEIGHTS="${BANDGUARD_WEIGHTS:-examples/models}"
-DEVICE=cuda; N_HEAT=1000; N_GRID=10000; BATCH=1000
-if [ "${DRY:-0}" = 1 ]; then DEVICE=cpu; N_HEAT=8; N_GRID=64; BATCH=32; fi
+DEVICE=cuda; N_HEAT=1000; N_GRID=10000; BATCH=1000; WRITE=--write
+if [ "${DRY:-0}" = 1 ]; then DEVICE=cpu; N_HEAT=8; N_GRID=64; BATCH=32; WRITE=; fi
 status=0
 step() { echo; echo "== $1"; }
 
@@ -27,6 +27,7 @@ else
   echo "skipped (DRY)"
 fi
 
+mkdir -p gpu-check
 step "heat map: published cifar_fast, $N_HEAT CIFAR-10 test images, eps 4, bf16 forwards"
 start=$(date +%s.%N)
 timeout 150 python -m bandguard heatmap --model examples/models/cifar_fast.pt --dataset cifar10 \
@@ -36,7 +37,7 @@ echo "heat map: $heat_s s"
 
 step "harness: $N_GRID CIFAR-10 images, PGD-10 x 3 Linf eps, bf16, against the forward+backward limit"
 timeout 200 python benchmarks/harness_gpu.py --arch cifar_fast --dataset cifar10 -n "$N_GRID" \
-  --batch-size "$BATCH" --device "$DEVICE" --amp bf16 --write || status=1
+  --batch-size "$BATCH" --device "$DEVICE" --amp bf16 $WRITE || status=1
 
 gpus=$(python -c "import torch; print(torch.cuda.device_count())")
 step "torchrun over $gpus GPUs"
