@@ -68,6 +68,7 @@ def main() -> None:
         spec = parse_spec({
             "dataset": args.dataset, "n": args.n, "batch_size": args.batch_size, "device": args.device,
             "amp": args.amp, "out": str(Path(tmp) / "out"), "sanity": False, "cascade": False,
+            "scale_invariant": False,  # the PGD grid alone, against its own forward+backward limit
             "models": [{"name": args.arch, "checkpoint": str(ckpt)}],
             "attacks": [{"attack": "pgd", "eps": list(EPS), "steps": args.steps, "random_start": False}],
         })
