@@ -47,7 +47,7 @@ from bandguard._modes import model_mode
 from bandguard._random import device_generator
 from bandguard.attacks.protocol import Attack
 from bandguard.fourier import FilterKind, FrequencyFilter, MaskShape
-from bandguard.models import accuracy, checkpoint_payload, fit_whitening, load_checkpoint
+from bandguard.models import PatchWhitening, accuracy, checkpoint_payload, fit_whitening, load_checkpoint
 
 __all__ = [
     "AdversaryMode",
@@ -359,9 +359,10 @@ def train(
         # training images as the mode makes them (noisy, filtered), before any step: fitted on
         # clean images, whitening scales the noise's high frequencies up by orders of magnitude,
         # and a Gaussian-trained net then fails on clean images (27 % measured).
-        sample = _to_float(images[:5000]).to(device)
-        fit_whitening(model, _transform(sample, dataclasses.replace(config, augment=False),
-                                        torch.Generator().manual_seed(config.seed + 3)))
+        if any(isinstance(m, PatchWhitening) for m in model.modules()):  # no transform work for other nets
+            sample = _to_float(images[:5000]).to(device)
+            fit_whitening(model, _transform(sample, dataclasses.replace(config, augment=False),
+                                            torch.Generator().manual_seed(config.seed + 3)))
         if average is not None:
             average.reset(model)
         _call_begin(callbacks, model)
