@@ -186,6 +186,28 @@ def test_patch_whitening_whitens_the_patches_it_was_fitted_on() -> None:
     torch.testing.assert_close(cov, torch.diag(eig / (eig + 1e-3)), atol=2e-4, rtol=1e-3)
 
 
+def test_patch_whitening_stays_float32_under_bf16_autocast() -> None:
+    """The whitening filters amplify the smallest-eigenvalue patch components by up to
+    1/sqrt(eps); under bf16 autocast the layer must still compute in float32 (and float64 for
+    float64 inputs), or its high-frequency channels carry percent-level rounding noise."""
+    from bandguard.models import PatchWhitening
+
+    g = torch.Generator().manual_seed(1)
+    smooth = torch.nn.functional.interpolate(torch.rand(16, 3, 4, 4, generator=g), size=16, mode="bilinear")
+    x = smooth + 0.005 * torch.randn(16, 3, 16, 16, generator=g)  # natural images: little high frequency
+    layer = PatchWhitening(3, 2, eps=5e-4)
+    layer.fit(x)
+    exact = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = layer(x)
+        rounded = layer(x.bfloat16().float())  # what a bf16 conv would have seen
+    assert under.dtype == torch.float32
+    torch.testing.assert_close(under, exact)
+    worst = ((rounded - exact).pow(2).mean((0, 2, 3)).sqrt() / exact.std((0, 2, 3))).max()
+    assert worst > 0.01  # the rounding this guards against is not negligible here
+    assert layer.double()(x.double()).dtype == torch.float64
+
+
 def test_fit_whitening_sees_the_normalized_images_and_runs_once() -> None:
     from bandguard.models import PatchWhitening, fit_whitening
 
