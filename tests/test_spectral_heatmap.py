@@ -75,6 +75,32 @@ def test_heatmap_equals_a_naive_per_frequency_loop_with_the_same_signs(max_batch
     assert len(set(result.heatmap.flatten().tolist())) > 2
 
 
+@pytest.mark.parametrize("max_batch", [5, 1000])
+def test_per_image_values_are_each_images_own_error_at_every_cell(max_batch: int) -> None:
+    """``per_image`` holds, per image and frequency, exactly the 0/1 error the naive loop finds
+    for that image; its mean over images is the map; without the flag nothing is kept."""
+    model, (x, y) = tiny_model(), tiny_data()
+    h, w = x.shape[-2:]
+    _, orbit = fourier.frequency_orbits(h, w)
+    k = fourier.distinct_frequencies(h, w).shape[0]
+    signs = heatmap_signs(k, 12, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    r = fourier_heatmap(model, x, y, eps=2.0, max_batch=max_batch, per_image=True,
+                        generator=torch.Generator().manual_seed(4))
+    assert r.per_image is not None and r.per_image.shape == (12, h, w)
+    with torch.no_grad():
+        for i, j in [(0, 0), (1, 3), (4, 4), (7, 2)]:
+            u = fourier.fourier_basis(h, w, torch.tensor([[i, j]]), dtype=x.dtype)[0]
+            step = (2.0 * signs[int(orbit[i, j])])[:, :, None, None] * u[None, None]
+            wrong = (model((x + step).clamp(0, 1)).argmax(1) != y).float()
+            assert torch.equal(r.per_image[:, i, j], wrong)
+        clean_wrong = (model(x).argmax(1) != y).float()
+    torch.testing.assert_close(r.per_image.mean(0), r.heatmap)
+    assert torch.equal(r.clean_per_image, clean_wrong)
+    plain = fourier_heatmap(model, x, y, eps=2.0, generator=torch.Generator().manual_seed(4))
+    assert plain.per_image is None and plain.clean_per_image is None
+    assert torch.equal(plain.heatmap, r.heatmap)
+
+
 def test_heatmap_is_point_symmetric_and_has_binomial_errors(device: torch.device, dtype: torch.dtype) -> None:
     model, (x, y) = tiny_model().to(device, dtype), tiny_data(n=20)
     r = fourier_heatmap(model, x.to(device, dtype), y.to(device), eps=3.0,

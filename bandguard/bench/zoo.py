@@ -172,13 +172,20 @@ RECIPES: Mapping[str, Recipe] = types.MappingProxyType({
     # Gaussian augmentation: N(0, 0.1^2) noise on [0, 1] pixels, clipped.
     "cifar_fast_gaussian": Recipe(
         "cifar10", dataclasses.replace(_FAST, mode="gaussian", sigma=0.1, label_smoothing=0.0)),
-    # Fast adversarial training (Wong et al. 2001.03994): FGSM with a random start at eps 8/255,
-    # step 10/255, on every batch, cyclic (triangular) lr; 15 epochs. PGD accuracy on held-out
-    # training images is checked after every epoch and the best epoch kept, so a catastrophic
-    # overfit (PGD accuracy collapsing within an epoch) cannot ship.
+    # Adversarial training at eps 8/255 with PGD-2 (random start, 2 steps of 4/255: the cheapest
+    # multi-step adversary; catastrophic overfitting is a failure of single-step ones), on every
+    # batch, the airbench schedule; 10 epochs. Wong et al.'s (2001.03994) FGSM with a random start
+    # (step 10/255), tried first for 15 epochs, overfit catastrophically on this net from the first
+    # epoch: held-out PGD-10 accuracy 0.0 % at 8 of 9 epochs (3.4 % at the fifth), and at epoch 9
+    # 31.6 % clean / 13.3 % FGSM / 0.0 % PGD-10 on 256 test images while its FGSM-RS training
+    # accuracy was 62 %; the frozen whitening layer, which scales the images' weakest (high-
+    # frequency) patch directions up by as much as 45x, makes the loss far from linear inside the
+    # ball, where a single step cannot find the worst case. PGD accuracy on held-out training
+    # images is checked after every epoch and the best epoch kept.
     "cifar_fast_adversarial": Recipe(
         "cifar10",
-        dataclasses.replace(_FAST, epochs=15, label_smoothing=0.0, adversary=attack_preset("wong_fast_cifar10")),
+        dataclasses.replace(_FAST, label_smoothing=0.0,
+                            adversary=attack_preset("madry_cifar10", steps=2, step_size=4 / 255)),
         guard_pgd=True,
     ),
     # Wang et al.'s LFC / HFC images, as their code makes them: the part of each (flipped, shifted)
