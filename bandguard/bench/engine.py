@@ -15,8 +15,9 @@ one cascade (:func:`bandguard.attacks.cascade.cascade_stage`, as AutoAttack does
 at each eps (``alive`` ``[E, N]``), so a cell's per-sample outcome is "robust after this attack and
 all before it" and the last cell of a group is the per-sample worst case. The samples are cut into
 fixed batches whose randomness is seeded from the run's seed, the cell's labels and the batch index
-alone, so a run is bit-identical whatever the order, the resume point, the number of processes or
-the entry point.
+alone, so a run is bit-identical whatever the order, the resume point, the number of processes, the
+entry point, or whether the samples sit in memory or stream from disk (the cut is the same, and a
+stream's batches hold the same images).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from bandguard.attacks.threat import ThreatModel, ThreatNorm
 from bandguard.bench.distributed import Shard
 from bandguard.bench.results import Cell, ResultStore
 from bandguard.bench.spec import NO_DEFENSE, settings_hash
+from bandguard.data.stream import Samples
 from bandguard.defenses.base import forward_cost, is_randomized
 
 __all__ = [
@@ -197,10 +199,14 @@ def scale_invariant_entries(entries: Sequence[Entry], shape: Sequence[int], num_
 
 @dataclasses.dataclass
 class Context:
-    """What every cell of one evaluation shares: the samples, the settings and where cells go."""
+    """What every cell of one evaluation shares: the samples, the settings and where cells go.
 
-    x: torch.Tensor
-    y: torch.Tensor
+    ``data`` is read batch by batch for every cell (:meth:`batches`): tensors are sliced, a stream
+    (:class:`~bandguard.data.stream.StreamSamples`) decodes each batch as it is needed, so what a
+    cell holds grows with ``n`` only by its per-sample outcomes (a few bytes per sample and eps).
+    """
+
+    data: Samples
     device: torch.device
     batch_size: int
     sample_budget: int
@@ -220,7 +226,20 @@ class Context:
     @property
     def shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of the samples."""
-        return tuple(self.x.shape[1:])  # type: ignore[return-value]
+        return tuple(self.data.shape)  # type: ignore[return-value]
+
+    @property
+    def n(self) -> int:
+        """The number of samples."""
+        return len(self.data)
+
+    def batches(self, size: int) -> Iterator[tuple[int, slice, torch.Tensor, torch.Tensor]]:
+        """This rank's batches of the fixed cut of the samples into ``size``: ``(index, slice, x, y)``
+        with ``x`` and ``y`` on the device. The cut, and so every batch's seed, depends on ``n``
+        and ``size`` alone, not on where the samples come from."""
+        cut = list(self.shard.batches(self.n, size))
+        for (b, sl), (xb, yb) in zip(cut, self.data.batches([sl for _, sl in cut])):
+            yield b, sl, _to(xb, self.device), _to(yb, self.device)
 
     def seed_key(self, defense: str, mode: str, attack: str) -> str:
         """What a cell's randomness derives from: the run's seed and the cell's labels, nothing of
@@ -291,8 +310,7 @@ def _clean_cell(ctx: Context, key: str, model_name: str, defense: str, module: n
     size = ctx.batch_size_for(module)
     seed_key = ctx.seed_key(defense, CLEAN, "")
     parts = {}
-    for b, sl in ctx.shard.batches(len(ctx.y), size):
-        xb, yb = _to(ctx.x[sl], ctx.device), _to(ctx.y[sl], ctx.device)
+    for b, _, xb, yb in ctx.batches(size):
         with _seeded(_batch_seed(seed_key, b), ctx.device):
             parts[b] = (predict(module, xb, size) == yb).cpu()
     correct = torch.cat(ctx.shard.gather(parts))
@@ -329,8 +347,7 @@ def _attack_batches(
     order = sorted(range(n_eps), key=lambda i: attack.epsilons[i])
     parts: dict[int, tuple[torch.Tensor, ...]] = {}
     extra: dict[int, Any] = {}
-    for b, sl in ctx.shard.batches(len(ctx.y), size):
-        xb, yb = _to(ctx.x[sl], ctx.device), _to(ctx.y[sl], ctx.device)
+    for b, sl, xb, yb in ctx.batches(size):
         seed = _batch_seed(seed_key, b)
         live = alive[:, sl].to(ctx.device)
         with _seeded(seed, ctx.device):
