@@ -65,8 +65,14 @@ def test_a_folder_of_one_size_streams_exactly_what_load_dataset_decodes(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     write_folder(tmp_path / "same", per_class=4, split="test", sizes=((12, 12),))
     x, y = FolderSource(tmp_path / "same", "test").tensors()
-    xm, ym = load_dataset(tmp_path / "same", "test").tensors()
+    data = load_dataset(tmp_path / "same", "test")
+    xm, ym = data.tensors()
     assert torch.equal(x, xm) and torch.equal(y, ym)
+    # The in-memory ImageDataset streams too (one index per batch through __getitems__).
+    streamed = as_samples(data)
+    assert isinstance(streamed, StreamSamples) and len(streamed) == 12
+    for (bx, by), s in zip(streamed.batches([slice(0, 5), slice(5, 12)]), (slice(0, 5), slice(5, 12))):
+        assert torch.equal(bx, x[s]) and torch.equal(by, y[s])
 
 
 def test_index_list_selects_exactly_those_files_in_order(folder: Path, tmp_path: Path) -> None:

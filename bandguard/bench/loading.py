@@ -92,9 +92,16 @@ def load_samples(spec: BenchSpec) -> tuple[torch.Tensor, torch.Tensor, int]:
 
 
 def folder_source(spec: BenchSpec) -> FolderSource:
-    """The streamed ImageFolder of a spec with a ``[data]`` table, cut to the spec's samples: the
-    index list's first ``n`` entries, or (without a list) the same seeded subset as
-    :func:`load_samples` draws, in the same order."""
+    """The streamed ImageFolder of a spec with a ``[data]`` table, cut to the spec's samples.
+
+    Args:
+        spec: a spec whose ``data`` is set (``dataset`` is then the folder).
+
+    Returns:
+        A :class:`~bandguard.data.FolderSource` of the index list's first ``n`` entries or,
+        without a list, of the same seeded subset :func:`load_samples` draws, in the same order;
+        items ``[C, H, W]`` float32 in ``[0, 1]``.
+    """
     from bandguard.training import subset_indices
 
     if spec.data is None:
@@ -109,9 +116,14 @@ def folder_source(spec: BenchSpec) -> FolderSource:
 def load_source(spec: BenchSpec, *, pin_memory: bool = False) -> tuple[Samples, int]:
     """The samples a spec evaluates and the data set's number of classes.
 
-    In memory (:func:`load_samples`, pinned for a CUDA device when ``pin_memory``) without a
-    ``[data]`` table; with one, a stream of :func:`folder_source` decoded by ``data.workers``
-    processes, at most a few batches alive at a time.
+    Args:
+        spec: the benchmark spec.
+        pin_memory: pin the images (for a CUDA device).
+
+    Returns:
+        ``(samples, num_classes)``: without a ``[data]`` table the spec's subset in memory
+        (:func:`load_samples`, ``[N, C, H, W]``); with one, a stream of :func:`folder_source`
+        decoded by ``data.workers`` processes, a few batches alive at a time.
     """
     if spec.data is None:
         x, y, num_classes = load_samples(spec)

@@ -334,7 +334,12 @@ class Samples(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class TensorSamples:
-    """Samples held in memory: ``x`` ``[N, C, H, W]`` and ``y`` ``[N]`` (checked by the caller)."""
+    """Samples held in memory, sliced for each batch (checked by the caller, not here).
+
+    Attributes:
+        x: images ``[N, C, H, W]`` in the model's bounds.
+        y: int64 labels ``[N]``.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
