@@ -23,7 +23,7 @@ from bandguard.attacks import (
     attack_preset,
     create_attack,
 )
-from bandguard.data import ImageDataset, SampleDataWarning, load_dataset, make_loader
+from bandguard.data import FolderSource, ImageDataset, SampleDataWarning, load_dataset, make_loader
 from bandguard.defenses import (
     HighPass,
     LowPass,
@@ -62,6 +62,7 @@ __all__ = [
     "AttackResults",
     "BF16Forward",
     "FPrincipleMonitor",
+    "FolderSource",
     "FoolboxAttack",
     "FourierAttack",
     "FourierGreedy",

@@ -384,7 +384,9 @@ def _dataset() -> ImageDataset:
 for id_, call, error, says in [
     ("name-unknown", lambda: load_dataset("imagenet"), ValueError, "unknown dataset name 'imagenet'"),
     ("name-int", lambda: load_dataset(3), TypeError, "name"),
-    ("split-unknown", lambda: load_dataset("mnist", "val"), ValueError, "unknown split 'val'"),
+    ("split-unknown", lambda: load_dataset("mnist", "valid"), ValueError, "unknown split 'valid'"),
+    ("split-val-of-mnist", lambda: load_dataset("mnist", "val"), ValueError,
+     "split 'val': mnist has only the splits 'train', 'test'"),
     ("root-missing", lambda: load_dataset("mnist", root="/nonexistent/bandguard"), ValueError, "root"),
     ("download-string", lambda: load_dataset("mnist", download="no"), TypeError,
      "download must be True or False"),

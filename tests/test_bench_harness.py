@@ -339,6 +339,7 @@ import re, sys, torch
 from torch import nn
 from bandguard.attacks.threat import ThreatModel
 from bandguard.bench.engine import Context, _attack_batches
+from bandguard.data.stream import TensorSamples
 from bandguard.defenses import build_defense
 from bandguard.attacks import PGD
 torch.manual_seed(0)
@@ -346,8 +347,8 @@ n = int(sys.argv[1])
 net = nn.Sequential(nn.Conv2d(1, 64, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64 * 28 * 28, 10))
 defense = build_defense("post_average:3.0,K=15", net)
 x, y = torch.rand(n, 1, 28, 28), torch.randint(0, 10, (n,))
-ctx = Context(x=x, y=y, device=torch.device("cpu"), batch_size=256, sample_budget=2048, eot=1, cascade=True,
-               seed=0)
+ctx = Context(data=TensorSamples(x, y), device=torch.device("cpu"), batch_size=256, sample_budget=2048, eot=1,
+              cascade=True, seed=0)
 def peak_kib():
     with open("/proc/self/status") as f:
         return int(re.search(r"VmHWM:\\s+(\\d+) kB", f.read()).group(1))

@@ -50,7 +50,7 @@ def test_example_spec_is_valid() -> None:
         ({"n": -1}, r"^n: expected an integer >= 0"),
         ({"batch_size": True}, r"^batch_size: expected an integer"),
         ({"device": "tpu"}, r"^device: expected one of"),
-        ({"split": "valid"}, r"^split: expected one of 'train', 'test'"),
+        ({"split": "valid"}, r"^split: expected one of 'train', 'val', 'test', got 'valid'"),
         ({"cascade": 1}, r"^cascade: expected true or false"),
         ({"defenses": ["lowpass:10", "blur:3"]}, r"^defenses\[1\]: unknown defense 'blur'"),
         ({"defenses": "lowpass:10"}, r"^defenses: expected a list"),

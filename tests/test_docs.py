@@ -49,6 +49,7 @@ DOCUMENTED_MODULES = (
     "bandguard.data.folders",
     "bandguard.data.mnist",
     "bandguard.data.sources",
+    "bandguard.data.stream",
     "bandguard.defenses.compose",
     "bandguard.defenses.kernel_smoothing",
     "bandguard.defenses.regularizers",

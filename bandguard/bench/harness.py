@@ -15,6 +15,7 @@ computes only missing cells.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from bandguard._amp import BF16Forward, native_bf16
 from bandguard._checks import (
@@ -55,11 +57,13 @@ from bandguard.bench.loading import (
     check_model_fits,
     load_model,
     load_samples,
+    load_source,
     resolve_device,
 )
 from bandguard.bench.results import BenchResult, Cell, Flag, ResultStore
 from bandguard.bench.sanity import run_checks
 from bandguard.bench.spec import NO_DEFENSE, AttackSpec, BenchSpec, ModelSpec, ensemble_spec, load_spec, settings_hash
+from bandguard.data.stream import Samples, StreamSamples, TensorSamples, as_samples
 
 __all__ = [
     "FORMAT",
@@ -70,6 +74,7 @@ __all__ = [
     "evaluate_robustness",
     "load_model",
     "load_samples",
+    "load_source",
     "predict",
     "resolve_device",
     "run",
@@ -83,19 +88,29 @@ def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:
     return fallback
 
 
-def _check_grid(model: object, x: object, y: object, attacks: object,
-                defenses: object) -> tuple[torch.Tensor, torch.Tensor, dict[str, nn.Module]]:
-    """The in-memory grid's arguments, checked once: ``(x, y, {label: module}, the bare one first)``."""
+def _check_grid(model: object, x: object, y: object, attacks: object, defenses: object,
+                num_workers: object) -> tuple[Samples, dict[str, nn.Module]]:
+    """The in-memory grid's arguments, checked once: ``(samples, {label: module}, the bare one first)``."""
     model = check_model(model)
     if not isinstance(attacks, Mapping) or not attacks:
-        raise TypeError(f"attacks must be a non-empty mapping of name -> Attack, got {attacks!r}")
+        hint = ""
+        if isinstance(y, Mapping) and attacks is None:
+            hint = "; with a data source pass them by keyword: evaluate_robustness(model, data, attacks={...})"
+        raise TypeError(f"attacks must be a non-empty mapping of name -> Attack, got {attacks!r}{hint}")
     for name, attack in attacks.items():
         if not isinstance(name, str) or not name:
             raise TypeError(f"attack names must be non-empty strings, got {name!r}")
         if not isinstance(attack, Attack):
             raise TypeError(f"attacks[{name!r}] must be a bandguard Attack, got {type(attack).__name__}")
-        x = check_images(x, "x", bounds=attack.bounds)
-    y = check_labels(y, x, "y")  # type: ignore[arg-type]
+    data: Samples
+    if isinstance(x, torch.Tensor):
+        for attack in attacks.values():
+            x = check_images(x, "x", bounds=attack.bounds)
+        data = TensorSamples(x, check_labels(y, x, "y"))  # type: ignore[arg-type]
+    else:  # a stream: every batch is checked as it arrives, against every attack's bounds
+        lo = max(a.bounds[0] for a in attacks.values())
+        hi = min(a.bounds[1] for a in attacks.values())
+        data = dataclasses.replace(as_samples(x, y, num_workers=num_workers), bounds=(lo, hi))
     if defenses is None:
         defenses = {}
     if not isinstance(defenses, Mapping):
@@ -106,14 +121,27 @@ def _check_grid(model: object, x: object, y: object, attacks: object,
         if name == NO_DEFENSE:
             raise ValueError(f"defense name {NO_DEFENSE!r} is reserved for the undefended model")
         check_model(module, f"defenses[{name!r}]")
-    return x, y, {NO_DEFENSE: model, **defenses}  # type: ignore[return-value]
+    return data, {NO_DEFENSE: model, **defenses}  # type: ignore[return-value]
+
+
+def _probe(data: Samples) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What :func:`check_model_fits` reads: tensors with every label (checked at once), or one sample
+    of a stream (whose labels are checked batch by batch against the model's classes)."""
+    if isinstance(data, TensorSamples):
+        return data.x, data.y
+    return data.head(1)[0], None
+
+
+def _with_classes(data: Samples, num_classes: int) -> Samples:
+    """A stream that checks its labels against ``num_classes``; tensors as they are."""
+    return dataclasses.replace(data, num_classes=num_classes) if isinstance(data, StreamSamples) else data
 
 
 def _sanity(ctx: Context, defended: Mapping[str, nn.Module], entries: list[Entry], cells: list[Cell],
             sanity_n: int, num_classes: int) -> list[Flag]:
     """The checks on the first ``sanity_n`` samples, torch's global randomness fixed and restored."""
-    m = min(sanity_n, len(ctx.y))
-    x, y = ctx.x[:m].to(ctx.device), ctx.y[:m].to(ctx.device)
+    x, y = ctx.data.head(min(sanity_n, ctx.n))
+    x, y = x.to(ctx.device), y.to(ctx.device)
     key = settings_hash({"sanity": 4, "cells": sorted(c.key for c in cells), "n": sanity_n})
     with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
         torch.manual_seed(int(key[:8], 16))
@@ -123,9 +151,9 @@ def _sanity(ctx: Context, defended: Mapping[str, nn.Module], entries: list[Entry
 
 def evaluate_robustness(
     model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    attacks: Mapping[str, Attack],
+    x: torch.Tensor | Dataset | DataLoader,
+    y: torch.Tensor | None = None,
+    attacks: Mapping[str, Attack] | None = None,
     *,
     defenses: Mapping[str, nn.Module] | None = None,
     name: str = "model",
@@ -138,9 +166,10 @@ def evaluate_robustness(
     sanity_n: int = BenchSpec.sanity_n,
     seed: int = BenchSpec.seed,
     device: torch.device | str | None = None,
+    num_workers: int = 0,
     progress: Progress | None = None,
 ) -> BenchResult:
-    """The harness on tensors and objects in memory: clean, white-box, transfer, adaptive, worst case.
+    """The harness on tensors or a data source, and objects in memory: clean, white-box, transfer, adaptive, worst case.
 
     The same cells as :func:`run` computes for one model of a spec (and, for the same samples,
     seed and labels, the same per-sample outcomes): the attacks run in order as a cascade per
@@ -153,9 +182,16 @@ def evaluate_robustness(
 
     Args:
         model: the bare classifier, images in the attacks' bounds -> logits ``[N, classes]``.
-        x: images ``[N, C, H, W]`` (any device; moved to ``device`` batch by batch).
-        y: int64 labels ``[N]``.
-        attacks: label -> attack (e.g. ``{"pgd": PGD(eps=(0.1, 0.3))}``), run in this order.
+        x: images ``[N, C, H, W]`` (any device; moved to ``device`` batch by batch), or a data
+            source streamed batch by batch and read again for every cell, so that memory does not
+            grow with its size: a :class:`~bandguard.data.FolderSource` (an ImageFolder with
+            ``resize``/``center_crop``, a split such as ``"val"``, an index list), any map-style
+            ``Dataset`` of ``(image [C, H, W], label)`` items, an ``IterableDataset``, or a
+            ``DataLoader`` that does not shuffle (see :func:`~bandguard.data.as_samples`). The
+            same images give the same table either way.
+        y: int64 labels ``[N]`` with tensors; ``None`` with a data source (its items carry them).
+        attacks: label -> attack (e.g. ``{"pgd": PGD(eps=(0.1, 0.3))}``), run in this order;
+            pass it by keyword after a data source (``attacks={...}``).
         defenses: label -> defended module wrapping ``model`` (e.g. from
             :func:`bandguard.defenses.build_defense`); ``"none"`` is the bare model's label.
         name: the model's label in the table.
@@ -171,6 +207,7 @@ def evaluate_robustness(
             ``sanity_n`` samples; their flags go into the result and its rows.
         seed: every attack's and every randomized defense's randomness.
         device: where batches run; ``None``: the model's device.
+        num_workers: processes decoding a ``Dataset``'s batches (a ``DataLoader`` keeps its own).
         progress: called as ``progress(description, images_done)`` after every batch.
 
     Returns:
@@ -184,22 +221,27 @@ def evaluate_robustness(
         >>> print(result.to_markdown())  # doctest: +SKIP
     """
     start = time.perf_counter()
-    x, y, defended = _check_grid(model, x, y, attacks, defenses)
+    data, defended = _check_grid(model, x, y, attacks, defenses, num_workers)
+    where = data.x.device if isinstance(data, TensorSamples) else torch.device("cpu")
+    dev = check_device(device) if device is not None else _model_device(model, where)
+    if isinstance(data, StreamSamples) and dev.type == "cuda":
+        data = dataclasses.replace(data, pin_memory=True)
+    attacks = dict(attacks)  # type: ignore[arg-type]
     settings = {"batch_size": check_int(batch_size, "batch_size", minimum=1),
                 "sample_budget": check_int(sample_budget, "sample_budget", minimum=1),
                 "eot": check_int(eot, "eot", minimum=1), "cascade": check_bool(cascade, "cascade"),
                 "seed": check_seed(seed)}
     sanity_n = check_int(sanity_n, "sanity_n", minimum=1)
-    dev = check_device(device) if device is not None else _model_device(model, x.device)
-    num_classes = check_model_fits(model, x, y, dev, labels="y")
+    px, py = _probe(data)
+    num_classes = check_model_fits(model, px, py, dev, labels="y")
     for label, module in defended.items():
         if label != NO_DEFENSE:  # a "defense" without a model inside returns images, not logits
-            check_model_fits(module, x, y, dev, labels="y", what=f"defenses[{label!r}]")
-    ctx = Context(x=x, y=y, device=dev, progress=_check_progress(progress), **settings)
+            check_model_fits(module, px, py, dev, labels="y", what=f"defenses[{label!r}]")
+    ctx = Context(data=_with_classes(data, num_classes), device=dev, progress=_check_progress(progress), **settings)
     entries = [Entry(label, a, {"name": label, "attack": repr(a)}) for label, a in attacks.items()]
     if scale_invariant:
         entries = scale_invariant_entries(entries, ctx.shape, num_classes, settings["seed"])
-    base = {"format": FORMAT, "model": name, "n": len(y), **settings}
+    base = {"format": FORMAT, "model": name, "n": ctx.n, **settings}
     cells = run_model(ctx, base, name, defended, entries)
     flags = _sanity(ctx, defended, entries, cells, sanity_n, num_classes) if sanity else []
     return BenchResult.from_cells(None, cells, flags, seconds=time.perf_counter() - start, device=str(dev),
@@ -239,10 +281,9 @@ def run(
     device = local_device(device)
     out = Path(spec.out)
     store = ResultStore(out / "results.sqlite") if shard.is_main else None
-    x, y, num_classes = load_samples(spec)
-    if device.type == "cuda":
-        x, y = x.pin_memory(), y.pin_memory()
-    ctx = Context(x=x, y=y, device=device, batch_size=spec.batch_size, sample_budget=spec.sample_budget,
+    data, num_classes = load_source(spec, pin_memory=device.type == "cuda")
+    px, py = _probe(data)
+    ctx = Context(data=data, device=device, batch_size=spec.batch_size, sample_budget=spec.sample_budget,
                   eot=spec.eot, cascade=spec.cascade, seed=spec.seed, shard=shard, store=store, force=force,
                   progress=progress)
     entries = [Entry(a.name, a.build(), _attack_identity(a)) for a in _attack_list(spec)]
@@ -251,7 +292,8 @@ def run(
     try:
         for model_spec in spec.models:
             model = load_model(model_spec, device)
-            classes = check_model_fits(model, x, y, device)
+            classes = check_model_fits(model, px, py, device)
+            ctx.data = _with_classes(data, classes)
             if spec.amp == "bf16" or (spec.amp == "auto" and native_bf16(device)):
                 model = BF16Forward(model)
             defended = {d: build_defense(d, model).to(device) for d in spec.defenses}

@@ -14,8 +14,10 @@ from torch import nn
 from bandguard._checks import check_device, check_labels, check_model_input, check_model_output
 from bandguard._modes import model_mode
 from bandguard.bench.spec import NO_DEFENSE, BenchSpec, ModelSpec
+from bandguard.data.stream import FolderSource, Samples, TensorSamples, as_samples
 
-__all__ = ["build_defense", "check_model_fits", "load_model", "load_samples", "resolve_device"]
+__all__ = ["build_defense", "check_model_fits", "folder_source", "load_model", "load_samples", "load_source",
+           "resolve_device"]
 
 
 def resolve_device(name: str | None, what: str = "device") -> torch.device:
@@ -87,3 +89,46 @@ def load_samples(spec: BenchSpec) -> tuple[torch.Tensor, torch.Tensor, int]:
     idx = subset_indices(len(data), spec.n or None, spec.seed)  # spec.n == 0: every image
     x = data.images[idx].to(torch.float32).div_(255)
     return x, data.labels[idx].clone(), int(data.num_classes)
+
+
+def folder_source(spec: BenchSpec) -> FolderSource:
+    """The streamed ImageFolder of a spec with a ``[data]`` table, cut to the spec's samples.
+
+    Args:
+        spec: a spec whose ``data`` is set (``dataset`` is then the folder).
+
+    Returns:
+        A :class:`~bandguard.data.FolderSource` of the index list's first ``n`` entries or,
+        without a list, of the same seeded subset :func:`load_samples` draws, in the same order;
+        items ``[C, H, W]`` float32 in ``[0, 1]``.
+    """
+    from bandguard.training import subset_indices
+
+    if spec.data is None:
+        raise ValueError("the spec has no [data] table: its data set loads into memory (load_samples)")
+    d = spec.data
+    source = FolderSource(spec.dataset, spec.split, resize=d.resize, center_crop=d.center_crop, index=d.index)
+    if d.index is not None:
+        return source.subset(range(min(spec.n, len(source)))) if spec.n else source
+    return source.subset(subset_indices(len(source), spec.n or None, spec.seed))
+
+
+def load_source(spec: BenchSpec, *, pin_memory: bool = False) -> tuple[Samples, int]:
+    """The samples a spec evaluates and the data set's number of classes.
+
+    Args:
+        spec: the benchmark spec.
+        pin_memory: pin the images (for a CUDA device).
+
+    Returns:
+        ``(samples, num_classes)``: without a ``[data]`` table the spec's subset in memory
+        (:func:`load_samples`, ``[N, C, H, W]``); with one, a stream of :func:`folder_source`
+        decoded by ``data.workers`` processes, a few batches alive at a time.
+    """
+    if spec.data is None:
+        x, y, num_classes = load_samples(spec)
+        if pin_memory:
+            x, y = x.pin_memory(), y.pin_memory()
+        return TensorSamples(x, y), num_classes
+    source = folder_source(spec)
+    return as_samples(source, num_workers=spec.data.workers, pin_memory=pin_memory), source.num_classes

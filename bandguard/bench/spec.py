@@ -21,12 +21,32 @@ models, the defenses (spec strings of :func:`bandguard.defenses.build_defense`) 
     eps = [0.1, 0.2, 0.3]
     steps = 20                       # every other key is a setting of the attack
 
-Every error names the TOML key path (``attacks[1].eps[0]``) and what was expected.
+An ImageFolder too large to hold in memory, or of images of different sizes (ImageNet), streams
+instead: a ``[data]`` table replaces ``dataset`` and reads the images batch by batch for every
+cell (:class:`bandguard.data.FolderSource`), with the same table as the in-memory path on the
+same images::
+
+    n = 5000
+
+    [data]
+    folder = "imagenet"              # root/<split>/<class>/<image>, resolved against the spec
+    split = "val"
+    resize = 256                     # shorter side, then a centre crop: the ImageNet transform
+    center_crop = 224
+    index = "imagenet_ids.txt"       # optional: integers or <class>/<image> paths, in order
+    workers = 4                      # decoding processes
+
+With an index list, ``n`` keeps its first ``n`` entries; without, ``n`` draws the same seeded
+subset as the in-memory path.
+
+Every error names the TOML key path (``attacks[1].eps[0]``) and what was expected; an unknown key
+gets the nearest known one as a hint.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
@@ -37,9 +57,11 @@ from typing import Any
 
 import tomllib
 
-__all__ = ["AttackSpec", "BenchSpec", "ModelSpec", "SpecError", "load_spec", "parse_spec"]
+__all__ = ["AttackSpec", "BenchSpec", "DataSpec", "ModelSpec", "SpecError", "load_spec", "parse_spec"]
 
 NO_DEFENSE = "none"
+SPLITS = ("train", "val", "test")
+NAMED_SPLITS = ("train", "test")  # MNIST's and CIFAR-10's
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -108,12 +130,51 @@ class AttackSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """The ``[data]`` table: how the ImageFolder ``BenchSpec.dataset`` streams.
+
+    Attributes:
+        resize: shorter side after resizing, or ``(height, width)``; ``None`` keeps each size.
+        center_crop: centre crop side, or ``(height, width)``, after ``resize``.
+        index: an index list file (resolved against the spec's folder): integers or
+            ``<class>/<image>`` paths, one per line; ``None``: every image.
+        workers: processes decoding batches (0: in the main process).
+    """
+
+    resize: int | tuple[int, int] | None = None
+    center_crop: int | tuple[int, int] | None = None
+    index: str | None = None
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        from bandguard.data.stream import check_sizes
+
+        for key in ("resize", "center_crop"):
+            object.__setattr__(self, key, _size(getattr(self, key), f"data.{key}"))
+        try:
+            check_sizes(self.resize, self.center_crop)
+        except ValueError as err:
+            raise SpecError(f"data.center_crop: {err}") from None
+        if self.index is not None:
+            _string(self.index, "data.index")
+        _int(self.workers, "data.workers", 0)
+
+    def identity(self) -> dict[str, Any]:
+        """What fixes the streamed images (the index list by its content; ``workers`` changes nothing)."""
+        index = _file_digest(Path(self.index)) if self.index is not None else None
+        return {"resize": self.resize, "center_crop": self.center_crop, "index": index}
+
+
+@dataclasses.dataclass(frozen=True)
 class BenchSpec:
     """A whole benchmark: data, models x defenses x attacks x eps, and where results go.
 
     Attributes:
-        dataset, split: what :func:`bandguard.data.load_dataset` loads.
-        n: samples evaluated, a fixed random subset drawn with ``seed`` (``0``: the whole split).
+        dataset, split: what :func:`bandguard.data.load_dataset` loads, into memory; with
+            ``data``, the ImageFolder streamed (split ``"val"`` allowed for folders).
+        data: ``None`` (in memory), or how ``dataset`` streams (:class:`DataSpec`).
+        n: samples evaluated, a fixed random subset drawn with ``seed`` (``0``: the whole split);
+            with an index list, its first ``n`` entries.
         batch_size: images per attack call on a model with ``forward_cost == 1``.
         sample_budget: model inputs (images x forwards per image x EOT samples) per attack call on
             a costlier defense; sets the peak memory instead of ``n``.
@@ -153,12 +214,18 @@ class BenchSpec:
     amp: str = "off"
     ensemble: str | None = None
     scale_invariant: bool = True
+    data: DataSpec | None = None
 
     def __post_init__(self) -> None:
         """Validate every field, so a spec built in code or by ``dataclasses.replace`` is checked
         exactly as a TOML one; errors start with the field's TOML key path."""
         _string(self.dataset, "dataset")
-        _choice(self.split, ("train", "test"), "split")
+        _choice(self.split, SPLITS, "split")
+        if self.split not in NAMED_SPLITS and self.dataset.lower() in ("mnist", "cifar10"):
+            raise SpecError(f"split: {self.dataset} has only the splits {', '.join(map(repr, NAMED_SPLITS))}, "
+                            f"got {self.split!r}")
+        if self.data is not None and not isinstance(self.data, DataSpec):
+            raise SpecError(f"data: expected a DataSpec, got {type(self.data).__name__}")
         for key, minimum in (("n", 0), ("batch_size", 1), ("sample_budget", 1), ("seed", 0), ("sanity_n", 1),
                              ("eot", 1)):
             _int(getattr(self, key), key, minimum)
@@ -186,7 +253,10 @@ class BenchSpec:
 
     def data_identity(self) -> dict[str, Any]:
         """What fixes the evaluated samples (part of every cell key)."""
-        return {"dataset": self.dataset, "split": self.split, "n": self.n, "seed": self.seed}
+        out: dict[str, Any] = {"dataset": self.dataset, "split": self.split, "n": self.n, "seed": self.seed}
+        if self.data is not None:  # absent in memory, so the cell keys of existing stores stay valid
+            out["stream"] = self.data.identity()
+        return out
 
 
 def settings_hash(obj: Any) -> str:
@@ -229,13 +299,19 @@ def parse_spec(data: Mapping[str, Any], *, base_dir: str | os.PathLike[str] = ".
         raise SpecError(f"spec: expected a table, got {type(data).__name__}")
     base = Path(base_dir)
     _no_unknown(data, _TOP_KEYS, "")
-    for key in ("dataset", "models", "attacks"):
+    for key in ("models", "attacks"):
         if key not in data:
             raise SpecError(f"{key}: required key missing")
     kw: dict[str, Any] = {}
-    kw["dataset"] = _string(data["dataset"], "dataset")
+    if "data" in data:
+        kw.update(_data_table(data, base))
+    elif "dataset" not in data:
+        raise SpecError("dataset: required key missing (a data set name or folder; or a [data] table with "
+                        "folder = ...)")
+    else:
+        kw["dataset"] = _string(data["dataset"], "dataset")
     if "split" in data:
-        kw["split"] = _choice(data["split"], ("train", "test"), "split")
+        kw["split"] = _choice(data["split"], SPLITS, "split")
     for key, minimum in (("n", 0), ("batch_size", 1), ("sample_budget", 1), ("seed", 0), ("sanity_n", 1),
                          ("eot", 1)):
         if key in data:
@@ -260,6 +336,37 @@ def parse_spec(data: Mapping[str, Any], *, base_dir: str | os.PathLike[str] = ".
     kw["defenses"] = _defenses(data.get("defenses", [NO_DEFENSE]))
     kw["attacks"] = _attacks(data["attacks"])
     return BenchSpec(**kw)
+
+
+_DATA_KEYS = {"folder", "split", "resize", "center_crop", "index", "workers"}
+
+
+def _data_table(data: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    """The ``[data]`` table as ``BenchSpec`` keywords: ``dataset`` (the folder), ``split``, ``data``."""
+    table = data["data"]
+    if not isinstance(table, Mapping):
+        raise SpecError(f"data: expected a table ([data]), got {type(table).__name__}")
+    _no_unknown(table, _DATA_KEYS, "data")
+    if "dataset" in data:
+        raise SpecError("dataset: give either dataset (in memory) or a [data] table (streamed), not both")
+    if "folder" not in table:
+        raise SpecError("data.folder: required key missing (an ImageFolder directory)")
+    folder = base / _string(table["folder"], "data.folder")
+    if not folder.is_dir():
+        raise SpecError(f"data.folder: folder {str(folder)!r} does not exist")
+    kw: dict[str, Any] = {"dataset": str(folder)}
+    if "split" in table:
+        if "split" in data:
+            raise SpecError("data.split: give split in [data] or at the top, not both")
+        kw["split"] = _choice(table["split"], SPLITS, "data.split")
+    fields: dict[str, Any] = {k: table[k] for k in ("resize", "center_crop", "workers") if k in table}
+    if "index" in table:
+        index = base / _string(table["index"], "data.index")
+        if not index.is_file():
+            raise SpecError(f"data.index: file {str(index)!r} does not exist")
+        fields["index"] = str(index)
+    kw["data"] = DataSpec(**fields)
+    return kw
 
 
 def _models(value: Any, base: Path) -> tuple[ModelSpec, ...]:
@@ -359,7 +466,9 @@ def _no_unknown(table: Mapping[str, Any], known: set[str], where: str) -> None:
     unknown = sorted(set(table) - known)
     if unknown:
         prefix = f"{where}." if where else ""
-        raise SpecError(f"{prefix}{unknown[0]}: unknown key; expected one of {', '.join(sorted(known))}")
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise SpecError(f"{prefix}{unknown[0]}: unknown key{hint}; expected one of {', '.join(sorted(known))}")
 
 
 def _table_list(value: Any, where: str) -> list[Mapping[str, Any]]:
@@ -399,6 +508,17 @@ def _int(value: Any, where: str, minimum: int) -> int:
     if value < minimum:
         raise SpecError(f"{where}: expected an integer >= {minimum}, got {value}")
     return value
+
+
+def _size(value: Any, where: str) -> int | tuple[int, int] | None:
+    """``None``, a side >= 1, or a ``[height, width]`` pair of them."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise SpecError(f"{where}: expected an integer or a [height, width] pair, got {list(value)!r}")
+        return (_int(value[0], f"{where}[0]", 1), _int(value[1], f"{where}[1]", 1))
+    return _int(value, where, 1)
 
 
 def _bool(value: Any, where: str) -> bool:

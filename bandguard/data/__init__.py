@@ -14,6 +14,10 @@ The modules, each read top to bottom:
   numpy arrays and nothing else.
 - :mod:`~bandguard.data.folders`: ImageFolder directories and tarballs of them.
 - :mod:`~bandguard.data.cache`: the decoded cache and ``SHA256SUMS`` checksums.
+- :mod:`~bandguard.data.stream`: streaming: :class:`FolderSource` reads an ImageFolder image by
+  image (resize, centre crop, ``val`` split, index list), and :func:`as_samples` turns tensors, a
+  ``Dataset`` or a ``DataLoader`` into the batches the benchmark reads, so ImageNet-size sets never
+  sit in memory whole.
 
 Corrupt or truncated archives, a wrong checksum, a refused pickle global, a bad split or an
 unknown name raise ``ValueError`` naming the file or argument; nothing returns part of a data set.
@@ -23,5 +27,6 @@ from __future__ import annotations
 
 from bandguard.data.dataset import ImageDataset, make_loader
 from bandguard.data.sources import SampleDataWarning, load_dataset
+from bandguard.data.stream import FolderSource, as_samples
 
-__all__ = ["ImageDataset", "SampleDataWarning", "load_dataset", "make_loader"]
+__all__ = ["FolderSource", "ImageDataset", "SampleDataWarning", "as_samples", "load_dataset", "make_loader"]

@@ -18,9 +18,12 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from bandguard._checks import check_bool, check_device, check_int, check_names
 
-__all__ = ["SPLITS", "ImageDataset", "describe", "make_loader"]
+__all__ = ["FOLDER_SPLITS", "SPLITS", "ImageDataset", "describe", "make_loader"]
 
 SPLITS = ("train", "test")
+"""The splits of MNIST and CIFAR-10 (and of a ``.tar.gz`` ImageFolder archive)."""
+FOLDER_SPLITS = ("train", "val", "test")
+"""The split sub-folders an ImageFolder directory may hold (ImageNet's evaluation split is ``val``)."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
@@ -32,7 +35,7 @@ class ImageDataset(Dataset):
         labels: int64 ``[N]``, class indices into ``classes``.
         classes: the class names, index ``k`` naming label ``k``.
         name: the data set's name (``"mnist"``, ``"cifar10"``, a folder's name).
-        split: ``"train"`` or ``"test"``.
+        split: ``"train"``, ``"val"`` or ``"test"``.
         source: where the images came from (a file, a folder, ``"bundled sample"``), for
             reports; it does not take part in any computation.
 

@@ -22,9 +22,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bandguard.data.dataset import SPLITS
+from bandguard.data.dataset import FOLDER_SPLITS, SPLITS
 
-__all__ = ["IMAGE_SUFFIXES", "Decoded", "decode_folder", "decode_image_tar", "image_files", "interleave_classes"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "Decoded",
+    "decode_folder",
+    "decode_image_tar",
+    "image_files",
+    "interleave_classes",
+    "split_folder",
+]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -43,6 +51,28 @@ def image_files(folder: Path) -> list[Path]:
         The paths of the files with an image suffix (:data:`IMAGE_SUFFIXES`), sorted.
     """
     return sorted(p for p in folder.glob("*/*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def split_folder(folder: Path, split: str) -> Path:
+    """The folder holding ``split``'s class sub-folders: ``folder/split``, or ``folder`` itself.
+
+    A folder with split sub-folders (any of :data:`~bandguard.data.dataset.FOLDER_SPLITS`) must
+    hold ``split``; a folder without any is one split, used whole for whichever is asked.
+
+    Args:
+        folder: an ImageFolder directory, with or without ``train``/``val``/``test`` sub-folders.
+        split: the split wanted.
+
+    Returns:
+        ``folder / split`` or ``folder``.
+
+    Raises:
+        ValueError: ``folder`` has split sub-folders, but not ``split``.
+    """
+    found = [s for s in FOLDER_SPLITS if (folder / s).is_dir()]
+    if found and split not in found:
+        raise ValueError(f"{folder}: has no {split!r} sub-folder (found {found})")
+    return folder / split if found else folder
 
 
 def interleave_classes(labels: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,8 @@ First match wins:
    :class:`SampleDataWarning` line saying where it looked and how to get the full set.
 
 A name that is a directory is read as an ImageFolder (``<class>/<image>``, optionally below
-``train``/``test``).
+``train``/``val``/``test``). All of a split is decoded into memory; an ImageNet-size folder, or
+one of images of different sizes, streams instead through :class:`bandguard.data.FolderSource`.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ import torch
 from bandguard._checks import check_bool, check_choice
 from bandguard._io import write_json_atomic
 from bandguard.data.cache import cache_dir, cached
-from bandguard.data.dataset import SPLITS, ImageDataset
-from bandguard.data.folders import decode_folder, decode_image_tar
+from bandguard.data.dataset import FOLDER_SPLITS, SPLITS, ImageDataset
+from bandguard.data.folders import decode_folder, decode_image_tar, split_folder
 from bandguard.data.mnist import MNIST_CLASSES, decode_mnist_pickle
 
 __all__ = [
@@ -83,7 +84,7 @@ def load_dataset(
     Args:
         name: ``"mnist"``, ``"cifar10"``, or the path of a folder holding one sub-folder per
             class, or ``train``/``test`` sub-folders that do.
-        split: ``"train"`` or ``"test"``. MNIST train is the standard 60,000 images (the
+        split: ``"train"``, ``"test"`` or, for a folder only, ``"val"``. MNIST train is the standard 60,000 images (the
             pickle's train + valid), test 10,000; CIFAR-10 has 50,000 and 10,000. A folder with
             no split sub-folders is used whole for either split.
         root: a directory to look in first (instead of ``$BANDGUARD_DATA``).
@@ -101,9 +102,11 @@ def load_dataset(
     """
     if not isinstance(name, (str, os.PathLike)):
         raise TypeError(f"name must be a data set name or a folder path, got {type(name).__name__} {name!r}")
-    split, download = check_choice(split, SPLITS, "split"), check_bool(download, "download")
+    split, download = check_choice(split, FOLDER_SPLITS, "split"), check_bool(download, "download")
     key = name.lower() if isinstance(name, str) else None
     if key in DATASETS:
+        if split not in SPLITS:
+            raise ValueError(f"split {split!r}: {key} has only the splits {', '.join(map(repr, SPLITS))}")
         return _load_named(key, split, root=root, download=download)
     if isinstance(name, (str, os.PathLike)) and Path(name).expanduser().is_dir():
         folder = Path(name).expanduser()
@@ -191,10 +194,7 @@ def _load_from_cache(name: str, split: str, directory: Path) -> ImageDataset | N
 
 def _load_folder(folder: Path, split: str, name: str) -> ImageDataset:
     """An ImageFolder directory, with or without ``train``/``test`` sub-folders."""
-    split_dirs = [s for s in SPLITS if (folder / s).is_dir()]
-    if split_dirs and split not in split_dirs:
-        raise ValueError(f"{folder}: has no {split!r} sub-folder (found {split_dirs})")
-    source = folder / split if split_dirs else folder
+    source = split_folder(folder, split)
     return cached(source, name, split, lambda src: decode_folder(src, split))
 
 
