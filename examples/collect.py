@@ -26,7 +26,7 @@ def findings_table(results_dir: Path = RESULTS_DIR) -> str:
     for folder in sorted(p for p in results_dir.iterdir() if (p / "results.json").is_file()):
         data = load_results(folder)
         link = f"[{data['example']}](results/{folder.name}/summary.md) ({data['mode']}, {data['device']})"
-        lines += [f"| {link} | {finding_cells(f, data['numbers'])} |" for f in data["findings"]]
+        lines += [f"| {link} | {finding_cells(f, data['numbers'], data.get('models'))} |" for f in data["findings"]]
     return "\n".join(lines)
 
 

@@ -112,3 +112,23 @@ def test_cli_heatmap_and_spectrum_write_png_and_json(mnist_env, tmp_path, capsys
     assert (tmp_path / "spec_radial.png").exists()
     assert main(["heatmap", "--model", str(ckpt), "--eps", "-1", "-n", "2"]) == 2  # clear error
     assert "argument --eps: expected a number >= 0, got '-1'" in capsys.readouterr().err
+
+
+def test_per_image_energies_split_each_perturbation_at_the_radius() -> None:
+    """Each perturbation's energy is its squared norm up to one FFT scale, and its high part is
+    exactly what lies outside the radius: a low sinusoid puts none there, a high one all of it."""
+    from bandguard import fourier
+    from bandguard.spectral import perturbation_spectrum
+
+    basis = fourier.fourier_basis(8, 8, torch.tensor([[4 + 1, 4], [4 + 3, 4 + 2]]), dtype=torch.float64)
+    scales = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    low = scales[:, None, None, None] * basis[0].expand(3, 1, 8, 8)  # distance 1
+    high = scales[:, None, None, None] * basis[1].expand(3, 1, 8, 8)  # distance sqrt(13)
+    spec = perturbation_spectrum(torch.cat([low, high]), radius=2.0)
+    norms = torch.cat([low, high]).pow(2).sum((1, 2, 3))
+    ratio = spec.energy / norms
+    torch.testing.assert_close(ratio, torch.full_like(ratio, float(ratio[0])))  # Parseval, one scale
+    torch.testing.assert_close(spec.high_energy[:3], torch.zeros(3, dtype=torch.float64), atol=1e-9, rtol=0)
+    torch.testing.assert_close(spec.high_energy[3:], spec.energy[3:])
+    assert spec.high_fraction == pytest.approx(float(spec.high_energy.sum() / spec.energy.sum()))
+    assert spec.high_fraction == pytest.approx(float((scales**2).sum() / (2 * (scales**2).sum())))

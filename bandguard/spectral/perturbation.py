@@ -68,6 +68,10 @@ class PerturbationSpectrum:
             distance >= ``radius`` from the centre; by Parseval, the share of ``E||delta||^2``.
         radius: the cut-off used for ``high_fraction``.
         n: number of perturbations averaged.
+        energy: ``[N]`` float64 energy ``sum |F(delta_n)|^2`` of each perturbation (all channels).
+        high_energy: ``[N]`` the part of ``energy`` at distance >= ``radius``; ``high_fraction`` is
+            ``high_energy.sum() / energy.sum()``. Per image, so intervals can resample the images
+            (:func:`bandguard.bench.stats.bootstrap`).
     """
 
     per_channel: torch.Tensor
@@ -76,6 +80,9 @@ class PerturbationSpectrum:
     high_fraction: float
     radius: float
     n: int
+    energy: torch.Tensor = dataclasses.field(default_factory=lambda: torch.zeros(0, dtype=torch.float64), repr=False)
+    high_energy: torch.Tensor = dataclasses.field(default_factory=lambda: torch.zeros(0, dtype=torch.float64),
+                                                  repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python form (lists and numbers) for JSON."""
@@ -95,14 +102,18 @@ def _spectrum(delta: torch.Tensor, radius: float) -> PerturbationSpectrum:
     per_channel = reduce(amplitude, "n c h w -> c h w", "mean")
     mean = reduce(per_channel, "c h w -> h w", "mean")
     # Energy, not mean amplitude, so the fraction is the share of E||delta||^2 (Parseval).
-    power = reduce(amplitude**2, "n c h w -> h w", "mean")
+    power = reduce(amplitude**2, "n c h w -> n h w", "sum")  # [N, H, W]
+    energy = reduce(power, "n h w -> n", "sum")
+    high_energy = energy * high_frequency_fraction(power.sqrt(), radius)
     return PerturbationSpectrum(
         per_channel=per_channel.float().cpu(),
         mean=mean.float().cpu(),
         radial=radial_profile(mean).float().cpu(),
-        high_fraction=float(high_frequency_fraction(power.sqrt(), radius)),
+        high_fraction=float(high_energy.sum() / energy.sum().clamp_min(torch.finfo(energy.dtype).tiny)),
         radius=radius,
         n=delta.shape[0],
+        energy=energy.cpu(),
+        high_energy=high_energy.cpu(),
     )
 
 

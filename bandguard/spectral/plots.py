@@ -38,6 +38,7 @@ __all__ = [
     "plot_filtered_accuracy",
     "plot_fprinciple",
     "plot_heatmap",
+    "plot_heatmaps",
     "plot_kernel_spectra",
     "plot_radial_profiles",
     "plot_spectra",
@@ -400,3 +401,51 @@ def plot_fprinciple(
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return _finish(fig, path, result.to_dict(), write_data)
+
+
+def plot_heatmaps(
+    results: Mapping[str, HeatmapResult],
+    path: PathLike | None = None,
+    *,
+    title: str | None = None,
+    write_data: bool = True,
+) -> Figure:
+    """Several Fourier heat maps side by side on one colour scale, with one labelled colour bar.
+
+    Maps meant to be compared (models on the same images, Yin et al. 1906.08988 Fig. 2) share the
+    scale ``[0, max over all maps]``, so equal colours mean equal error rates.
+
+    Args:
+        results: panel title (e.g. the model) -> :func:`~bandguard.spectral.fourier_heatmap` result;
+            all with the same metric.
+        path: PNG to write (the maps as JSON beside it); ``None`` writes nothing.
+        title: the figure's heading (say the eps and the images); default names the metric.
+        write_data: also write the plotted data as JSON beside the PNG.
+
+    Returns:
+        The ``matplotlib.figure.Figure``.
+    """
+    if not results:
+        raise ValueError("results must name at least one heat map")
+    metrics = {r.metric for r in results.values()}
+    if len(metrics) != 1:
+        raise ValueError(f"results must share one metric to share a colour scale, got {sorted(metrics)}")
+    first = next(iter(results.values()))
+    what = "error rate" if first.metric == "error" else first.metric
+    top = max(float(r.heatmap.max()) for r in results.values())
+    fig = Figure(figsize=(3.2 * len(results) + 0.9, 3.8), layout="constrained")
+    axes = fig.subplots(1, len(results), squeeze=False)[0]
+    image = None
+    for ax, (label, r) in zip(axes, results.items()):
+        h, w = r.heatmap.shape
+        image = ax.imshow(r.heatmap.numpy(), cmap=CMAP, extent=_centred_extent(h, w), vmin=0.0, vmax=top)
+        clean = f"clean error {r.clean:.1%}" if r.metric == "error" else f"clean {r.clean:.3g}"
+        ax.set_title(f"{label}\n{clean}", fontsize=9)
+        ax.set_xlabel("horizontal frequency index", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].set_ylabel("vertical frequency index", fontsize=8)
+    bar = fig.colorbar(image, ax=list(axes), fraction=0.03, pad=0.02)
+    bar.set_label(what, fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    fig.suptitle(title or f"Fourier heat maps, {what}", fontsize=10)
+    return _finish(fig, path, {k: r.to_dict() for k, r in results.items()}, write_data)
