@@ -155,7 +155,7 @@ class Summary:
 
     def finding(self, claim: str, source: str, measured: str, agree: bool, why: str, *,
                 quote: str | None = None, criterion: str | None = None, interval: Interval | None = None,
-                models: tuple[str, ...] = ()) -> None:
+                models: tuple[str, ...] = (), interval_format: str = "+.1%") -> None:
         """One row of the verdict table.
 
         Args:
@@ -171,6 +171,8 @@ class Summary:
                 ``"the paired 95 % interval of high - low band error lies above 0"``.
             interval: the statistic the criterion reads, with its bootstrap interval.
             models: labels recorded with :meth:`model` that the row measures.
+            interval_format: how the interval's ends are printed (``"+.1%"``: signed percentage
+                points; ``".2f"`` for a ratio or a count).
         """
         measured.format(**self.numbers)  # a template naming an unrecorded number fails here
         unknown = [m for m in models if m not in self.models]
@@ -179,7 +181,8 @@ class Summary:
         row = {"claim": claim, "source": source, "measured": measured, "agree": bool(agree), "why": why}
         if quote is not None:
             row.update(quote=quote, criterion=criterion, models=list(models),
-                       interval=interval.to_dict() if interval is not None else None)
+                       interval=interval.to_dict() if interval is not None else None,
+                       interval_format=interval_format)
         self.findings.append(row)
 
     def sanity(self, statement: str, measured: str, holds: bool) -> None:
@@ -259,7 +262,8 @@ def finding_cells(finding: Mapping[str, Any], numbers: Mapping[str, float],
     measured = finding["measured"].format(**numbers)
     ci = finding.get("interval")
     if ci is not None:
-        measured += f" (95% CI [{ci['low']:.3g}, {ci['high']:.3g}], n = {ci['n']})"
+        fmt = finding.get("interval_format", ".3g")
+        measured += f" (95% CI [{ci['low']:{fmt}}, {ci['high']:{fmt}}], n = {ci['n']})"
     if finding.get("models") and models:
         accs = "; ".join(f"{m} {model_accuracies(models[m])}" for m in finding["models"])
         measured += f"; models: {accs}"

@@ -20,6 +20,9 @@ SCRIPTS = sorted(p.stem for p in EXAMPLES_DIR.glob("*.py") if not p.stem.startsw
 # The findings examples (issue 14); spectral_tour is the MNIST tour that draws docs/images.
 FINDINGS = ("corruption_spectra", "filtered_data", "fourier_attack", "fourier_heatmaps", "frequency_principle",
             "kernel_smoothing", "perturbation_spectra", "post_averaging")
+# The examples rerun on the cifar_fast family with intervals, pre-stated criteria and the papers' words
+# (results.json format 2); the others still hold their earlier runs on the quick cifar_small nets.
+REVIEWED = ("fourier_heatmaps", "perturbation_spectra")
 
 
 def _load(name: str):
@@ -75,13 +78,51 @@ def test_summary_is_rendered_from_the_recorded_numbers(tmp_path: Path) -> None:
         _check_run(tmp_path)
 
 
+def _check_reviewed(data: dict) -> None:
+    """A format-2 run: every finding quotes its paper, states its criterion, carries an interval that
+    holds its estimate, and names models whose accuracies were recorded; its row shows them."""
+    assert data.get("format") == common.FORMAT, f"{data['example']}: results.json is not format {common.FORMAT}"
+    assert data["models"], "no model recorded"
+    for label, m in data["models"].items():
+        assert m["recipe"].startswith("cifar_fast") and 0.1 < m["clean"] <= 1, (label, m)
+    for f in data["findings"]:
+        assert f.get("quote") and f.get("criterion") and f.get("models"), f["claim"]
+        ci = f["interval"]
+        assert ci["low"] <= ci["estimate"] <= ci["high"] and ci["n"] >= 500, (f["claim"], ci)
+        row = common.finding_cells(f, data["numbers"], data["models"])
+        assert "95% CI [" in row and all(f"{m} " in row and "clean" in row for m in f["models"]), row
+
+
 def test_every_finding_has_its_script() -> None:
     assert set(FINDINGS) <= set(SCRIPTS), sorted(set(FINDINGS) - set(SCRIPTS))
 
 
 @pytest.mark.parametrize("name", FINDINGS)
 def test_committed_results_render_to_their_summaries(name: str) -> None:
-    _check_run(common.RESULTS_DIR / name)
+    data = _check_run(common.RESULTS_DIR / name)
+    if name in REVIEWED:
+        _check_reviewed(data)
+
+
+def test_a_reviewed_finding_without_its_interval_or_models_fails(tmp_path: Path) -> None:
+    from bandguard.bench.stats import mean_interval
+    import torch
+
+    settings = common.Settings("demo", True, tmp_path, common.resolve_device("cpu"), 0)
+    s = common.Summary(settings, "Demo", "Intro.")
+    s.model("natural", {"name": "cifar_fast", "test_accuracy": 0.9})
+    s.number("err", 0.25)
+    ci = mean_interval((torch.arange(600) % 4 == 0).float())
+    s.finding("c", "paper", "{err:.1%}", True, "w", quote="q", criterion="k", interval=ci, models=("natural",))
+    with pytest.raises(KeyError, match="not recorded"):
+        s.finding("c", "paper", "{err:.1%}", True, "w", quote="q", criterion="k", interval=ci, models=("gaussian",))
+    s.write()
+    data = _check_run(tmp_path)
+    _check_reviewed(data)
+    assert "25.0% (95% CI [+21.7%, +28.5%], n = 600)" in (tmp_path / "summary.md").read_text()
+    data["findings"][0]["interval"] = None
+    with pytest.raises(TypeError):
+        _check_reviewed(data)
 
 
 def test_readme_table_is_built_from_the_committed_results() -> None:
