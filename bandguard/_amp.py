@@ -53,8 +53,9 @@ class BF16Forward(nn.Module):
     For attacks and analyses that only need the model's outputs and input gradients: the weights
     stay float32, autocast runs the convolutions and matrix products in bf16, and the float32
     logits keep every loss and the gradient w.r.t. the input in float32. Where bf16 is native
-    (:func:`native_bf16`) this is about 2x faster on CPUs and more on GPUs; results differ from
-    float32 by bf16's rounding.
+    (:func:`native_bf16`) this is about 3x faster on CPUs (images are passed on channels-last,
+    the layout oneDNN's bf16 kernels want; the model is not touched) and more on GPUs; results
+    differ from float32 by bf16's rounding.
 
     Shape:
         ``[N, C, H, W] -> [N, classes]`` float32.
@@ -65,6 +66,8 @@ class BF16Forward(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:  # oneDNN's bf16 convolutions run about 1.9x faster on NHWC (cifar_fast, CPU)
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, dtype=torch.bfloat16):
             out = self.net(x)
         return out.float()
