@@ -117,6 +117,9 @@ class BenchSpec:
         batch_size: images per attack call on a model with ``forward_cost == 1``.
         sample_budget: model inputs (images x forwards per image x EOT samples) per attack call on
             a costlier defense; sets the peak memory instead of ``n``.
+        memory: bytes an attack call may take, ``"4GiB"``, ``"512MiB"``, ``"2GB"`` or an int;
+            ``None`` (default): half of what the device has available. Batches shrink to fit at
+            the bytes per image measured once per model; never an error.
         device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         seed: the subset, every attack's and every randomized defense's randomness.
         out: output folder (resolved against the spec's folder).
@@ -143,6 +146,7 @@ class BenchSpec:
     n: int = 1000
     batch_size: int = 256
     sample_budget: int = 4096
+    memory: str | int | None = None
     device: str = "auto"
     seed: int = 0
     out: str = "bench-out"
@@ -164,6 +168,8 @@ class BenchSpec:
             _int(getattr(self, key), key, minimum)
         for key in ("cascade", "sanity", "scale_invariant"):
             _bool(getattr(self, key), key)
+        if self.memory is not None:
+            _memory(self.memory, "memory")
         device = _string(self.device, "device")
         if device.split(":")[0] not in DEVICES:
             raise SpecError(f"device: expected one of {', '.join(DEVICES)} (or 'cuda:<index>'), got {device!r}")
@@ -250,6 +256,8 @@ def parse_spec(data: Mapping[str, Any], *, base_dir: str | os.PathLike[str] = ".
         kw["device"] = device
     if "amp" in data:
         kw["amp"] = _choice(data["amp"], ("off", "bf16", "auto"), "amp")
+    if "memory" in data:
+        kw["memory"] = _memory(data["memory"], "memory")
     if "out" in data:
         kw["out"] = str(base / _string(data["out"], "out"))
     else:
@@ -398,6 +406,16 @@ def _int(value: Any, where: str, minimum: int) -> int:
         raise SpecError(f"{where}: expected an integer, got {value!r}")
     if value < minimum:
         raise SpecError(f"{where}: expected an integer >= {minimum}, got {value}")
+    return value
+
+
+def _memory(value: Any, where: str) -> str | int:
+    from bandguard._memory import parse_memory
+
+    try:
+        parse_memory(value, where)
+    except (TypeError, ValueError) as err:
+        raise SpecError(str(err)) from None
     return value
 
 
