@@ -175,9 +175,11 @@ def _graph_bytes(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
             seen[storage.data_ptr()] = max(seen.get(storage.data_ptr(), 0), storage.nbytes())
         return t
 
-    xg = x.detach().clone().requires_grad_(True)
-    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = model(xg)
+    # Inside a caller's no_grad or inference_mode a forward records no graph: measure one anyway.
+    with torch.inference_mode(False), torch.enable_grad():
+        xg = x.detach().clone().requires_grad_(True)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = model(xg)
     out_bytes = out.untyped_storage().nbytes() if isinstance(out, torch.Tensor) else 0
     del out, xg
     sizes = list(seen.values())
