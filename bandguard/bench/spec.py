@@ -142,7 +142,7 @@ class ModelSpec:
         if self.code is not None:
             module, sep, function = self.code.partition(":")
             if not sep or not all(p.isidentifier() for p in module.split(".")) or not function.isidentifier():
-                raise SpecError(f"code: expected 'package.module:function', got {self.code!r}")
+                raise SpecError(f"code: expected the form 'package.module:function', got {self.code!r}")
         if self.robustbench is not None:
             if self.dataset is None:
                 raise SpecError(f"dataset: a robustbench model needs its data set, one of "
