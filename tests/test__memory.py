@@ -98,3 +98,5 @@ def test_activation_bytes_restores_modes_and_grows_with_the_image() -> None:
     net = create_model("cifar_small")
     small, large = (activation_bytes(net, torch.rand(1, 3, s, s)) for s in (32, 64))
     assert 3.5 < large / small < 4.5  # activations scale with H x W
+    with torch.inference_mode():  # a caller's inference mode records no graph: the probe makes one
+        assert activation_bytes(net, torch.rand(1, 3, 32, 32)) == small

@@ -412,6 +412,7 @@ class PostAveraging(Defense):
             yield part, sample_directions(part.stop - start, x.shape[1:], s.K, generator=generator,
                                           device=x.device, dtype=x.dtype)
 
+    @torch.compiler.disable
     def _plan_for(self, x: torch.Tensor) -> _Plan:
         """Model inputs per call, images per :func:`post_average` call and the budget, for inputs
         like ``x``: measured once per input shape, dtype and device."""
