@@ -97,6 +97,17 @@ output_file = _argtype(lambda text: check_output_path(text, "path"))
 output_dir = _argtype(lambda text: check_output_path(text, "folder", directory=True))
 
 
+def memory_size(text: str) -> str:
+    """A byte budget such as ``4GiB``, ``512MiB`` or ``2GB`` (argparse type; checked, kept as text)."""
+    from bandguard._memory import parse_memory
+
+    try:
+        parse_memory(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size such as 4GiB, 512MiB or 2GB, got {text!r}") from None
+    return text
+
+
 def png_file(text: str) -> str:
     """A PNG figure path whose data goes beside it as ``.json``: so it must end in ``.png``
     (``--out hm.json`` would have the data overwrite the figure)."""
@@ -311,23 +322,47 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     group.add_argument("--model-code", metavar="PACKAGE.MODULE:FUNCTION",
                        help="build the model by importing PACKAGE.MODULE and calling FUNCTION(): "
                             "RUNS that code, use only code you trust")
+    group.add_argument("--robustbench", metavar="NAME",
+                       help="a RobustBench model (e.g. Standard) through the robustbench package, read offline "
+                            "from --model-dir/<--dataset>/<--threat-model>/NAME.pt")
+    group.add_argument("--torchvision", metavar="NAME",
+                       help="a torchvision classifier (e.g. resnet50) behind ImageNet normalization, "
+                            "weights from --weights (a local file)")
+    p.add_argument("--threat-model", default="Linf", choices=["Linf", "L2", "corruptions"], help="with --robustbench")
+    p.add_argument("--model-dir", default="models", help="with --robustbench: RobustBench's model folder")
+    p.add_argument("--num-classes", type=positive_int, default=None, help="with --torchvision (default 1000)")
+    p.add_argument("--weights", default=None, help="with --torchvision: a local weights file (else random)")
     p.add_argument("--amp", default="off", choices=["off", "bf16", "auto"],
                    help="bf16 autocast for the model's forwards (logits and input gradients stay float32); "
                         "auto: where the device computes bf16 natively (about 2x faster on such CPUs)")
 
 
-def _load_cli_model(args: argparse.Namespace) -> torch.nn.Module:
-    from bandguard.models import load_model, model_from_code
+_MODEL_FLAGS = {"model": "checkpoint", "model_code": "code", "robustbench": "robustbench", "torchvision": "torchvision"}
 
-    flag, value = ("--model-code", args.model_code) if getattr(args, "model_code", None) else ("--model", args.model)
+
+def _load_cli_model(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
+    """The model of ``--model``/``--model-code``/``--robustbench``/``--torchvision`` (built by
+    :func:`bandguard.bench.loading.load_model`, as a spec's)."""
+    from bandguard.bench.loading import load_model
+    from bandguard.bench.spec import ModelSpec
+
+    dest = next(d for d in _MODEL_FLAGS if getattr(args, d, None))
+    flag = "--" + dest.replace("_", "-")
+    fields: dict[str, Any] = {_MODEL_FLAGS[dest]: getattr(args, dest)}
+    if dest == "robustbench":
+        fields.update(dataset=args.dataset, threat_model=args.threat_model, model_dir=args.model_dir)
+    elif args.num_classes is not None or args.weights is not None:
+        if dest != "torchvision":
+            raise ValueError(f"--num-classes and --weights go with --torchvision, not {flag}")
+        fields.update(num_classes=args.num_classes, checkpoint=args.weights)
     try:
-        return model_from_code(value) if flag == "--model-code" else load_model(value)
+        return load_model(ModelSpec(name=_model_label(args), **fields), device)
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise type(err)(f"{flag}: {err}") from None
 
 
 def _model_label(args: argparse.Namespace) -> str:
-    return args.model_code if getattr(args, "model_code", None) else args.model
+    return next(getattr(args, d) for d in _MODEL_FLAGS if getattr(args, d, None))
 
 
 def _model_and_data(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str]:
@@ -341,7 +376,7 @@ def _model_and_data(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.Te
         raise ValueError(f"--dataset is needed: {_model_label(args)!r} does not name its data set")
     dataset = resolve_dataset(args.model, args.dataset)
     device = _device(args.device)
-    model = _load_cli_model(args).to(device).eval()
+    model = _load_cli_model(args, device)
     x, y = load_dataset(dataset, "test").tensors(args.n, device=device)
     check_model_fits(model, x, None, device, what="--model", data=dataset)
     if args.amp == "bf16" or (args.amp == "auto" and native_bf16(device)):
@@ -467,6 +502,9 @@ def _attack_parser(p: argparse.ArgumentParser) -> None:
                    help="black-box query budget per image (standard: Square's)")
     p.add_argument("-n", type=positive_int, default=1000, help="test images (the first n)")
     p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--memory", type=memory_size, default=None,
+                   help="bytes an attack call may take, e.g. 4GiB (default: half the device's available memory); "
+                        "batches shrink to fit")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=output_file, default=None, help="JSON file for the results (written atomically)")
@@ -493,6 +531,7 @@ def _attack_run(args: argparse.Namespace) -> int:
     try:
         result = evaluate_robustness(model, x, y, {args.attack: attack}, defenses=defenses,
                                      name=_model_label(args), batch_size=args.batch_size, seed=args.seed,
+                                     memory=args.memory,
                                      progress=progress, scale_invariant=False, **settings)
     finally:
         progress.close()
@@ -520,6 +559,7 @@ def _bench_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="recompute every cell instead of resuming")
     p.add_argument("--device", default=None, help="override the spec's device (auto, cpu, cuda, cuda:1)")
     p.add_argument("--out", type=output_dir, default=None, help="override the spec's output folder")
+    p.add_argument("--memory", type=memory_size, default=None, help="override the spec's memory budget, e.g. 4GiB")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
@@ -568,6 +608,8 @@ def _bench_run(args: argparse.Namespace) -> int:
         spec = dataclasses.replace(spec, device=args.device)
     if args.out is not None:
         spec = dataclasses.replace(spec, out=args.out)
+    if args.memory is not None:
+        spec = dataclasses.replace(spec, memory=args.memory)
     rank = int(os.environ.get("RANK", "0"))
     progress = _Progress(spec.n or None, disable=args.quiet or rank != 0 or not sys.stderr.isatty())
     try:

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import os
 import pickle
 import re
+import sys
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -787,6 +789,40 @@ def torchvision_model(
     return load_weights(model, weights) if weights is not None else model.eval()
 
 
+def _robustbench_loader() -> Callable[..., nn.Module]:
+    """``robustbench.utils.load_model``, imported.
+
+    robustbench 1.1.1 on PyPI depends on ``pyautoattack`` (AutoAttack as published on PyPI) but
+    imports it as ``autoattack`` (the name AutoAttack's repository installs), at the top of
+    ``robustbench.eval`` only. Where that import fails and ``pyautoattack`` is installed, it stands
+    in under that name while robustbench is imported, and ``sys.modules`` is restored afterwards
+    (loading a model never runs AutoAttack).
+    """
+    hint = ("robustbench_model needs the robustbench package (pip install 'bandguard[robustbench]', which "
+            "also pins setuptools < 81 for its pkg_resources)")
+    try:
+        from robustbench.utils import load_model
+
+        return load_model  # type: ignore[no-any-return]
+    except ImportError as err:
+        if err.name not in ("autoattack", "autoattack.state") or importlib.util.find_spec("pyautoattack") is None:
+            raise ImportError(f"{hint}; importing it failed: {err}") from err
+    for name in [m for m in sys.modules if m == "robustbench" or m.startswith("robustbench.")]:
+        del sys.modules[name]  # the half-imported package, so the import below starts afresh
+    stand_in = {"autoattack": importlib.import_module("pyautoattack"),
+                "autoattack.state": importlib.import_module("pyautoattack.state")}
+    sys.modules.update(stand_in)
+    try:
+        from robustbench.utils import load_model
+    except ImportError as err:
+        raise ImportError(f"{hint}; importing it failed: {err}") from err
+    finally:
+        for name, module in stand_in.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
+    return load_model  # type: ignore[no-any-return]
+
+
 def robustbench_model(
     name: str,
     *,
@@ -816,15 +852,7 @@ def robustbench_model(
         ImportError: ``robustbench`` is not installed (``pip install 'bandguard[robustbench]'``).
         FileNotFoundError: no checkpoint at the expected place.
     """
-    try:
-        from robustbench.utils import load_model as robustbench_load
-    except ImportError as err:
-        # robustbench 1.1.1 on PyPI imports ``autoattack``, which its PyPI dependency installs as
-        # ``pyautoattack``: AutoAttack itself (fra31/auto-attack) must be installed from its repository.
-        raise ImportError(
-            f"robustbench_model needs the robustbench package and its AutoAttack ({err}); install "
-            "bandguard[robustbench] and AutoAttack from its repository (fra31/auto-attack)"
-        ) from err
+    robustbench_load = _robustbench_loader()
     path = Path(model_dir) / dataset / threat_model / f"{name}.pt"
     if not path.is_file():
         raise FileNotFoundError(

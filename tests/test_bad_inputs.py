@@ -517,7 +517,8 @@ crow("model-code-missing-module", [*_ATTACK, "--model-code", "nosuchpkg:build", 
 crow("model-code-bad-form", [*_ATTACK, "--model-code", "x.py", "--eps", "0.1"], 2, "form 'package.module:function'")
 crow("model-and-model-code", [*_ATTACK, "--model", "m.pt", "--model-code", "a:b", "--eps", "0.1"], 2,
      "not allowed with argument")
-crow("no-model", [*_ATTACK, "--eps", "0.1"], 2, "one of the arguments --model --model-code is required")
+crow("no-model", [*_ATTACK, "--eps", "0.1"], 2,
+     "one of the arguments --model --model-code --robustbench --torchvision is required")
 crow("eps-negative", [*_ATTACK, "--model", "m.pt", "--eps", "-1"], 2, "argument --eps: expected a number >= 0")
 crow("eps-word", [*_ATTACK, "--model", "m.pt", "--eps", "big"], 2, "argument --eps")
 crow("eps-zero-division", [*_ATTACK, "--model", "m.pt", "--eps", "8/0"], 2, "argument --eps")

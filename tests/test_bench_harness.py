@@ -405,3 +405,37 @@ def test_a_scale_invariant_attack_joins_each_cross_entropy_group_only() -> None:
     # Two classes: DLR needs three, so margin PGD stands in.
     two = scale_invariant_entries(entries[:1], (1, 8, 8), 2, seed=0)[-1].attack
     assert isinstance(two, PGD) and two.loss.value == "margin"
+
+
+def test_a_tiny_memory_budget_shrinks_the_batches_and_changes_no_outcome(caplog: pytest.LogCaptureFixture) -> None:
+    net, (x, y) = tiny_model(), batch(12)
+    defenses = {"lowpass:3": build_defense("lowpass:3", net), "pa": build_defense("post_average:0.3,K=1,seed=0", net)}
+    attacks = {"pgd": PGD(eps=(0.05, 0.1), steps=3, random_start=False), "fgsm": FGSM(eps=(0.05, 0.1))}
+    kw = {"defenses": defenses, "batch_size": 8, "scale_invariant": False, "eot": 1}
+    big = evaluate_robustness(net, x, y, attacks, memory="1GiB", **kw)
+    with caplog.at_level("INFO", logger="bandguard.bench.engine"):
+        tiny = evaluate_robustness(net, x, y, attacks, memory=1, **kw)
+    shrunk = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("none: 1 images per attack call instead of 8") for m in shrunk), shrunk
+    assert any(m.startswith("lowpass:3: 1 images per attack call instead of 8") for m in shrunk), shrunk
+    cells = {(c.defense, c.mode, c.attack): c for c in big.cells}
+    for c in tiny.cells:  # one image per call: the deterministic cells' outcomes are the same
+        if c.defense != "pa":
+            assert torch.equal(c.robust, cells[(c.defense, c.mode, c.attack)].robust), (c.defense, c.mode)
+            assert torch.equal(c.norms, cells[(c.defense, c.mode, c.attack)].norms)
+    # The batches fix a randomized defense's draws: a shrunk cell has its own key, never another's;
+    # an unshrunk one keeps the key it had before budgets existed (stores stay valid).
+    assert {c.key for c in tiny.cells}.isdisjoint(c.key for c in big.cells)
+    assert [c.key for c in big.cells] == [c.key for c in evaluate_robustness(net, x, y, attacks, **kw).cells]
+    assert all(c.robust.shape == (2, 12) for c in tiny.cells if c.mode != "clean")
+
+
+def test_memory_in_the_spec(checkpoint: Path, tmp_path: Path) -> None:
+    from bandguard.bench import SpecError
+
+    assert small_spec(checkpoint, tmp_path, memory="4GiB").memory == "4GiB"
+    assert small_spec(checkpoint, tmp_path).memory is None
+    with pytest.raises(SpecError, match=r"memory: unknown unit 'gigs'"):
+        small_spec(checkpoint, tmp_path, memory="4 gigs")
+    with pytest.raises(SpecError, match=r"memory must be a size"):
+        small_spec(checkpoint, tmp_path, memory=[4])

@@ -59,7 +59,7 @@ def test_example_spec_is_valid() -> None:
         ({"models": [{"name": "a", "checkpoint": "missing.pt"}]},
          r"^models\[0\]\.checkpoint: file .* does not exist"),
         ({"models": [{"name": "a", "code": "not a target"}]},
-         r"^models\[0\]\.code: expected 'package.module:function'"),
+         r"^models\[0\]\.code: expected the form 'package.module:function'"),
         ({"models": [{"name": "a"}]}, r"^models\[0\]: expected exactly one of"),
         ({"models": [{"name": "a", "reference": "mnist_cnn", "size": 3}]}, r"^models\[0\]\.size: unknown key"),
         ({"models": [{"name": "a", "reference": "mnist_cnn", "limit": 0}]},

@@ -86,12 +86,18 @@ def _one_line_error(capsys, command: str) -> str:
     (["attack", "--model", "m.pt", "--eps", "0.1,nan"], "argument --eps: expected a number >= 0"),
     (["attack", "--model", "m.pt", "--eps", "0.1", "--steps", "0"], "argument --steps: expected an integer >= 1"),
     (["attack", "--model", "m.pt", "--eps", "0.1", "-n", "-3"], "argument -n: expected an integer >= 1"),
-    (["attack", "--eps", "0.1"], "one of the arguments --model --model-code is required"),
+    (["attack", "--eps", "0.1"], "one of the arguments --model --model-code --robustbench --torchvision is required"),
     (["attack", "--model", "a.pt", "--model-code", "m:f", "--eps", "0.1"], "not allowed with argument"),
     (["heatmap", "--model", "m.pt", "--out", "hm.json"], "argument --out: expected a .png file"),
     (["spectrum", "--model", "m.pt", "--eps", "0.1", "--out", "s.json"], "argument --out: expected a .png file"),
     (["heatmap", "--model", "m.pt", "--eps", "inf"], "argument --eps: expected a number >= 0"),
     (["nosuchcommand"], "argument command: invalid choice"),
+    (["attack", "--model", "m.pt", "--eps", "0.1", "--memory", "4gigs"],
+     "argument --memory: expected a size such as 4GiB, 512MiB or 2GB, got '4gigs'"),
+    (["bench", "s.toml", "--memory", "0"], "argument --memory: expected a size"),
+    (["attack", "--robustbench", "Standard", "--eps", "0.1"], "--dataset is needed"),
+    (["attack", "--model", "m.pt", "--weights", "w.pt", "--dataset", "mnist", "--eps", "0.1"],
+     "--num-classes and --weights go with --torchvision, not --model"),
 ])
 def test_usage_errors_are_one_line_and_exit_2_before_any_work(argv, says, tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
@@ -223,3 +229,18 @@ def test_version_flag_prints_the_package_version(capsys) -> None:
     assert main(["--version"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"bandguard {bandguard.__version__} (torch ")
+
+
+def test_attack_on_a_torchvision_model_with_local_weights_and_a_memory_budget(data_root, tmp_path, monkeypatch,
+                                                                              capsys) -> None:
+    from bandguard.models import torchvision_model
+
+    monkeypatch.setenv("BANDGUARD_DATA", str(data_root))
+    torch.manual_seed(0)
+    torch.save(torchvision_model("resnet18", num_classes=10)[1].state_dict(), tmp_path / "r18.pth")
+    out = tmp_path / "tv.json"
+    assert main(["attack", "--torchvision", "resnet18", "--num-classes", "10", "--weights", str(tmp_path / "r18.pth"),
+                 "--dataset", "cifar10", "--attack", "fgsm", "--eps", "0.01", "-n", "3", "--memory", "20MiB",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["model"], r["attack"], r["eps"]) for r in rows] == [("resnet18", "fgsm", 0.01)]

@@ -191,3 +191,36 @@ def test_cuda_inputs_with_a_cpu_generator_draw_on_the_gpu(monkeypatch: pytest.Mo
     assert out.device.type == "cuda" and torch.equal(out, b(x))  # seeded: reproducible
     replay = PostAveraging(net, radius_l2=2.0, K=3, generator=torch.Generator().manual_seed(1))
     assert torch.equal(out, post_average(net, x, replay.sample(x), a.settings.effective_radii_l2))
+
+
+def test_recompute_gives_the_same_values_and_gradients() -> None:
+    net, x = tiny_net(), images(3)
+    u = sample_directions(3, x.shape[1:], 4, generator=torch.Generator().manual_seed(2))
+    grads = []
+    for recompute in (False, True):
+        xg = x.clone().requires_grad_(True)
+        out = post_average(net, xg, u, (0.2, 0.4), max_batch=5, recompute=recompute)
+        grads.append((out, torch.autograd.grad(out.logsumexp(1).sum(), xg)[0]))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+
+
+def test_a_budget_too_small_for_one_image_recomputes_and_changes_nothing() -> None:
+    net, x = tiny_net(), images(3)
+    calls: list[int] = []
+    net.register_forward_pre_hook(lambda m, i: calls.append(i[0].shape[0]))  # recomputes stop early
+    results = {}
+    for memory in ("1GiB", 1):
+        calls.clear()
+        pa = PostAveraging(net, K=4, radius_l2=0.5, generator=torch.Generator().manual_seed(0), memory=memory)
+        xg = x.clone().requires_grad_(True)
+        out = pa(xg)
+        grad = torch.autograd.grad(out.logsumexp(1).sum(), xg)[0]
+        results[memory] = (out, grad, list(calls))
+    (out_big, grad_big, big), (out_tiny, grad_tiny, tiny) = results["1GiB"], results[1]
+    inputs = 3 * pa.forward_cost
+    assert big[:2] == [1, 2] and sum(big[2:]) == inputs  # the probe, then every neighbour once
+    assert set(tiny[2:]) == {1} and len(tiny[2:]) == 2 * inputs  # one input per call, each forward run again
+    torch.testing.assert_close(out_tiny, out_big, rtol=1e-6, atol=1e-6)  # the same directions
+    torch.testing.assert_close(grad_tiny, grad_big, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="memory: unknown unit"):
+        PostAveraging(net, radius_l2=0.5, memory="2 gigs")

@@ -8,15 +8,19 @@ import importlib
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from torch import nn
 
+from bandguard.bench import ModelSpec, SpecError, parse_spec
+from bandguard.bench.loading import load_model as load_spec_model
 from bandguard.models import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Normalize,
+    _robustbench_loader,
     create_model,
     load_pretrained,
     load_weights,
@@ -79,47 +83,96 @@ def test_torchvision_model_normalizes_inside_and_reads_a_local_weights_file(tmp_
         torchvision_model("resnet51")
 
 
-def _import_robustbench(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Import robustbench or skip. robustbench 1.1.1 on PyPI imports ``autoattack``, which its PyPI
-    dependency ships as ``pyautoattack``; the test aliases it (the loader never runs AutoAttack)."""
+def _robustbench_zoo() -> Any:
+    """RobustBench's model table, imported through bandguard's loader (which stands PyPI's
+    ``pyautoattack`` in for the ``autoattack`` robustbench 1.1.1 imports), or skip."""
     try:
-        importlib.import_module("robustbench.utils")
-        return
+        _robustbench_loader()
     except ImportError as err:
-        missing = err.name
-    if missing != "autoattack" or importlib.util.find_spec("pyautoattack") is None:
-        pytest.skip(f"robustbench cannot be imported here (missing {missing!r}); pip install 'bandguard[robustbench]'")
-    for name in [m for m in sys.modules if m.startswith("robustbench")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "autoattack", importlib.import_module("pyautoattack"))
-    monkeypatch.setitem(sys.modules, "autoattack.state", importlib.import_module("pyautoattack.state"))
-    importlib.import_module("robustbench.utils")
+        pytest.skip(f"robustbench cannot be imported here ({err})")
+    return importlib.import_module("robustbench.model_zoo")
 
 
-def test_robustbench_loader_reads_robustbenchs_own_layout_offline(tmp_path: Path, monkeypatch) -> None:
-    _import_robustbench(monkeypatch)
-    from robustbench.model_zoo import model_dicts
+def _write_robustbench_checkpoint(model_dir: Path) -> nn.Module:
+    """Ding2020MMA (a WideResNet-28-4, 5.8 M parameters, RobustBench's smallest CIFAR-10 Linf entry)
+    with random weights, saved where and as RobustBench saves it: ``{"state_dict": ...}`` with
+    DataParallel's ``module.`` prefix at ``model_dir/cifar10/Linf/Ding2020MMA.pt``."""
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
-    # Ding2020MMA: a WideResNet-28-4 (5.8 M parameters), RobustBench's smallest CIFAR-10 Linf entry.
+    zoo = _robustbench_zoo()
     torch.manual_seed(2)
-    source = model_dicts[BenchmarkDataset.cifar_10][ThreatModel.Linf]["Ding2020MMA"]["model"]().eval()
-    folder = tmp_path / "cifar10" / "Linf"
+    source = zoo.model_dicts[BenchmarkDataset.cifar_10][ThreatModel.Linf]["Ding2020MMA"]["model"]().eval()
+    folder = model_dir / "cifar10" / "Linf"
     folder.mkdir(parents=True)
-    # RobustBench's checkpoint format: {"state_dict": ...} with DataParallel's "module." prefix.
     torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}},
                folder / "Ding2020MMA.pt")
+    return source
+
+
+def test_robustbench_loader_reads_robustbenchs_own_layout_offline(tmp_path: Path) -> None:
+    _robustbench_zoo()
+    source = _write_robustbench_checkpoint(tmp_path)
     model = robustbench_model("Ding2020MMA", dataset="cifar10", threat_model="Linf", model_dir=tmp_path)
     assert type(model) is type(source) and not model.training
     assert _same_outputs(model, source, torch.rand(2, 3, 32, 32))
+    assert "autoattack" not in sys.modules or importlib.util.find_spec("autoattack") is not None  # restored
     with pytest.raises(FileNotFoundError, match="never downloads"):
         robustbench_model("Wong2020Fast", model_dir=tmp_path)
+    # The same through a bench spec: robustbench = "Name", its data set the spec's, the folder beside it.
+    spec = parse_spec({"dataset": "cifar10", "models": [{"robustbench": "Ding2020MMA", "model_dir": "."}],
+                       "attacks": [{"attack": "fgsm", "eps": [0.01]}]}, base_dir=tmp_path)
+    assert spec.models[0] == ModelSpec(name="Ding2020MMA", robustbench="Ding2020MMA", dataset="cifar10",
+                                       model_dir=str(tmp_path / "."))
+    assert _same_outputs(load_spec_model(spec.models[0], torch.device("cpu")), source, torch.rand(2, 3, 32, 32))
+    assert spec.models[0].identity()["weights"] is not None  # the cell keys follow the weights
 
 
 def test_robustbench_loader_without_robustbench_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "robustbench.utils", None)  # import fails as if not installed
     with pytest.raises(ImportError, match=r"bandguard\[robustbench\]"):
         robustbench_model("Standard")
+
+
+def test_bench_specs_build_torchvision_code_and_any_checkpoint_models(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    cpu, x = torch.device("cpu"), torch.rand(2, 3, 32, 32)
+    tv = torchvision_model("resnet18", num_classes=7)
+    torch.save(tv[1].state_dict(), tmp_path / "r18.pth")
+    net = create_model("cifar_small", num_classes=100)
+    torch.save({"model": {f"module.{k}": v for k, v in net[1].state_dict().items()}}, tmp_path / "c100.pt")
+    spec = parse_spec({"dataset": "cifar10", "attacks": [{"attack": "fgsm", "eps": [0.01]}], "models": [
+        {"name": "tv", "torchvision": "resnet18", "num_classes": 7, "checkpoint": "r18.pth"},
+        {"name": "any", "checkpoint": "c100.pt", "arch": "cifar_small", "num_classes": 100},
+        {"name": "code", "code": "bandguard.models:create_model",
+         "kwargs": {"name": "cifar_small", "num_classes": 100}, "checkpoint": "c100.pt"},
+    ]}, base_dir=tmp_path)
+    tv_spec, any_spec, code_spec = spec.models
+    assert code_spec.kwargs == (("name", "cifar_small"), ("num_classes", 100))
+    assert _same_outputs(load_spec_model(tv_spec, cpu), tv, x)
+    assert isinstance(load_spec_model(tv_spec, cpu)[0], Normalize)  # inputs in [0, 1], normalization inside
+    assert _same_outputs(load_spec_model(any_spec, cpu), net, x)
+    assert _same_outputs(load_spec_model(code_spec, cpu), net, x)
+    # Unset new fields stay out of the identity, so the cell keys of existing stores stay valid.
+    assert set(ModelSpec(name="m", reference="mnist_cnn").identity()) == {"name", "reference", "checkpoint", "arch",
+                                                                          "code"}
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"torchvision": "resnet51"}, r"^torchvision: unknown torchvision model 'resnet51'"),
+    ({"torchvision": "resnet18", "kwargs": {"a": 1}}, r"^kwargs: not a setting of a 'torchvision' model"),
+    ({"code": "m:f", "num_classes": 3}, r"^num_classes: not a setting of a 'code' model"),
+    ({"checkpoint": "x.pt", "num_classes": 3}, r"^num_classes: a checkpoint with num_classes needs 'arch'"),
+    ({"robustbench": "Standard"}, r"^dataset: a robustbench model needs its data set"),
+    ({"robustbench": "Standard", "dataset": "mnist"}, r"^dataset: expected one of 'cifar10'"),
+    ({"robustbench": "Standard", "dataset": "cifar10", "threat_model": "linf"},
+     r"^threat_model: expected one of 'Linf', 'L2', 'corruptions', got 'linf'"),
+    ({"robustbench": "Standard", "torchvision": "resnet18"}, r"^expected exactly one of reference, robustbench"),
+    ({"torchvision": "resnet18", "num_classes": 0}, r"^num_classes: expected an integer >= 1"),
+    ({"code": "m:f", "kwargs": (("1x", 2),)}, r"^kwargs: expected a table of keyword arguments"),
+])
+def test_model_spec_errors_name_the_field(fields: dict, message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        ModelSpec(name="m", **fields)
 
 
 def test_load_weights_fills_any_module_in_place(tmp_path: Path) -> None:

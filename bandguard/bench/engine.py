@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -31,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bandguard._memory import activation_bytes, format_bytes
 from bandguard._modes import model_mode
 from bandguard.attacks.apgd import APGD, APGDLoss
 from bandguard.attacks.cascade import cascade_stage
@@ -49,6 +51,7 @@ __all__ = [
     "Entry",
     "attack_with_eot",
     "batch_size_for",
+    "bytes_per_image",
     "predict",
     "run_model",
     "scale_invariant_entries",
@@ -66,6 +69,7 @@ MIN_STEPS = 25
 """Fewest steps of the added scale-invariant attack (on the MNIST CNN at L2 eps 1.5, APGD-DLR
 reached its 100-step robust accuracy at 25 steps, 7.8 % of 64 images, and read 9.4 % at 10)."""
 Progress = Callable[[str, int], None]
+logger = logging.getLogger(__name__)
 
 
 def _fields(obj: Any) -> set[str]:
@@ -110,6 +114,23 @@ def _to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 def batch_size_for(batch_size: int, sample_budget: int, module: nn.Module) -> int:
     """Images per attack call: ``batch_size``, or ``sample_budget // forward_cost`` if smaller."""
     return max(1, min(batch_size, sample_budget // forward_cost(module)))
+
+
+def bytes_per_image(module: nn.Module, bare: nn.Module, x: torch.Tensor) -> int:
+    """Bytes one image costs an attack call on ``module``: measured on ``module`` itself
+    (:func:`bandguard._memory.activation_bytes`) when it is deterministic and costs one forward,
+    else ``forward_cost`` times the bare model's (a randomized defense is never run for a probe, so
+    its generator is not advanced). Torch's global randomness is restored afterwards.
+
+    Args:
+        module: what the attack calls; bare: the undefended model inside it; x: ``[>=1, C, H, W]``
+            on the device the attack runs on.
+    """
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        if forward_cost(module) == 1 and not is_randomized(module):
+            return activation_bytes(module, x)
+        return forward_cost(module) * activation_bytes(bare, x)
 
 
 def predict(module: nn.Module, x: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -217,11 +238,45 @@ class Context:
     store: ResultStore | None = None
     force: bool = False
     progress: Progress | None = None
+    memory: int | None = None
     computed: int = 0
     reused: int = 0
+    sizes: dict[int, int] = dataclasses.field(default_factory=dict)
+
+    def plan(self, defended: Mapping[str, nn.Module]) -> None:
+        """Fix the images per attack call of every module of one model, once, before its cells.
+
+        ``batch_size`` (or ``sample_budget // forward_cost``), shrunk until the call fits
+        ``memory`` bytes at the measured bytes per image (:func:`bytes_per_image`), never below one
+        image: an over-budget request runs in smaller batches, it does not fail. Rank 0's sizes
+        are every rank's, so all cut the samples alike.
+        """
+        self.sizes = {}
+        if self.memory is None:
+            return
+        bare = defended[NO_DEFENSE]
+        x = _to(self.x[:1], self.device)
+        sizes = {}
+        for label, module in defended.items():
+            nominal = batch_size_for(self.batch_size, self.sample_budget, module)
+            per_image = bytes_per_image(module, bare, x)
+            size = max(1, min(nominal, self.memory // per_image))
+            if size < nominal:
+                logger.info("%s: %d images per attack call instead of %d (%s per image, memory budget %s)",
+                            label, size, nominal, format_bytes(per_image), format_bytes(self.memory))
+            sizes[label] = size
+        sizes = self.shard.broadcast(sizes)
+        self.sizes = {id(defended[label]): size for label, size in sizes.items()}
 
     def batch_size_for(self, module: nn.Module) -> int:
-        return batch_size_for(self.batch_size, self.sample_budget, module)
+        """Images per attack call on ``module``: what :meth:`plan` fixed, else the nominal size."""
+        return self.sizes.get(id(module), batch_size_for(self.batch_size, self.sample_budget, module))
+
+    def batch_key(self, module: nn.Module) -> dict[str, int]:
+        """``{"batch": size}`` for a cell key where the memory budget shrank the batch (the batches
+        fix a randomized run's draws), ``{}`` otherwise so unshrunk cells keep their keys."""
+        size = self.batch_size_for(module)
+        return {} if size == batch_size_for(self.batch_size, self.sample_budget, module) else {"batch": size}
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -281,8 +336,10 @@ def run_model(ctx: Context, base: dict[str, Any], model_name: str, defended: dic
     """
     cells: list[Cell] = []
     clean = {}
+    ctx.plan(defended)
     for d, module in defended.items():
-        cell = _clean_cell(ctx, settings_hash({**base, "defense": d, "mode": CLEAN}), model_name, d, module)
+        cell = _clean_cell(ctx, settings_hash({**base, "defense": d, "mode": CLEAN, **ctx.batch_key(module)}),
+                           model_name, d, module)
         clean[d] = cell
         cells.append(cell)
     for ball, chain in chains(entries, ctx.shape):
@@ -411,11 +468,12 @@ def _white_box_unit(
     bare = defended[NO_DEFENSE]
     attack, eot = attack_with_eot(a.attack, bare, ctx.eot)
     key = settings_hash({**base, "defense": NO_DEFENSE, "mode": WHITE_BOX, "attack": a.identity,
-                         "eot": eot, "after": prev[NO_DEFENSE].key, "ball": ball.label()})
+                         "eot": eot, "after": prev[NO_DEFENSE].key, "ball": ball.label(), **ctx.batch_key(bare)})
     keys = {NO_DEFENSE: key}
     transfer_to = {d: m for d, m in defended.items() if d != NO_DEFENSE}
-    for d in transfer_to:
-        keys[d] = settings_hash({"white_box": key, "defense": d, "mode": TRANSFER, "after": prev[d].key})
+    for d, m in transfer_to.items():
+        keys[d] = settings_hash({"white_box": key, "defense": d, "mode": TRANSFER, "after": prev[d].key,
+                                 **ctx.batch_key(m)})
     found = ctx.lookup(list(keys.values()))
     if found is not None:
         return dict(zip(keys, found))
@@ -450,7 +508,7 @@ def _adaptive_cell(
 ) -> Cell:
     attack, eot = attack_with_eot(a.attack, module, ctx.eot)
     key = settings_hash({**base, "defense": d, "mode": ADAPTIVE, "attack": a.identity, "eot": eot,
-                         "after": prev.key, "ball": ball.label()})
+                         "after": prev.key, "ball": ball.label(), **ctx.batch_key(module)})
     found = ctx.lookup([key])
     if found is not None:
         return found[0]

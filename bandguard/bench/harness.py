@@ -39,6 +39,7 @@ from bandguard._checks import (
     check_output_path,
     check_seed,
 )
+from bandguard._memory import resolve_memory
 from bandguard.attacks.protocol import Attack
 from bandguard.bench.distributed import Shard, init_from_env, local_device
 from bandguard.bench.engine import (
@@ -159,6 +160,7 @@ def evaluate_robustness(
     name: str = "model",
     batch_size: int = BenchSpec.batch_size,
     sample_budget: int = BenchSpec.sample_budget,
+    memory: int | str | None = BenchSpec.memory,
     eot: int = BenchSpec.eot,
     cascade: bool = BenchSpec.cascade,
     scale_invariant: bool = BenchSpec.scale_invariant,
@@ -197,7 +199,11 @@ def evaluate_robustness(
         name: the model's label in the table.
         batch_size: images per attack call on a model with ``forward_cost == 1``.
         sample_budget: model inputs per attack call on a costlier defense (``sample_budget //
-            forward_cost`` images, at most ``batch_size``): bounds the memory.
+            forward_cost`` images, at most ``batch_size``).
+        memory: bytes an attack call may take (``"4GiB"``, ``"512MiB"``, ``"2GB"`` or an int);
+            ``None``: half of what ``device`` has available now. Batches shrink to fit at the
+            bytes per image measured once per module (:func:`bandguard.bench.engine.bytes_per_image`);
+            a request over budget runs in smaller batches, never fails.
         eot: gradient samples per step against randomized models (see above).
         cascade: later attacks run only on samples every earlier one left robust.
         scale_invariant: append APGD-DLR (``"apgd-dlr"``) to every cascade whose gradient attacks
@@ -232,12 +238,14 @@ def evaluate_robustness(
                 "eot": check_int(eot, "eot", minimum=1), "cascade": check_bool(cascade, "cascade"),
                 "seed": check_seed(seed)}
     sanity_n = check_int(sanity_n, "sanity_n", minimum=1)
+    budget = resolve_memory(memory, dev)
     px, py = _probe(data)
     num_classes = check_model_fits(model, px, py, dev, labels="y")
     for label, module in defended.items():
         if label != NO_DEFENSE:  # a "defense" without a model inside returns images, not logits
             check_model_fits(module, px, py, dev, labels="y", what=f"defenses[{label!r}]")
-    ctx = Context(data=_with_classes(data, num_classes), device=dev, progress=_check_progress(progress), **settings)
+    ctx = Context(data=_with_classes(data, num_classes), device=dev, progress=_check_progress(progress),
+                  memory=budget, **settings)
     entries = [Entry(label, a, {"name": label, "attack": repr(a)}) for label, a in attacks.items()]
     if scale_invariant:
         entries = scale_invariant_entries(entries, ctx.shape, num_classes, settings["seed"])
@@ -285,7 +293,7 @@ def run(
     px, py = _probe(data)
     ctx = Context(data=data, device=device, batch_size=spec.batch_size, sample_budget=spec.sample_budget,
                   eot=spec.eot, cascade=spec.cascade, seed=spec.seed, shard=shard, store=store, force=force,
-                  progress=progress)
+                  progress=progress, memory=resolve_memory(spec.memory, device))
     entries = [Entry(a.name, a.build(), _attack_identity(a)) for a in _attack_list(spec)]
     cells: list[Cell] = []
     flags: list[Flag] = []

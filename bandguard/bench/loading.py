@@ -29,19 +29,31 @@ def resolve_device(name: str | None, what: str = "device") -> torch.device:
 
 
 def load_model(spec: ModelSpec, device: torch.device) -> nn.Module:
-    """The model a :class:`ModelSpec` names, in eval mode on ``device``."""
+    """The model a :class:`ModelSpec` names, in eval mode on ``device``: the one place that builds
+    one (the bench and the CLI alike). Inputs in ``[0, 1]``, normalization inside."""
+    from bandguard import models
+
     if spec.reference is not None:
         from bandguard.bench.zoo import reference_model
 
         model, _ = reference_model(spec.reference, limit=spec.limit, device=device)
         return model.eval()
-    if spec.checkpoint is not None:
-        from bandguard.models import load_model as load_checkpoint_model
-
-        return load_checkpoint_model(spec.checkpoint, arch=spec.arch).to(device).eval()
-    from bandguard.models import model_from_code  # the explicit code form: runs package.module:function()
-
-    return model_from_code(spec.code or "").to(device).eval()
+    if spec.robustbench is not None:
+        model = models.robustbench_model(spec.robustbench, dataset=str(spec.dataset),
+                                         threat_model=spec.threat_model or "Linf",
+                                         model_dir=spec.model_dir or "models")
+    elif spec.torchvision is not None:
+        model = models.torchvision_model(spec.torchvision, num_classes=spec.num_classes or 1000,
+                                         weights=spec.checkpoint)
+    elif spec.code is not None:  # the explicit code form: runs package.module:function(**kwargs)
+        model = models.model_from_code(spec.code, **dict(spec.kwargs))
+        if spec.checkpoint is not None:
+            models.load_weights(model, spec.checkpoint)
+    elif spec.num_classes is not None:
+        model = models.load_pretrained(str(spec.arch), spec.checkpoint, num_classes=spec.num_classes)
+    else:
+        model = models.load_model(str(spec.checkpoint), arch=spec.arch)
+    return model.to(device).eval()
 
 
 def check_model_fits(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, device: torch.device,

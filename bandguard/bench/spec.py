@@ -13,8 +13,8 @@ models, the defenses (spec strings of :func:`bandguard.defenses.build_defense`) 
 
     [[models]]
     name = "cnn"
-    reference = "mnist_cnn"          # or checkpoint = "m.pt" (+ arch), or code = "pkg.mod:fn"
-    limit = 10000                    # optional, reference only: trained on a random training subset
+    reference = "mnist_cnn"          # or checkpoint = "m.pt" (+ arch, num_classes), torchvision = "resnet50",
+    limit = 10000                    # robustbench = "Standard", code = "pkg.mod:fn" (see ModelSpec)
 
     [[attacks]]
     attack = "pgd"
@@ -63,6 +63,10 @@ NO_DEFENSE = "none"
 SPLITS = ("train", "val", "test")
 NAMED_SPLITS = ("train", "test")  # MNIST's and CIFAR-10's
 DEVICES = ("auto", "cpu", "cuda", "mps")
+MODEL_KINDS = ("reference", "robustbench", "torchvision", "code")
+"""What builds a model besides a checkpoint alone (:class:`ModelSpec`)."""
+ROBUSTBENCH_DATA = ("cifar10", "cifar100", "imagenet")
+ROBUSTBENCH_THREATS = ("Linf", "L2", "corruptions")
 
 
 class SpecError(ValueError):
@@ -71,14 +75,34 @@ class SpecError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """One model of the spec: exactly one of ``reference``, ``checkpoint`` or ``code``.
+    """One model of the spec, built by one of ``reference``, ``robustbench``, ``torchvision``,
+    ``code`` or a ``checkpoint`` alone (:func:`bandguard.bench.loading.load_model`).
+
+    Every model takes inputs in ``[0, 1]`` with its normalization inside, as RobustBench's do.
 
     Attributes:
         name: the label in the tables.
         reference: a recipe of :func:`bandguard.bench.zoo.reference_model` (``"mnist_cnn"``,
             ``"cifar_small_adversarial"``, ...).
-        checkpoint: a checkpoint path (resolved against the spec's folder); ``arch`` optional.
-        code: ``"package.module:function"`` returning an ``nn.Module`` (runs that code).
+        robustbench: a RobustBench model name (``"Standard"``, ``"Wong2020Fast"``), read by the
+            ``robustbench`` package's own loader from ``model_dir/<dataset>/<threat_model>/<name>.pt``
+            (:func:`bandguard.models.robustbench_model`; never downloaded).
+        dataset, threat_model, model_dir: with ``robustbench`` only: ``"cifar10"``, ``"cifar100"``
+            or ``"imagenet"`` (default: the spec's data set); ``"Linf"`` (default), ``"L2"`` or
+            ``"corruptions"``; the local model folder (default ``"models"``).
+        torchvision: a torchvision classifier (``"resnet50"``) behind ImageNet's normalization
+            (:func:`bandguard.models.torchvision_model`), ``num_classes`` outputs (default 1000),
+            weights from ``checkpoint`` (a local file) or random.
+        code: ``"package.module:function"`` returning an ``nn.Module`` (runs that code), called
+            with ``kwargs``; weights from ``checkpoint`` if given (any state-dict layout).
+        checkpoint: a checkpoint path (resolved against the spec's folder): alone, a bandguard
+            checkpoint or, with ``arch``, the state dict of a registered arch; with ``num_classes``
+            too, any state-dict layout into that arch with that many outputs
+            (:func:`bandguard.models.load_pretrained`). With ``torchvision`` or ``code``: their weights.
+        arch: with a ``checkpoint`` alone: the registered arch to load it into.
+        num_classes: outputs of ``torchvision``'s or ``arch``'s head.
+        kwargs: with ``code`` only: keyword arguments of the function, sorted ``(key, value)`` pairs
+            (a TOML table ``kwargs = {num_classes = 100}``).
         limit: with ``reference`` only: the recipe trained on a fixed random subset of ``limit``
             training images (``reference_model(..., limit=...)``, a quick run's model); ``None``:
             the recipe's own training set.
@@ -90,14 +114,102 @@ class ModelSpec:
     arch: str | None = None
     code: str | None = None
     limit: int | None = None
+    robustbench: str | None = None
+    dataset: str | None = None
+    threat_model: str | None = None
+    model_dir: str | None = None
+    torchvision: str | None = None
+    num_classes: int | None = None
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        """Check that the fields name one model; errors start with the field's key."""
+        _string(self.name, "name")
+        kinds = [k for k in MODEL_KINDS if getattr(self, k) is not None]
+        if len(kinds) > 1 or (not kinds and self.checkpoint is None):
+            raise SpecError(f"expected exactly one of {', '.join(MODEL_KINDS)} or a checkpoint alone, "
+                            f"got {kinds or 'none'}")
+        kind = kinds[0] if kinds else "checkpoint"
+        for key in (*MODEL_KINDS, "checkpoint", "arch", "dataset", "threat_model", "model_dir", "torchvision"):
+            if getattr(self, key) is not None:
+                _string(getattr(self, key), key)
+        allowed = {"reference": {"limit"}, "robustbench": {"dataset", "threat_model", "model_dir"},
+                   "torchvision": {"num_classes", "checkpoint"}, "code": {"kwargs", "checkpoint"},
+                   "checkpoint": {"checkpoint", "arch", "num_classes"}}[kind]
+        for key in ("limit", "dataset", "threat_model", "model_dir", "num_classes", "arch", "checkpoint", "kwargs"):
+            if getattr(self, key) not in (None, ()) and key not in allowed:
+                if key == "limit":
+                    raise SpecError(f"limit: only a 'reference' model takes a training-subset limit, not a "
+                                    f"'{kind}' one")
+                raise SpecError(f"{key}: not a setting of a '{kind}' model; it takes "
+                                f"{', '.join(sorted(allowed)) or 'none'}")
+        if self.limit is not None:
+            _int(self.limit, "limit", 1)
+        if self.num_classes is not None:
+            _int(self.num_classes, "num_classes", 1)
+            if kind == "checkpoint" and self.arch is None:
+                raise SpecError("num_classes: a checkpoint with num_classes needs 'arch' (the registered "
+                                "network to build)")
+        if self.reference is not None:
+            from bandguard.bench.zoo import RECIPES
+
+            if self.reference not in RECIPES:
+                raise SpecError(f"reference: unknown reference model {self.reference!r}; expected one of "
+                                f"{', '.join(RECIPES)}")
+        if self.arch is not None:
+            from bandguard.models import MODELS
+
+            if self.arch not in MODELS:
+                raise SpecError(f"arch: unknown model {self.arch!r}; expected one of {', '.join(MODELS.names())}")
+        if self.code is not None:
+            module, sep, function = self.code.partition(":")
+            if not sep or not all(p.isidentifier() for p in module.split(".")) or not function.isidentifier():
+                raise SpecError(f"code: expected the form 'package.module:function', got {self.code!r}")
+        if self.robustbench is not None:
+            if self.dataset is None:
+                raise SpecError(f"dataset: a robustbench model needs its data set, one of "
+                                f"{', '.join(ROBUSTBENCH_DATA)}")
+            _choice(self.dataset, ROBUSTBENCH_DATA, "dataset")
+            _choice(self.threat_model or "Linf", ROBUSTBENCH_THREATS, "threat_model")
+        if self.torchvision is not None:
+            import torchvision
+
+            known = torchvision.models.list_models(module=torchvision.models)
+            if self.torchvision not in known:
+                raise SpecError(f"torchvision: unknown torchvision model {self.torchvision!r}; expected one of "
+                                f"{', '.join(sorted(known))}")
+        kwargs = self.kwargs.items() if isinstance(self.kwargs, Mapping) else self.kwargs
+        if not isinstance(kwargs, (tuple, list)) or not all(
+                isinstance(kv, (tuple, list)) and len(kv) == 2 and isinstance(kv[0], str) and kv[0].isidentifier()
+                for kv in kwargs):
+            raise SpecError(f"kwargs: expected a table of keyword arguments, got {self.kwargs!r}")
+        object.__setattr__(self, "kwargs", tuple(sorted((str(k), v) for k, v in kwargs)))
+
+    @property
+    def kind(self) -> str:
+        """What builds the model: ``"reference"``, ``"robustbench"``, ``"torchvision"``, ``"code"``
+        or ``"checkpoint"``."""
+        return next((k for k in MODEL_KINDS if getattr(self, k) is not None), "checkpoint")
+
+    def robustbench_path(self) -> Path:
+        """Where RobustBench keeps this model's checkpoint: ``model_dir/<dataset>/<threat_model>/<name>.pt``."""
+        return Path(self.model_dir or "models") / str(self.dataset) / (self.threat_model or "Linf") / \
+            f"{self.robustbench}.pt"
 
     def identity(self) -> dict[str, Any]:
         """What identifies the model's weights in a cell key (a checkpoint by its content hash)."""
         out = dataclasses.asdict(self)
-        if self.limit is None:  # absent when unset, so the cell keys of existing stores stay valid
-            out.pop("limit")
+        for key in ("limit", "robustbench", "dataset", "threat_model", "model_dir", "torchvision", "num_classes"):
+            if out[key] is None:  # absent when unset, so the cell keys of existing stores stay valid
+                out.pop(key)
+        if not self.kwargs:
+            out.pop("kwargs")
         if self.checkpoint is not None:
             out["checkpoint"] = _file_digest(Path(self.checkpoint))
+        if self.robustbench is not None:
+            out.pop("model_dir", None)  # the weights, not where they lie
+            path = self.robustbench_path()
+            out["weights"] = _file_digest(path) if path.is_file() else None
         return out
 
 
@@ -178,6 +290,9 @@ class BenchSpec:
         batch_size: images per attack call on a model with ``forward_cost == 1``.
         sample_budget: model inputs (images x forwards per image x EOT samples) per attack call on
             a costlier defense; sets the peak memory instead of ``n``.
+        memory: bytes an attack call may take, ``"4GiB"``, ``"512MiB"``, ``"2GB"`` or an int;
+            ``None`` (default): half of what the device has available. Batches shrink to fit at
+            the bytes per image measured once per model; never an error.
         device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         seed: the subset, every attack's and every randomized defense's randomness.
         out: output folder (resolved against the spec's folder).
@@ -204,6 +319,7 @@ class BenchSpec:
     n: int = 1000
     batch_size: int = 256
     sample_budget: int = 4096
+    memory: str | int | None = None
     device: str = "auto"
     seed: int = 0
     out: str = "bench-out"
@@ -231,6 +347,8 @@ class BenchSpec:
             _int(getattr(self, key), key, minimum)
         for key in ("cascade", "sanity", "scale_invariant"):
             _bool(getattr(self, key), key)
+        if self.memory is not None:
+            _memory(self.memory, "memory")
         device = _string(self.device, "device")
         if device.split(":")[0] not in DEVICES:
             raise SpecError(f"device: expected one of {', '.join(DEVICES)} (or 'cuda:<index>'), got {device!r}")
@@ -326,13 +444,15 @@ def parse_spec(data: Mapping[str, Any], *, base_dir: str | os.PathLike[str] = ".
         kw["device"] = device
     if "amp" in data:
         kw["amp"] = _choice(data["amp"], ("off", "bf16", "auto"), "amp")
+    if "memory" in data:
+        kw["memory"] = _memory(data["memory"], "memory")
     if "out" in data:
         kw["out"] = str(base / _string(data["out"], "out"))
     else:
         kw["out"] = str(base / "bench-out")
     if "ensemble" in data:
         kw["ensemble"] = _choice(data["ensemble"], ENSEMBLES, "ensemble")
-    kw["models"] = _models(data["models"], base)
+    kw["models"] = _models(data["models"], base, kw["dataset"])
     kw["defenses"] = _defenses(data.get("defenses", [NO_DEFENSE]))
     kw["attacks"] = _attacks(data["attacks"])
     return BenchSpec(**kw)
@@ -369,46 +489,33 @@ def _data_table(data: Mapping[str, Any], base: Path) -> dict[str, Any]:
     return kw
 
 
-def _models(value: Any, base: Path) -> tuple[ModelSpec, ...]:
-    from bandguard.bench.zoo import RECIPES
-    from bandguard.models import MODELS
-
+def _models(value: Any, base: Path, dataset: str) -> tuple[ModelSpec, ...]:
     items = _table_list(value, "models")
     out = []
     for i, item in enumerate(items):
         where = f"models[{i}]"
         _no_unknown(item, _MODEL_KEYS, where)
-        given = [k for k in ("reference", "checkpoint", "code") if k in item]
-        if len(given) != 1:
-            raise SpecError(
-                f"{where}: expected exactly one of 'reference', 'checkpoint', 'code', got {given or 'none'}")
-        kind = given[0]
-        text = _string(item[kind], f"{where}.{kind}")
-        fields: dict[str, Any] = {kind: text}
-        if "arch" in item:
-            arch = _string(item["arch"], f"{where}.arch")
-            if arch not in MODELS:
-                raise SpecError(f"{where}.arch: unknown model {arch!r}; expected one of {', '.join(MODELS.names())}")
-            fields["arch"] = arch
-        if kind == "reference" and text not in RECIPES:
-            raise SpecError(
-                f"{where}.reference: unknown reference model {text!r}; expected one of {', '.join(RECIPES)}")
-        if "limit" in item:
-            if kind != "reference":
-                raise SpecError(f"{where}.limit: only a 'reference' model takes a training-subset limit, "
-                                f"not a '{kind}' one")
-            fields["limit"] = _int(item["limit"], f"{where}.limit", 1)
-        if kind == "checkpoint":
-            path = base / text
-            if not path.is_file():
-                raise SpecError(f"{where}.checkpoint: file {str(path)!r} does not exist")
-            fields["checkpoint"] = str(path)
-        if kind == "code":
-            module, sep, function = text.partition(":")
-            if not sep or not all(p.isidentifier() for p in module.split(".")) or not function.isidentifier():
-                raise SpecError(f"{where}.code: expected 'package.module:function', got {text!r}")
-        name = _string(item["name"], f"{where}.name") if "name" in item else Path(text).stem or text
-        out.append(ModelSpec(name=name, **fields))
+        fields = {k: v for k, v in item.items() if k != "name"}
+        if "kwargs" in fields and not isinstance(fields["kwargs"], Mapping):
+            raise SpecError(f"{where}.kwargs: expected a table of keyword arguments, got {fields['kwargs']!r}")
+        if "kwargs" in fields:
+            fields["kwargs"] = tuple(fields["kwargs"].items())
+        if "robustbench" in fields and "dataset" not in fields and dataset in ROBUSTBENCH_DATA:
+            fields["dataset"] = dataset  # RobustBench's data set is the spec's
+        for key in ("checkpoint", "model_dir"):  # paths resolve against the spec's folder
+            if isinstance(fields.get(key), str) and fields[key].strip():
+                fields[key] = str(base / fields[key].strip())
+        kind = next((k for k in (*MODEL_KINDS, "checkpoint") if k in fields), "reference")
+        text = fields.get(kind)
+        name = item["name"] if "name" in item else (Path(text).stem or text if isinstance(text, str) else text)
+        try:
+            spec = ModelSpec(name=name, **fields)
+        except SpecError as err:
+            field = str(err).partition(":")[0]
+            raise SpecError(f"{where}.{err}" if field in _MODEL_KEYS else f"{where}: {err}") from None
+        if spec.checkpoint is not None and not Path(spec.checkpoint).is_file():
+            raise SpecError(f"{where}.checkpoint: file {spec.checkpoint!r} does not exist")
+        out.append(spec)
     _unique([m.name for m in out], "models", "name")
     return tuple(out)
 
@@ -519,6 +626,16 @@ def _size(value: Any, where: str) -> int | tuple[int, int] | None:
             raise SpecError(f"{where}: expected an integer or a [height, width] pair, got {list(value)!r}")
         return (_int(value[0], f"{where}[0]", 1), _int(value[1], f"{where}[1]", 1))
     return _int(value, where, 1)
+
+
+def _memory(value: Any, where: str) -> str | int:
+    from bandguard._memory import parse_memory
+
+    try:
+        parse_memory(value, where)
+    except (TypeError, ValueError) as err:
+        raise SpecError(str(err)) from None
+    return value
 
 
 def _bool(value: Any, where: str) -> bool:

@@ -29,6 +29,7 @@ import math
 from collections.abc import Iterator, Sequence
 
 import torch
+import torch.utils.checkpoint
 from einops import rearrange
 from torch import nn
 
@@ -46,6 +47,7 @@ from bandguard._checks import (
     check_model_input,
     check_nonnegative,
 )
+from bandguard._memory import activation_bytes, parse_memory, resolve_memory
 from bandguard._random import device_generator
 from bandguard.defenses.base import Defense
 
@@ -60,9 +62,10 @@ __all__ = [
     "sample_directions",
 ]
 
-#: Unit: float values (model inputs x C*H*W) per model call of post-averaging: about 256 CIFAR or
-#: 1,000 MNIST neighbours. One giant batch of every sample is much slower on CPU than chunks of a
-# few hundred (cache misses); see benchmarks/defense_cost.py.
+#: Unit: float values (model inputs x C*H*W) per model call of post-averaging on the CPU (and per
+#: draw of directions everywhere): about 256 CIFAR or 1,000 MNIST neighbours. One giant batch of every
+# sample is much slower on CPU than chunks of a few hundred (cache misses); see
+# benchmarks/defense_cost.py. On a GPU the memory budget alone sets the model calls.
 MAX_CHUNK_VALUES = 2**20
 
 
@@ -87,8 +90,10 @@ class PostAverageSettings:
         include_original: also classify the input itself.
         reduce: ``"probs"`` (default), ``"logits"`` or ``"vote"``.
         bounds: clip neighbours into ``(lo, hi)``; ``None`` (default, as Lin et al.) does not clip.
-        max_batch: most neighbours per model call; ``None`` picks one from the input size
-            (:func:`default_max_batch`).
+        max_batch: most neighbours per model call; ``None`` picks one from the memory budget (and,
+            on the CPU, at most :func:`default_max_batch`).
+        memory: bytes the model calls of one forward may take (``"2GiB"``, ``"512MiB"`` or an
+            int); ``None``: half of what the input's device has available. See :class:`PostAveraging`.
     """
 
     radius_l2: float
@@ -99,6 +104,7 @@ class PostAverageSettings:
     reduce: Reduce = Reduce.PROBS
     bounds: tuple[float, float] | None = None
     max_batch: int | None = None
+    memory: int | str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "radius_l2", check_nonnegative(self.radius_l2, "radius_l2"))
@@ -113,6 +119,8 @@ class PostAverageSettings:
             object.__setattr__(self, "bounds", check_bounds(self.bounds))
         if self.max_batch is not None:
             check_int(self.max_batch, "max_batch", minimum=1)
+        if self.memory is not None:
+            parse_memory(self.memory, "memory")
         for name in ("antithetic", "include_original"):
             object.__setattr__(self, name, check_bool(getattr(self, name), name))
 
@@ -221,12 +229,17 @@ def post_average(
     reduce: Reduce | str = Reduce.PROBS,
     bounds: tuple[float, float] | None = None,
     max_batch: int | None = None,
+    recompute: bool = False,
 ) -> torch.Tensor:
     """Deterministic apply step of post-averaging (Lin et al. 1905.12797).
 
     Classifies every neighbour (see :func:`neighbours`) in chunks of at most ``max_batch`` model
     inputs and combines the outputs per image. Differentiable in ``x`` for ``"probs"`` and
     ``"logits"`` (the directions are constants); ``"vote"`` has zero gradient almost everywhere.
+    With ``recompute`` and gradients on, each chunk's forward is run again in the backward
+    (``torch.utils.checkpoint``): the graph keeps the neighbours, not every chunk's activations, so
+    a backward's memory is one chunk's whatever ``K`` (the same values and gradients, one more
+    forward).
 
     Args:
         model: classifier returning logits ``[B, num_classes]``.
@@ -234,6 +247,7 @@ def post_average(
         directions: unit directions ``[N, K, C, H, W]`` (from :func:`sample_directions`).
         radii_l2: the L2 radii (pixel units).
         antithetic, include_original, reduce, bounds, max_batch: see :class:`PostAverageSettings`.
+        recompute: trade one more forward for memory in the backward (see above).
 
     Returns:
         Log-probabilities ``[N, num_classes]``: ``log`` of the mean softmax (``"probs"``),
@@ -258,15 +272,19 @@ def post_average(
         pts = neighbours(x[start:stop], directions[start:stop], radii_l2, antithetic=antithetic,
                          include_original=include_original, bounds=bounds)
         flat = rearrange(pts, "n s c h w -> (n s) c h w")
-        logits = torch.cat([_logits_of(model, part) for part in flat.split(limit)])
+        logits = torch.cat([_logits_of(model, part, recompute) for part in flat.split(limit)])
         outputs.append(_combine(rearrange(logits, "(n s) k -> n s k", n=stop - start), reduce))
     return torch.cat(outputs)
 
 
-def _logits_of(model: nn.Module, part: torch.Tensor) -> torch.Tensor:
+def _logits_of(model: nn.Module, part: torch.Tensor, recompute: bool = False) -> torch.Tensor:
     # A model returning a tuple or images would fail inside torch.cat or einops; say which
     # module returned what (metadata only: this runs on every forward of an attack loop).
-    return check_logits_shape(model(part), part.shape[0],
+    if recompute and torch.is_grad_enabled() and part.requires_grad:
+        out = torch.utils.checkpoint.checkpoint(model, part, use_reentrant=False)
+    else:
+        out = model(part)
+    return check_logits_shape(out, part.shape[0],
                               name=f"output of the model inside PostAveraging ({type(model).__name__})")
 
 
@@ -297,6 +315,16 @@ def _combine(logits: torch.Tensor, reduce: Reduce) -> torch.Tensor:
     return frac.clamp_min(torch.finfo(frac.dtype).tiny).log()
 
 
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """How :class:`PostAveraging` cuts a forward, fixed on its first forward per input shape."""
+
+    calls: int  # model inputs per model call
+    images: int  # images per post_average call (whole draw chunks)
+    budget: int  # bytes
+    per_input: int  # measured bytes per model input with gradients
+
+
 class PostAveraging(Defense):
     """Post-averaged classifier (Lin et al. 1905.12797): new random directions on every call.
 
@@ -314,7 +342,16 @@ class PostAveraging(Defense):
             device. On another device than the inputs' (a CPU generator, CUDA inputs) each forward
             seeds a generator on the inputs' device from one draw of it, so the directions are
             drawn where they are used, never on the CPU and copied.
-        max_batch: most model inputs per call (default from the input size).
+        max_batch: most model inputs per call (default from ``memory``).
+        memory: bytes a forward's model calls may take (``"2GiB"``, ``"512MiB"`` or an int; default
+            half of what the input's device has available). On the first forward per input shape
+            the model's bytes per input are measured once (:func:`bandguard._memory.activation_bytes`);
+            a model call then takes ``memory // bytes`` inputs (on the CPU at most
+            :func:`default_max_batch`, whose smaller calls run faster there), and where gradients
+            flow and the whole forward's graph (``N * forward_cost`` inputs) would exceed the budget,
+            each call is recomputed in the backward instead of kept (``post_average(...,
+            recompute=True)``): a budget too small for one image slows the attack, it never fails.
+            Neither changes the directions drawn, so outputs do not depend on the budget.
 
     Shape:
         ``[N, C, H, W] -> [N, num_classes]`` log-probabilities (a drop-in for logits).
@@ -339,6 +376,7 @@ class PostAveraging(Defense):
         bounds: tuple[float, float] | None = None,
         generator: torch.Generator | None = None,
         max_batch: int | None = None,
+        memory: int | str | None = None,
     ) -> None:
         super().__init__()
         check_model(model)
@@ -346,12 +384,13 @@ class PostAveraging(Defense):
         self.settings = PostAverageSettings(
             radius_l2=radius_l2, K=K, radii_l2=None if radii_l2 is None else tuple(radii_l2),
             antithetic=antithetic,
-            include_original=include_original, reduce=reduce, bounds=bounds, max_batch=max_batch,
+            include_original=include_original, reduce=reduce, bounds=bounds, max_batch=max_batch, memory=memory,
         )
         self.model = model
         self.generator = generator
         self.forward_cost = self.settings.samples_per_input
         self._checked_for: tuple[object, ...] | None = None
+        self._plan: _Plan | None = None
 
     @classmethod
     def from_settings(cls, model: nn.Module, settings: PostAverageSettings, *,
@@ -360,7 +399,7 @@ class PostAveraging(Defense):
         s = settings
         return cls(model, K=s.K, radius_l2=s.radius_l2, radii_l2=s.radii_l2, antithetic=s.antithetic,
                    include_original=s.include_original, reduce=s.reduce, bounds=s.bounds,
-                   generator=generator, max_batch=s.max_batch)
+                   generator=generator, max_batch=s.max_batch, memory=s.memory)
 
     def _directions(self, x: torch.Tensor) -> Iterator[tuple[slice, torch.Tensor]]:
         """``(images, directions [n, K, C, H, W])`` per chunk of :func:`post_average`, drawn on
@@ -372,6 +411,22 @@ class PostAveraging(Defense):
             part = slice(start, min(start + step, x.shape[0]))
             yield part, sample_directions(part.stop - start, x.shape[1:], s.K, generator=generator,
                                           device=x.device, dtype=x.dtype)
+
+    @torch.compiler.disable
+    def _plan_for(self, x: torch.Tensor) -> _Plan:
+        """Model inputs per call, images per :func:`post_average` call and the budget, for inputs
+        like ``x``: measured once per input shape, dtype and device."""
+        s = self.settings
+        budget = resolve_memory(s.memory, x.device)
+        per_input = activation_bytes(self.model, x[:1])
+        numel = x[0].numel()
+        calls = s.max_batch or max(1, budget // per_input)
+        if s.max_batch is None and x.device.type == "cpu":
+            calls = min(calls, default_max_batch(numel))
+        # Whole draw chunks per call of post_average, so the directions never depend on the budget.
+        step = _images_per_chunk(s.samples_per_input, numel, s.max_batch)
+        images = max(step, calls // s.samples_per_input // step * step)
+        return _Plan(calls=calls, images=images, budget=budget, per_input=per_input)
 
     def sample(self, x: torch.Tensor) -> torch.Tensor:
         """The directions ``[N, K, C, H, W]`` the next forward on ``x`` ``[N, C, H, W]`` would draw.
@@ -398,12 +453,23 @@ class PostAveraging(Defense):
             per_chunk = _images_per_chunk(s.samples_per_input, x[0].numel(), s.max_batch)
             check_memory(per_chunk * (s.K + s.samples_per_input) * x[0].numel() * x.element_size(), "K",
                          device=x.device)
-        out = torch.cat([
-            post_average(self.model, x[part], u, s.effective_radii_l2, antithetic=s.antithetic,
-                         include_original=s.include_original, reduce=s.reduce, bounds=s.bounds,
-                         max_batch=s.max_batch)
-            for part, u in self._directions(x)
-        ])
+            self._plan = self._plan_for(x)
+        plan: _Plan = self._plan  # type: ignore[assignment]  # set on the first forward of this key
+        # The graph of every neighbour lives until the backward: recompute the calls when it would
+        # not fit (arithmetic on shapes only, no host sync).
+        recompute = torch.is_grad_enabled() and x.shape[0] * s.samples_per_input * plan.per_input > plan.budget
+        outputs, parts, draws = [], [], []
+        for part, u in self._directions(x):
+            parts.append(part)
+            draws.append(u)
+            if part.stop - parts[0].start >= plan.images or part.stop == x.shape[0]:
+                group = slice(parts[0].start, part.stop)
+                outputs.append(post_average(
+                    self.model, x[group], torch.cat(draws), s.effective_radii_l2, antithetic=s.antithetic,
+                    include_original=s.include_original, reduce=s.reduce, bounds=s.bounds, max_batch=plan.calls,
+                    recompute=recompute))
+                parts, draws = [], []
+        out = torch.cat(outputs)
         if first:
             radius = max(s.effective_radii_l2)
             check_finite(out, "PostAveraging output",
