@@ -255,7 +255,8 @@ class Context:
         if self.memory is None:
             return
         bare = defended[NO_DEFENSE]
-        x = _to(self.x[:1], self.device)
+        first, _ = next(iter(self.data.batches([slice(0, 1)])))
+        x = _to(first, self.device)
         sizes = {}
         for label, module in defended.items():
             nominal = batch_size_for(self.batch_size, self.sample_budget, module)
