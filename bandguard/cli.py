@@ -19,13 +19,13 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
 
 from bandguard._checks import check_output_path
+from bandguard._checks import parse_number as _parse_number
 from bandguard._io import write_json_atomic
 from bandguard._version import __version__
 
@@ -38,10 +38,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_number(text: str) -> float:
-    """``"0.03"``, ``"8/255"`` or ``"1e-3"`` as a float (argparse type)."""
+    """``"0.03"``, ``"8/255"`` or ``"1e-3"`` as a float (argparse type; the reader of
+    :func:`bandguard._checks.parse_number`, shared with TOML specs and the Python API)."""
     try:
-        return float(Fraction(text.strip())) if "/" in text else float(text)
-    except (ValueError, ZeroDivisionError):
+        return _parse_number(text)
+    except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number like 0.03 or 8/255, got {text!r}") from None
 
 

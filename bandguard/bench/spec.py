@@ -18,7 +18,7 @@ models, the defenses (spec strings of :func:`bandguard.defenses.build_defense`) 
 
     [[attacks]]
     attack = "pgd"
-    eps = [0.1, 0.2, 0.3]
+    eps = [0.1, 0.2, 0.3]            # or text: eps = ["4/255", "8/255"], read as on the command line
     steps = 20                       # every other key is a setting of the attack
 
 Every error names the TOML key path (``attacks[1].eps[0]``) and what was expected.
@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import tomllib
+
+from bandguard._checks import parse_number
 
 __all__ = ["AttackSpec", "BenchSpec", "ModelSpec", "SpecError", "load_spec", "parse_spec"]
 
@@ -408,14 +410,19 @@ def _bool(value: Any, where: str) -> bool:
 
 
 def _eps(value: Any, where: str) -> tuple[float, ...]:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
         value = [value]
     if not isinstance(value, list) or not value:
         raise SpecError(f"{where}: expected a non-empty list of numbers >= 0, got {value!r}")
     out = []
     for j, v in enumerate(value):
+        if isinstance(v, str):  # "8/255": the command line's reading (bandguard._checks.parse_number)
+            try:
+                v = parse_number(v, f"{where}[{j}]")
+            except ValueError:
+                raise SpecError(f"{where}[{j}]: expected a number >= 0 like 0.03 or \"8/255\", got {v!r}") from None
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-            raise SpecError(f"{where}[{j}]: expected a finite number >= 0, got {v!r}")
+            raise SpecError(f"{where}[{j}]: expected a finite number >= 0 (or text like \"8/255\"), got {v!r}")
         out.append(float(v))
     if out != sorted(out) or len(set(out)) != len(out):
         raise SpecError(f"{where}: expected strictly increasing budgets, got {out}")

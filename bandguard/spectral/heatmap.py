@@ -37,6 +37,7 @@ from bandguard._checks import (
     check_labels,
     check_model_input,
     check_model_output,
+    check_eps,
     check_nonnegative,
     check_per_sample,
 )
@@ -273,7 +274,8 @@ def fourier_heatmap(
         model: classifier taking ``[B, C, H, W]`` in ``bounds`` and returning logits ``[B, classes]``.
         x: images ``[N, C, H, W]`` inside ``bounds``.
         y: labels ``[N]`` int64.
-        eps: L2 norm of the perturbation per channel (4 on CIFAR-10 in the paper), >= 0.
+        eps: L2 norm of the perturbation per channel (4 on CIFAR-10 in the paper), >= 0; text such as
+            ``"8/255"`` is read as on the command line.
         sign: ``"random"`` (Yin et al.) or ``"positive"`` / ``"+"``.
         metric: ``"error"`` (0/1 misclassification), ``"loss"`` (cross-entropy) or a callable
             ``(logits [B, classes], y [B]) -> [B]``.
@@ -304,7 +306,7 @@ def fourier_heatmap(
     bounds = check_bounds(bounds)
     x = check_model_input(model, x, bounds=bounds)
     y = check_labels(y, x)
-    eps = check_nonnegative(eps, "eps")
+    eps = check_eps(eps, "eps")
     relative_scale = check_bool(relative_scale, "relative_scale")
     progress = check_bool(progress, "progress")
     check_generator(generator)
