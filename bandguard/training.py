@@ -28,7 +28,6 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from bandguard._amp import BF16Forward, native_bf16
 from bandguard._checks import (
@@ -44,6 +43,7 @@ from bandguard._checks import (
 )
 from bandguard._io import torch_save_atomic
 from bandguard._modes import model_mode
+from bandguard._progress import bar as progress_bar
 from bandguard._random import device_generator
 from bandguard.attacks.protocol import Attack
 from bandguard.fourier import FilterKind, FrequencyFilter, MaskShape
@@ -303,7 +303,7 @@ def train(
     test_data: Any = None,
     callbacks: Sequence[Callback] = (),
     device: torch.device | str | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> TrainResult:
     """Train ``model`` **in place** on ``data`` with the recipe in ``config``.
 
@@ -316,7 +316,8 @@ def train(
         callbacks: objects with ``on_epoch_end(model, epoch, logs)`` (and optionally
             ``on_train_begin(model)``); the model is in eval mode during the call.
         device: where to train; default the device of the model's parameters.
-        progress: show tqdm bars.
+        progress: a tqdm bar per epoch: ``True`` always, ``None`` on a terminal only
+            (:mod:`bandguard._progress`), ``False`` never.
 
     Submodules found in eval mode while ``model`` itself is in train mode are taken as frozen by
     the caller (a BatchNorm kept on its running statistics, say): they stay in eval mode for the
@@ -326,7 +327,7 @@ def train(
         A :class:`TrainResult`. The model ends in eval mode.
     """
     images, labels = _unpack(data, "data")
-    progress = check_bool(progress, "progress")
+    progress = None if progress is None else check_bool(progress, "progress")
     frozen = [m for m in model.modules() if model.training and not m.training]
     images, labels = subset(images, labels, config.limit, seed=config.seed)
     test = _unpack(test_data, "test_data") if test_data is not None else None
@@ -372,9 +373,8 @@ def train(
             m.eval()
         order = torch.randperm(len(labels), generator=generator)
         total_loss, correct, seen = 0.0, 0, 0
-        bar = tqdm(order.split(config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
-                   disable=not progress, leave=False, unit="batch")
-        for idx in bar:
+        bar = progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}", progress=progress, unit="batch")
+        for idx in order.split(config.batch_size):
             x = _to_float(images[idx]).to(device, non_blocking=True)
             y = labels[idx].to(device, non_blocking=True)
             flip = None
@@ -400,7 +400,9 @@ def train(
             total_loss += float(loss.detach()) * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+            bar.update(1)
+        bar.close()
         logs = {"epoch": epoch + 1, "loss": total_loss / seen, "train_acc": correct / seen}
         if test is not None:
             logs["test_acc"] = evaluate(model, *test, device=device)

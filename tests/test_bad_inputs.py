@@ -130,7 +130,9 @@ for name, (fn, extra) in ATTACK_FUNCTIONS.items():
     row(f"{name}-target-out-of-range", lambda call=call: call(target=_y(K)), ValueError, "target holds class 10",
         )
     row(f"{name}-eps-negative", lambda call=call: call(eps=-0.1), ValueError, "eps must be >= 0")
-    row(f"{name}-eps-string", lambda call=call: call(eps="0.1"), TypeError, "eps must be a real number")
+    row(f"{name}-eps-not-a-number", lambda call=call: call(eps="zero"), ValueError,
+        "eps must be a number like 0.03, 1e-3 or 8/255, got 'zero'")
+    row(f"{name}-eps-list", lambda call=call: call(eps=[[0.1]]), TypeError, "eps must be a real number")
     row(f"{name}-eps-nan", lambda call=call: call(eps=float("nan")), ValueError, "eps must be finite")
     row(f"{name}-bounds-reversed", lambda call=call: call(bounds=(1, 0)), ValueError, "bounds must have lo < hi")
     row(f"{name}-output-tuple", lambda call=call: call(model=_Tuple()), TypeError, "model output must be a tensor",
@@ -290,7 +292,8 @@ for id_, call, error, says in [
     ("x-nan", lambda: _heatmap(x=_nan()), ValueError, "x contains NaN"),
     ("y-out-of-range", lambda: _heatmap(y=_y(K)), ValueError, "y holds class 10"),
     ("eps-negative", lambda: _heatmap(eps=-1), ValueError, "eps must be >= 0"),
-    ("eps-string", lambda: _heatmap(eps="4"), TypeError, "eps must be a real number"),
+    ("eps-not-a-number", lambda: _heatmap(eps="four"), ValueError, "eps must be a number like 0.03"),
+    ("eps-list", lambda: _heatmap(eps=[4.0]), TypeError, "eps must be a real number"),
     ("sign-unknown", lambda: _heatmap(sign="negative"), ValueError, "unknown sign 'negative'"),
     ("metric-unknown", lambda: _heatmap(metric="f1"), ValueError, "metric"),
     ("layer-unknown", lambda: _heatmap(layer="conv9"), ValueError, "conv9"),

@@ -26,7 +26,6 @@ import torch.distributed as dist
 from torch import nn
 
 from bandguard._amp import BF16Forward, native_bf16
-from bandguard._progress import Bars, announce_estimate
 from bandguard._checks import (
     check_bool,
     check_callable,
@@ -38,6 +37,7 @@ from bandguard._checks import (
     check_output_path,
     check_seed,
 )
+from bandguard._progress import Bars, announce_estimate
 from bandguard.attacks.protocol import Attack
 from bandguard.bench.cost import estimate_grid_seconds
 from bandguard.bench.distributed import Shard, init_from_env, local_device
@@ -215,7 +215,10 @@ def evaluate_robustness(
         if bars is not None:
             bars.close()
     flags = _sanity(ctx, defended, entries, cells, sanity_n, num_classes) if sanity else []
-    return BenchResult.from_cells(None, cells, flags, seconds=time.perf_counter() - start, device=str(dev),
+    grid = {"model": name, "n": len(y), **settings, "scale_invariant": scale_invariant, "sanity": sanity,
+            "sanity_n": sanity_n, "attacks": {e.name: repr(e.attack) for e in entries},
+            "defenses": {label: repr(module) for label, module in defended.items() if label != NO_DEFENSE}}
+    return BenchResult.from_cells(grid, cells, flags, seconds=time.perf_counter() - start, device=str(dev),
                                   computed=ctx.computed, reused=0)
 
 
@@ -304,6 +307,8 @@ def _stored_sanity(ctx: Context, spec: BenchSpec, defended: Mapping[str, nn.Modu
     if ctx.shard.is_main:
         if ctx.store is not None and not ctx.force:
             flags = ctx.store.get_flags(key)
+        if flags is not None and any(not f.mode for f in flags):
+            flags = None  # stored before flags named their rows' mode: the same probes, rerun
         if flags is None:
             flags = _sanity(ctx, defended, entries, cells, spec.sanity_n, num_classes)
             if ctx.store is not None:

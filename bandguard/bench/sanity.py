@@ -82,7 +82,7 @@ def check_monotone(cell: Cell) -> Flag | None:
             return Flag("non_monotone", cell.model, cell.defense,
                         f"non_monotone: {cell.mode} robust accuracy rises from {acc[e - 1]:.1%} at eps "
                         f"{cell.epsilons[e - 1]:g} "
-                        f"to {acc[e]:.1%} at eps {cell.epsilons[e]:g}", cell.attack)
+                        f"to {acc[e]:.1%} at eps {cell.epsilons[e]:g}", cell.attack, cell.mode)
     return None
 
 
@@ -99,7 +99,7 @@ def check_blackbox(cells: Sequence[Cell]) -> Flag | None:
             return Flag("blackbox_beats_whitebox", cell.model, cell.defense,
                         f"blackbox_beats_whitebox: black-box {cell.attack} broke {float(broken[worst]):.1%} of "
                         f"samples the gradient "
-                        f"attacks left robust at eps {cell.epsilons[worst]:g} ({cell.mode})", cell.attack)
+                        f"attacks left robust at eps {cell.epsilons[worst]:g} ({cell.mode})", cell.attack, cell.mode)
     return None
 
 
@@ -117,7 +117,7 @@ def check_randomized_without_eot(cells: Sequence[Cell], randomized: bool) -> Fla
         if c.mode in _ATTACKED and int(c.gradients.sum()) > 0 and c.eot_samples <= 1:
             return Flag("randomized_without_eot", c.model, c.defense,
                         f"randomized_without_eot: two forwards differ but {c.attack} used 1 gradient sample "
-                        f"per step (no EOT)", c.attack)
+                        f"per step (no EOT)", c.attack, c.mode)
     return None
 
 
@@ -243,7 +243,17 @@ def _gradient_cells(cells: Sequence[Cell]) -> list[Cell]:
 
 def _checks_for(module: nn.Module, d: str, cells: Sequence[Cell], attacks: Mapping[str, Attack],
                 x: torch.Tensor, y: torch.Tensor, num_classes: int, eot: int) -> list[Flag]:
+    """The flags of one module; each says the mode of the rows it was measured on: a cell's own
+    mode, or for the probes of ``module`` the mode that attacks it (white-box for the bare model,
+    adaptive for a defense; transfer rows attack the bare model, so no probe of a defense is theirs)."""
     where = (cells[0].model if cells else "", d)
+    probed = "white-box" if d == "none" else "adaptive"
+    return [f if f.mode else dataclasses.replace(f, mode=probed)
+            for f in _module_flags(module, where, cells, attacks, x, y, num_classes, eot)]
+
+
+def _module_flags(module: nn.Module, where: tuple[str, str], cells: Sequence[Cell], attacks: Mapping[str, Attack],
+                  x: torch.Tensor, y: torch.Tensor, num_classes: int, eot: int) -> list[Flag]:
     flags: list[Flag | None] = [check_monotone(c) for c in cells if c.mode != "clean"]
     chains: dict[tuple[str, str, tuple[float, ...]], list[Cell]] = {}
     for c in cells:
@@ -283,7 +293,8 @@ def _checks_for(module: nn.Module, d: str, cells: Sequence[Cell], attacks: Mappi
             samples = resolve_eot(module, getattr(attack, "eot_samples", None), default=eot)
             # Both runs share the EOT setting, so capping it keeps the comparison fair and cheap.
             attack = dataclasses.replace(attack, eot_samples=min(samples, 2))  # type: ignore[type-var]
-        flags.append(check_more_steps(module, x, y, attack, where=where))
+        flag = check_more_steps(module, x, y, attack, where=where)
+        flags.append(None if flag is None else dataclasses.replace(flag, attack=first.attack))
     return [f for f in flags if f is not None]
 
 

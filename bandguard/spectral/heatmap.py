@@ -26,22 +26,21 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from tqdm.auto import tqdm
 
 from bandguard._checks import (
     check_bool,
     check_bounds,
     check_enum,
+    check_eps,
     check_generator,
     check_int,
     check_labels,
     check_model_input,
     check_model_output,
-    check_eps,
-    check_nonnegative,
     check_per_sample,
 )
 from bandguard._modes import model_mode
+from bandguard._progress import bar as progress_bar
 from bandguard.fourier import fourier_basis, frequency_orbits, sign_blocks
 
 __all__ = [
@@ -257,7 +256,7 @@ def fourier_heatmap(
     max_batch: int | None = None,
     max_frequency: int | None = None,
     generator: torch.Generator | None = None,
-    progress: bool = False,
+    progress: bool | None = False,
     bounds: tuple[float, float] = (0.0, 1.0),
 ) -> HeatmapResult:
     """Fourier heat map of ``model`` on ``(x, y)`` (Yin et al. 1906.08988).
@@ -291,7 +290,8 @@ def fourier_heatmap(
             (Yin et al.'s ImageNet maps: 31, a 63 x 63 map at 224 x 224); ``None`` maps every
             frequency. See :func:`bandguard.fourier.frequency_orbits`.
         generator: randomness for the signs.
-        progress: show a tqdm bar over the ``K * N`` perturbed images.
+        progress: a tqdm bar over the ``K * N`` perturbed images: ``True`` always, ``None`` on a
+            terminal only (:mod:`bandguard._progress`), ``False`` never.
         bounds: ``(lo, hi)`` pixel bounds the perturbed images are clipped to.
 
     Returns:
@@ -308,7 +308,7 @@ def fourier_heatmap(
     y = check_labels(y, x)
     eps = check_eps(eps, "eps")
     relative_scale = check_bool(relative_scale, "relative_scale")
-    progress = check_bool(progress, "progress")
+    progress = None if progress is None else check_bool(progress, "progress")
     check_generator(generator)
     sign = Sign.coerce(sign)
     metric_name, metric_fn = _resolve_metric(metric)
@@ -348,7 +348,7 @@ def fourier_heatmap(
                 squares = torch.zeros_like(sums)
                 blocks = sign_blocks(k, n, c, positive=sign is Sign.POSITIVE, generator=generator,
                                      device=x.device, dtype=x.dtype)
-                bar = tqdm(total=k * n, disable=not progress, desc="heat map", unit="image")
+                bar = progress_bar(k * n, "heat map", progress=progress, unit="image")
                 for k0, signs in blocks:  # [kb, N, C]: batches never straddle two blocks
                     for start in range(0, signs.shape[0] * n, max_batch):
                         flat = torch.arange(start, min(start + max_batch, signs.shape[0] * n), device=x.device)
