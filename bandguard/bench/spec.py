@@ -422,7 +422,7 @@ def _eps(value: Any, where: str) -> tuple[float, ...]:
             except ValueError:
                 raise SpecError(f"{where}[{j}]: expected a number >= 0 like 0.03 or \"8/255\", got {v!r}") from None
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-            raise SpecError(f"{where}[{j}]: expected a finite number >= 0 (or text like \"8/255\"), got {v!r}")
+            raise SpecError(f"{where}[{j}]: expected a finite number >= 0, got {v!r}")
         out.append(float(v))
     if out != sorted(out) or len(set(out)) != len(out):
         raise SpecError(f"{where}: expected strictly increasing budgets, got {out}")
