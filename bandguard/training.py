@@ -285,7 +285,13 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class TrainResult:
-    """What a run produced: per-epoch logs and the final clean test accuracy (if a test set was given)."""
+    """What a run produced: per-epoch logs and the final clean test accuracy (if a test set was given).
+
+    Args:
+        history: one dict of logs per epoch (``loss``, ``train_acc``, ``test_acc``, ...).
+        test_accuracy: the last epoch's clean test accuracy, or ``None``.
+        checkpoint: where the model was saved, or ``None``.
+    """
 
     history: list[dict[str, float]]
     test_accuracy: float | None
@@ -455,6 +461,18 @@ def evaluate(
     ``config.frequency_filter()``, as in training. ``tta=True`` reports the accuracy of
     :func:`tta_logits` (test-time augmentation: for a reported clean accuracy only, never for
     a model under attack).
+
+    Args:
+        model: the classifier.
+        images: uint8 in [0, 255] or float in [0, 1], ``[N, C, H, W]``.
+        labels: int64 ``[N]``.
+        device: where to run; ``None``: the model's device.
+        batch_size: images per forward.
+        config: a filtered mode's recipe, whose filter is applied first; ``None``: none.
+        tta: test-time augmentation.
+
+    Returns:
+        The accuracy in [0, 1].
     """
     check_bool(tta, "tta")
     transform = config.frequency_filter() if config is not None else None
@@ -548,7 +566,8 @@ def subset(
     folders) would otherwise give one or two classes.
 
     Args:
-        images: ``[N, ...]``; labels: ``[N]``.
+        images: ``[N, ...]``.
+        labels: ``[N]``.
         limit: how many to keep; ``None`` (or ``>= N``) keeps all, unchanged.
         seed: draws the subset.
 
@@ -566,6 +585,14 @@ def subset_indices(size: int, n: int | None, seed: int) -> torch.Tensor:
 
     The one draw behind :func:`subset`, the benchmark harness's samples and the examples' test
     images, so the same ``(size, n, seed)`` picks the same images everywhere.
+
+    Args:
+        size: the data set's length.
+        n: how many to draw; ``None`` (or ``>= size``): all.
+        seed: draws the subset.
+
+    Returns:
+        int64 indices ``[min(n, size)]``, sorted.
     """
     if n is None or n >= size:
         return torch.arange(size)

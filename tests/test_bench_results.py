@@ -184,6 +184,7 @@ def test_csv_is_rounded_and_json_keeps_full_precision_with_settings_and_versions
     assert data["settings"] == spec and data["seed"] == 7
     env = data["environment"]
     import numpy
+
     from bandguard import __version__
 
     assert env["versions"]["bandguard"] == __version__

@@ -39,7 +39,8 @@ class Ensemble(Attack):
 
     Attributes:
         attacks: the members, in order (cheap and strong first: later ones see fewer samples).
-        eps: one budget or several; norm: the threat model, which every member must share.
+        eps: one budget or several.
+        norm: the threat model, which every member must share.
         bounds: input domain, which every member must share.
     """
 

@@ -38,7 +38,13 @@ SPECTRUM_N = 100
 
 @dataclasses.dataclass(frozen=True)
 class DemoResult:
-    """The demo's benchmark result and the files it wrote."""
+    """The demo's benchmark result and the files it wrote.
+
+    Args:
+        bench: the benchmark run.
+        files: what was written, by kind (``"markdown"``, ``"heatmap"``, ...).
+        model_meta: the reference model's metadata (test accuracy, cached or trained now).
+    """
 
     bench: BenchResult
     files: dict[str, Path]
@@ -56,6 +62,15 @@ def demo_spec(out: str | os.PathLike[str], *, n: int = 100, device: str = "auto"
     EOT over 2 draws per step (the adaptive number is still an EOT attack, only noisier than a
     paper's), PGD with ``early_stop`` (deterministic models stop attacking a broken sample; it is
     ignored under EOT), and 16 samples for the sanity probes.
+
+    Args:
+        out: the output folder.
+        n: test images of the table.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+        seed: the subset's and every attack's randomness.
+
+    Returns:
+        The :class:`~bandguard.bench.spec.BenchSpec`.
     """
     return parse_spec({
         "dataset": "mnist", "split": "test", "n": n, "batch_size": 128, "sample_budget": 2048,
@@ -76,9 +91,22 @@ def run_demo(
     device: str = "auto",
     retrain: bool = False,
     force: bool = False,
-    progress: Progress | None = None,
+    progress: Progress | bool | None = None,
 ) -> DemoResult:
-    """Run the tour and write its report, CSV, JSON and figures into ``out``."""
+    """Run the tour and write its report, CSV, JSON and figures into ``out``.
+
+    Args:
+        out: the output folder.
+        n: test images of the table (the heat map uses :data:`HEATMAP_N`).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+        retrain: train the reference CNN anew (and recompute every cell).
+        force: recompute every cell instead of reusing the stored ones.
+        progress: the harness's progress: ``True`` for bars, a callable
+            ``progress(description, images_done)``, or ``None``.
+
+    Returns:
+        The :class:`DemoResult`.
+    """
     from bandguard.bench.zoo import reference_model
 
     out = check_output_path(out, "out", directory=True)  # before the reference model trains

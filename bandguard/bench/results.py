@@ -35,14 +35,17 @@ class Cell:
         key: hash of everything that determines the cell.
         model, defense, mode: ``mode`` is ``"clean"``, ``"white-box"``, ``"adaptive"`` or
             ``"transfer"``.
-        attack: the attack's label; norm: its own threat norm (``"linf"``, ``"l2"``, or
-            ``"l2/channel"`` where eps is an L2 norm per channel, the Fourier tools' convention);
-            attack_repr: every setting.
+        attack: the attack's label.
+        norm: its own threat norm (``"linf"``, ``"l2"``, or ``"l2/channel"`` where eps is an L2
+            norm per channel, the Fourier tools' convention).
+        attack_repr: every setting.
         epsilons: the attack's budgets ``(E,)`` in ``norm`` (empty for a clean cell).
         robust: bool ``[E, N]``: correct after this attack and every earlier one of its cascade
             (a clean cell: ``[1, N]`` clean correctness).
         forwards, gradients: int64 ``[E, N]`` model evaluations / input gradients spent per sample.
-        eot_samples: gradient samples per step; randomized, forward_cost: what the model declares.
+        eot_samples: gradient samples per step.
+        randomized: whether the model declares a randomized forward.
+        forward_cost: model forwards per input the model declares.
         seconds: wall time.
         norms: float ``[E, N]`` norm of each sample's perturbation in the ``ball``'s norm (so
             ``norms[e] <= ball_eps[e]``), 0 where not attacked.
@@ -135,7 +138,8 @@ class Row:
         clean_accuracy, robust_accuracy: fractions in [0, 1].
         forwards_per_sample, gradients_per_sample: mean counts over all ``n`` samples, 0 for
             samples this attack did not have to attack (broken before, or at a smaller eps).
-        eot_samples: gradient samples per step; forward_cost: model forwards per prediction.
+        eot_samples: gradient samples per step.
+        forward_cost: model forwards per prediction.
         flags: the sanity checks that fired on this row's cells, comma-separated.
         cumulative: a cascade row after the first: robust after this attack and every earlier
             attack of its threat model (the cascade runs each attack only on the samples the

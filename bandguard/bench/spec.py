@@ -57,7 +57,8 @@ class ModelSpec:
         name: the label in the tables.
         reference: a recipe of :func:`bandguard.bench.zoo.reference_model` (``"mnist_cnn"``,
             ``"cifar_small_adversarial"``, ...).
-        checkpoint: a checkpoint path (resolved against the spec's folder); ``arch`` optional.
+        checkpoint: a checkpoint path (resolved against the spec's folder).
+        arch: with ``checkpoint``: the registered arch a bare state dict loads into (optional).
         code: ``"package.module:function"`` returning an ``nn.Module`` (runs that code).
         limit: with ``reference`` only: the recipe trained on a fixed random subset of ``limit``
             training images (``reference_model(..., limit=...)``, a quick run's model); ``None``:
@@ -214,7 +215,14 @@ ENSEMBLES = ("standard",)
 
 
 def load_spec(path: str | os.PathLike[str]) -> BenchSpec:
-    """Read and validate a TOML spec; relative paths in it resolve against its folder."""
+    """Read and validate a TOML spec; relative paths in it resolve against its folder.
+
+    Args:
+        path: the ``.toml`` file.
+
+    Returns:
+        The validated :class:`BenchSpec`.
+    """
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"spec file {str(path)!r} does not exist")
@@ -226,7 +234,15 @@ def load_spec(path: str | os.PathLike[str]) -> BenchSpec:
 
 
 def parse_spec(data: Mapping[str, Any], *, base_dir: str | os.PathLike[str] = ".") -> BenchSpec:
-    """Validate a spec given as plain values (what ``tomllib`` returns); see the module docs."""
+    """Validate a spec given as plain values (what ``tomllib`` returns); see the module docs.
+
+    Args:
+        data: the spec's keys and values; eps lists take numbers or text such as ``"8/255"``.
+        base_dir: the folder relative paths (``out``, checkpoints) resolve against.
+
+    Returns:
+        The validated :class:`BenchSpec`.
+    """
     if not isinstance(data, Mapping):
         raise SpecError(f"spec: expected a table, got {type(data).__name__}")
     base = Path(base_dir)
