@@ -166,6 +166,10 @@ def test_summary_has_one_line_per_defense_and_mode_with_the_worst_case() -> None
     assert md[0] == "| defense | mode | clean % | worst-case robust %, l2 eps 0.5 / 1 | flags |"
     assert md[2] == "| none | white-box | 100 | 25 / 0 |  |"
     assert md[4] == "| d | adaptive | 100 | 25 / 0 | zero_gradients |"
+    assert md[3] == "| d | transfer | 100 | 25 / 0 |  |"  # the adaptive probe's flag is not the transfer line's
+    cell_flag = BenchResult.from_cells(None, cells, [Flag("non_monotone", "m", "d", "r", "pgd", "transfer")],
+                                       seconds=1.0, device="cpu", computed=len(cells), reused=0)
+    assert cell_flag.summary_markdown().splitlines()[3] == "| d | transfer | 100 | 25 / 0 | non_monotone |"
     assert len(md) == 2 + 3  # the full table (12 rows) stays in report.md
 
 

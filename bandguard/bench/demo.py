@@ -151,7 +151,7 @@ def _figures(spec: BenchSpec, model: torch.nn.Module, result: BenchResult, out: 
                            generator=torch.Generator(device=dev).manual_seed(0))
     x, y, _ = load_samples(spec)  # the table's images for the spectra
     heat_png = out / "fourier_heatmap.png"
-    plot_heatmap(heat, heat_png, title=f"Fourier heat map, L2 eps 2, {k} images", write_data=False)
+    plot_heatmap(heat, heat_png, title="Fourier heat map of the bare CNN, error rate", write_data=False)
     lowpass = build_defense("lowpass:10", model).to(dev)
     attack = create_attack("pgd", eps=EPSILONS[1], norm="l2", steps=10)
     m = min(SPECTRUM_N, len(y))

@@ -301,7 +301,8 @@ class BenchResult:
 
     def summary_markdown(self) -> str:
         """The summary table in Markdown: per model, defense and mode, clean and robust accuracy
-        (the worst case over the attacks of each threat model) at every eps, in percent."""
+        (the worst case over the attacks of each threat model) at every eps, in percent, and the
+        sanity flags of the rows each line summarises."""
         groups = self.summary_rows()
         models = len({rows[0].model for rows in groups}) > 1
         threats = {(rows[0].norm, tuple(r.eps for r in rows)) for rows in groups}
@@ -320,12 +321,15 @@ class BenchResult:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for rows in groups:
             r0 = rows[0]
+            key = (r0.model, r0.defense, r0.mode)
             cells = ([r0.model] if models else []) + [r0.defense, r0.mode, f"{100 * r0.clean_accuracy:.0f}"]
             robust = " / ".join(f"{100 * r.robust_accuracy:.0f}" for r in rows)
             if not one:
                 cells += [r0.attack, f"{r0.norm} {eps_text(rows)}"]
             cells.append(robust)
-            cells.append(",".join(sorted({f for r in rows for f in r.flags.split(",") if f})))
+            # the flags of every row this line summarises (same model, defense and mode), no others
+            cells.append(",".join(sorted({f for r in self.rows if (r.model, r.defense, r.mode) == key
+                                          for f in r.flags.split(",") if f})))
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
@@ -512,7 +516,7 @@ def _write_csv(path: Path, rows: Sequence[Row]) -> Path:
     return atomic_write(path, write)
 
 
-MODE_STYLES = {"white-box": "-", "adaptive": "-", "transfer": "--"}
+MODE_STYLES = {"white-box": ("-", "s"), "adaptive": ("-", "^"), "transfer": ("--", "o")}
 
 
 def plot_curves(result: BenchResult, out: Path) -> list[Path]:
@@ -549,8 +553,11 @@ def plot_curves(result: BenchResult, out: Path) -> list[Path]:
                 what = "" if r0.attack == WORST else f", {r0.attack}"
                 xs = [0.0] + [r.eps for r in rows]
                 ys = [100 * r0.clean_accuracy] + [100 * r.robust_accuracy for r in rows]
-                ax.plot(xs, ys, MODE_STYLES.get(r0.mode, ":"), marker="o", color=colours[r0.defense], linewidth=1.6,
-                        label=f"{r0.defense} ({r0.mode}{what})")
+                line, marker = MODE_STYLES.get(r0.mode, (":", "x"))
+                bare = r0.mode == "white-box"  # drawn on top: an adaptive line that breaks a defense meets it
+                ax.plot(xs, ys, line, marker=marker, color="black" if bare else colours[r0.defense],
+                        linewidth=2.2 if bare else 1.5, markersize=7 if bare else 5, zorder=3 if bare else 2,
+                        alpha=0.8 if bare else 1.0, label=f"{r0.defense} ({r0.mode}{what})")
             unit = {"l2/channel": "L2 norm per channel", "l2": "L2 norm", "linf": "Linf norm"}.get(norm, norm)
             ax.set_xlabel(f"eps ({unit}; 0: clean accuracy)")
             ax.set_ylabel("robust accuracy (%)")

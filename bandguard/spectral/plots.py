@@ -164,8 +164,9 @@ def plot_heatmap(
         label = "L2 change of the layer's output" + (" (relative to the largest)" if result.relative_scale else "")
         scale: dict[str, Any] = {}
     elif result.metric == "error":
-        # A fixed 0..1 scale, so two heat maps (natural and adversarially trained) compare by colour.
-        label, scale = "error rate (fraction of images misclassified)", {"vmin": 0.0, "vmax": 1.0}
+        # From 0, so a colour reads as an error rate (not as a deviation from the map's minimum).
+        top = float(result.heatmap.max())
+        label, scale = "error rate (fraction of images misclassified)", {"vmin": 0.0, "vmax": top if top > 0 else 1.0}
     else:
         label, scale = f"mean {result.metric} per image", {}
     _image(fig, ax, result.heatmap, f"{heading}\neps={result.eps:g}, n={result.n}, {clean}", label=label, **scale)
@@ -207,12 +208,13 @@ def plot_spectra(
     if not items:
         raise ValueError("spectra must hold at least one spectrum")
     rows, cols = _grid(len(items))
-    fig = Figure(figsize=(3.5 * cols, 3.1 * rows))
+    fig = Figure(figsize=(3.6 * cols, 3.3 * rows + 0.4))
     norm = shared_log_norm([s.mean for s in items.values()])  # one scale: panels compare by colour
     for index, (name, spectrum) in enumerate(items.items()):
         ax = fig.add_subplot(rows, cols, index + 1)
-        _image(fig, ax, spectrum.mean, f"{name}: {title}\nhigh-freq energy {spectrum.high_fraction:.0%}",
+        _image(fig, ax, spectrum.mean, f"{name}\nhigh-freq energy {spectrum.high_fraction:.0%}",
                label="mean amplitude |F(x_adv - x)| (log scale)", norm=norm)
+    fig.suptitle(f"{title} (one colour scale)", fontsize=10)
     fig.tight_layout()
     return _finish(fig, path, {k: v.to_dict() for k, v in items.items()}, write_data)
 
