@@ -40,6 +40,8 @@ def test_example_spec_is_valid() -> None:
     assert [a.attack for a in spec.attacks] == ["pgd", "fourier"]
     # "none" first, then the file's three defenses in its order, each parsed and checked.
     assert spec.defenses == ("none", "lowpass:10", "post_average:3.0,K=15", "smooth:0.25")
+    quick = load_spec(SPECS / "mnist_linf.toml")  # the demo's "next": text eps read as on the command line
+    assert quick.attacks[1].eps == (0.1, 0.2, 0.3) == quick.attacks[0].eps and quick.n == 200
 
 
 @pytest.mark.parametrize(
