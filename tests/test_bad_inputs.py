@@ -753,7 +753,7 @@ for id_, call, says in [
 # 7. callables and devices, checked up front
 row("r2-callables-evaluate-robustness-progress-int",
     lambda: evaluate_robustness(_linear(), _x(), _y(), _FGSM, progress=3), TypeError,
-    "progress must be a callable progress(description, images_done), got int 3")
+    "progress must be a callable progress(description, images_done), True, False or None, got int 3")
 row("r2-callables-evaluate-robustness-progress-string",
     lambda: evaluate_robustness(_linear(), _x(), _y(), _FGSM, progress="tqdm"), TypeError,
     "progress must be a callable")
@@ -929,8 +929,8 @@ def test_a_progress_that_is_not_callable_is_refused_before_the_spec_runs(files, 
     from bandguard.bench import run
 
     spec = _spec(tmp_path, files["good"], "bench")
-    with pytest.raises(TypeError, match="progress must be a callable"):
-        run(spec, progress=True)
+    with pytest.raises(TypeError, match="progress must be a callable .*, True, False or None, got int 3"):
+        run(spec, progress=3)  # True (bars) and None/False (silent) are the other accepted values
     with pytest.raises(TypeError, match="force must be True or False, got str 'no'"):
         run(spec, force="no")
     assert not (tmp_path / "bench").exists()

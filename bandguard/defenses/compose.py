@@ -97,7 +97,10 @@ def _coerce(value: object, settings_type: type[S], first_field: str, name: str) 
         return settings_type(**{first_field: value})
     if isinstance(value, Mapping):
         check_options(value, [f.name for f in dataclasses.fields(settings_type)], name)  # type: ignore[arg-type]
-        return settings_type(**dict(value))
+        try:
+            return settings_type(**dict(value))
+        except TypeError as err:  # a value of the wrong type (names are checked above)
+            raise ValueError(f"bad options for {name} {dict(value)!r}: {err}") from None
     raise TypeError(
         f"{name} must be a number, a dict of options or a {settings_type.__name__}, "
         f"got {type(value).__name__} {value!r}"
@@ -112,7 +115,10 @@ def _lowpass(value: object) -> LowPass:
         return LowPass(value)
     if isinstance(value, Mapping):
         check_options(value, inspect.signature(LowPass).parameters, "lowpass")
-        return LowPass(**dict(value))
+        try:
+            return LowPass(**dict(value))
+        except TypeError as err:  # a value of the wrong type (names are checked above)
+            raise ValueError(f"bad options for lowpass {dict(value)!r}: {err}") from None
     raise TypeError(
         f"lowpass must be a number, a dict of options or a FrequencyFilter, got {type(value).__name__} {value!r}"
     )
