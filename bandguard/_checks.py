@@ -9,6 +9,10 @@ One coercion rule everywhere:
 - Numbers: wherever a Python number is accepted, so are numpy scalars (``np.float32(0.3)``,
   ``np.int64(5)``), 0-d numpy arrays and 0-d tensors. A real setting must be finite and within
   float32's range (:data:`MAX_REAL`): a larger one overflows the first tensor it meets.
+- Budgets: an eps is a number or its text, ``"8/255"``, ``"0.03"`` or ``"1e-3"``, read by
+  :func:`parse_number` alone: the command line, benchmark specs (TOML) and every Python entry
+  point that takes an eps (:func:`check_epsilons`, :func:`check_eps`) give ``"8/255"`` the same
+  float, ``8 / 255``.
 - Integers and booleans are strict: ``1.5`` is no int and ``"no"`` (or ``1``) is no bool.
 - Names: where a list of names belongs, a single string is one name (``"contrast"`` is
   ``("contrast",)``, never ``("c", "o", ...)``); an empty list is refused (:func:`check_names`).
@@ -18,6 +22,7 @@ One coercion rule everywhere:
 
 from __future__ import annotations
 
+import difflib
 import enum
 import math
 import numbers
@@ -350,13 +355,57 @@ def _scalar_items(value: object) -> list[object] | None:
     return None
 
 
+def parse_number(text: str, name: str = "value") -> float:
+    """A number written as text: ``"0.03"``, ``"1e-3"`` or a fraction ``"8/255"`` (``8 / 255``).
+
+    The one reader of budgets as text, shared by the command line, benchmark specs and the Python
+    entry points, so ``"8/255"`` is the same float everywhere (the correctly rounded ``8 / 255``).
+
+    Args:
+        text: the text; surrounding spaces are ignored.
+        name: the argument's name, quoted in errors.
+
+    Returns:
+        The finite float.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"{name} must be a string like '0.03' or '8/255', got {type(text).__name__} {text!r}")
+    stripped = text.strip()
+    try:
+        if stripped.count("/") == 1:
+            num, den = (float(part) for part in stripped.split("/"))
+            value = num / den
+        else:
+            value = float(stripped)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"{name} must be a number like 0.03, 1e-3 or 8/255, got {text!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {text!r}")
+    return value
+
+
+def check_eps(eps: object, name: str = "eps") -> float:
+    """One budget: a finite number >= 0, or its text (``"8/255"``, read by :func:`parse_number`).
+
+    Args:
+        eps: the budget.
+        name: the argument's name, quoted in errors.
+
+    Returns:
+        The budget as a float.
+    """
+    if isinstance(eps, str):
+        eps = parse_number(eps, name)
+    return check_nonnegative(eps, name)
+
+
 def check_epsilons(eps: object, name: str = "eps") -> list[float]:
-    """Accept one epsilon or a sequence of them; each must be finite and >= 0."""
+    """Accept one epsilon or a sequence of them; each a finite number >= 0 or its text (``"8/255"``)."""
     items = _scalar_items(eps)
     values = [eps] if items is None else items
     if not values:
         raise ValueError(f"{name} must hold at least one value, got {eps!r}")
-    return [check_nonnegative(v, name) for v in values]
+    return [check_eps(v, name) for v in values]
 
 
 def is_scalar_number(value: object) -> bool:
@@ -567,6 +616,29 @@ def check_choice(value: object, choices: Sequence[str], name: str) -> str:
     if isinstance(value, str) and value.lower() in choices:
         return value.lower()
     raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, choices))}")
+
+
+def check_options(given: Iterable[str], known: Iterable[str], what: str) -> None:
+    """Refuse option names ``what`` does not take, with the closest known one and the full list.
+
+    Args:
+        given: the option names passed (``{"stepz": 3}`` gives ``"stepz"``).
+        known: every option ``what`` takes.
+        what: the thing configured, quoted in the error (``"attack 'pgd'"``, ``"defense 'post_average'"``).
+
+    Raises:
+        ValueError: e.g. ``attack 'pgd' takes no option 'stepz' (did you mean 'steps'?); its options
+            are ...``; never the name of an internal class or function.
+    """
+    known = sorted(set(known))
+    unknown = [k for k in given if k not in known]
+    if not unknown:
+        return
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6) or [k for k in known if k.lower() == key.lower()]
+        hints.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+    raise ValueError(f"{what} takes no option {', '.join(hints)}; its options are {', '.join(known)}")
 
 
 def check_enum(value: object, enum_type: type[E], name: str) -> E:

@@ -19,14 +19,15 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
 
 from bandguard._checks import check_output_path
+from bandguard._checks import parse_number as _parse_number
 from bandguard._io import write_json_atomic
+from bandguard._progress import Bars, announce_estimate
 from bandguard._version import __version__
 
 
@@ -37,11 +38,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with every default that says something (not ``None``, ``False`` or ``[]``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Give arguments without help text one, so the formatter shows their default too."""
+    for action in parser._actions:
+        if action.help is None and action.default not in (None, False, [], argparse.SUPPRESS):
+            action.help = "(default: %(default)s)"
+
+
 def parse_number(text: str) -> float:
-    """``"0.03"``, ``"8/255"`` or ``"1e-3"`` as a float (argparse type)."""
+    """``"0.03"``, ``"8/255"`` or ``"1e-3"`` as a float (argparse type; the reader of
+    :func:`bandguard._checks.parse_number`, shared with TOML specs and the Python API)."""
     try:
-        return float(Fraction(text.strip())) if "/" in text else float(text)
-    except (ValueError, ZeroDivisionError):
+        return _parse_number(text)
+    except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number like 0.03 or 8/255, got {text!r}") from None
 
 
@@ -212,7 +231,7 @@ def _train_recipe(args: argparse.Namespace) -> int:
     from bandguard.bench.zoo import reference_model
 
     start = time.perf_counter()
-    model, meta = reference_model(args.recipe, retrain=args.retrain, progress=not args.quiet,
+    model, meta = reference_model(args.recipe, retrain=args.retrain, progress=False if args.quiet else None,
                                   device=_device(args.device))
     if meta.get("published"):
         from bandguard.models import save_checkpoint
@@ -258,7 +277,8 @@ def _train_run(args: argparse.Namespace, extra: dict[str, Any] | None = None) ->
         torch.manual_seed(args.seed)
         model = create_model(args.arch)
     start = time.perf_counter()
-    result = train(model, train_set, config, test_data=test_set, device=_device(args.device))
+    result = train(model, train_set, config, test_data=test_set, device=_device(args.device),
+                   progress=False if args.quiet else None)
     for logs in result.history:
         print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items()))
     print(f"trained {args.arch} on {args.dataset} in {time.perf_counter() - start:.1f} s; "
@@ -282,32 +302,21 @@ def _demo_parser(p: argparse.ArgumentParser) -> None:
 def _demo_run(args: argparse.Namespace) -> int:
     """The tour: the MNIST CNN bare and behind three defenses, judged by the harness."""
     from bandguard.bench.demo import demo_spec, run_demo
-    from bandguard.data import SampleDataWarning
 
     start = time.perf_counter()
     print("bandguard demo: MNIST CNN, bare and with lowpass / post-averaging / kernel smoothing,")
     print("under adaptive PGD (EOT where randomized), the Fourier-basis attack and APGD-DLR at 3 L2 budgets")
     spec = demo_spec(args.out, n=args.n, device=args.device)
-    progress = _Progress(spec.n, disable=args.quiet or not sys.stderr.isatty())
-    # Offline, the bundled-sample fallback is worth one line of its own, not a warning per load.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", SampleDataWarning)
-        try:
-            demo = run_demo(args.out, n=args.n, device=args.device, retrain=args.retrain, force=args.force,
-                            progress=progress)
-        finally:
-            progress.close()
-    for w in caught:
-        if not issubclass(w.category, SampleDataWarning):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    for note in sorted({str(w.message) for w in caught if issubclass(w.category, SampleDataWarning)}):
-        print(f"note: {note}")
+    with Bars(spec.n, progress=False if args.quiet else None) as progress:
+        demo = run_demo(args.out, n=args.n, device=args.device, retrain=args.retrain, force=args.force,
+                        progress=progress)
     acc = demo.model_meta.get("test_accuracy")
     print(f"model: mnist_cnn ({'cached' if demo.model_meta.get('cached') else 'trained now'}"
           + (f", test accuracy {acc:.2%})" if isinstance(acc, float) else ")"))
     _print_bench(demo.bench, Path(args.out))
     print(f"figures: {demo.files['heatmap']}, {demo.files['spectrum']} and robust_*.png in {args.out}")
-    print(f"done in {time.perf_counter() - start:.0f} s; next: bandguard bench examples/specs/mnist_defenses.toml")
+    print(f"done in {time.perf_counter() - start:.0f} s; next (about 3 min on a laptop CPU): "
+          f"bandguard bench examples/specs/mnist_linf.toml")
     return 0
 
 
@@ -365,8 +374,10 @@ def _model_label(args: argparse.Namespace) -> str:
     return next(getattr(args, d) for d in _MODEL_FLAGS if getattr(args, d, None))
 
 
-def _model_and_data(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str]:
-    """The model from ``--model``/``--model-code`` and the first ``-n`` test images of ``--dataset``."""
+def _model_and_data(args: argparse.Namespace, before_data: Callable[[torch.nn.Module], None] | None = None,
+                    ) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str]:
+    """The model from ``--model``/``--model-code`` and the first ``-n`` test images of ``--dataset``;
+    ``before_data(model)`` checks what needs the model (a layer name) before any data loads."""
     from bandguard._amp import BF16Forward, native_bf16
     from bandguard.bench.loading import check_model_fits
     from bandguard.bench.zoo import resolve_dataset
@@ -377,6 +388,8 @@ def _model_and_data(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.Te
     dataset = resolve_dataset(args.model, args.dataset)
     device = _device(args.device)
     model = _load_cli_model(args, device)
+    if before_data is not None:
+        before_data(model)
     x, y = load_dataset(dataset, "test").tensors(args.n, device=device)
     check_model_fits(model, x, None, device, what="--model", data=dataset)
     if args.amp == "bf16" or (args.amp == "auto" and native_bf16(device)):
@@ -399,18 +412,37 @@ def _heatmap_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=png_file, default="heatmap.png", help="PNG path; the data goes beside it as .json")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or time estimate")
 
 
 def _heatmap_run(args: argparse.Namespace) -> int:
     from bandguard.spectral import fourier_heatmap
     from bandguard.spectral.plots import plot_heatmap
 
-    model, x, y, dataset = _model_and_data(args)
+    def check_layer(model: torch.nn.Module) -> None:
+        names = [name for name, _ in model.named_modules() if name]
+        if args.layer is not None and args.layer not in names:
+            import difflib
+
+            close = difflib.get_close_matches(args.layer, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"--layer: the model has no module {args.layer!r}{hint}; its modules are "
+                             f"{', '.join(names[:40])}")
+
+    model, x, y, dataset = _model_and_data(args, check_layer)
+    if not args.quiet:
+        from bandguard.bench.cost import seconds_per_forward
+        from bandguard.fourier import frequency_orbits
+
+        m = args.max_frequency
+        k = frequency_orbits(*x.shape[-2:], max_frequency=m, device=x.device)[0].shape[0]
+        seconds = seconds_per_forward(model, x[:64]) * len(y) * (k + 1)
+        announce_estimate(seconds, f"the heat map ({k} frequencies x {len(y)} images)", hint="fewer images (-n)")
     generator = torch.Generator(device=x.device).manual_seed(args.seed)
     start = time.perf_counter()
     result = fourier_heatmap(model, x, y, eps=args.eps, sign=args.sign, layer=args.layer,
                              max_batch=args.max_batch, max_frequency=args.max_frequency,
-                             generator=generator, progress=True)
+                             generator=generator, progress=False if args.quiet else None)
     elapsed = time.perf_counter() - start
     plot_heatmap(result, args.out)
     h, w = result.heatmap.shape
@@ -441,6 +473,7 @@ def _spectrum_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=png_file, default="spectrum.png",
                    help="PNG path; radial profiles go to <out>_radial.png, data beside each as .json")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or time estimate")
 
 
 def _spectrum_run(args: argparse.Namespace) -> int:
@@ -449,19 +482,28 @@ def _spectrum_run(args: argparse.Namespace) -> int:
     from bandguard.spectral import compare_attack_spectra
     from bandguard.spectral.plots import plot_radial_profiles, plot_spectra
 
-    model, x, y, dataset = _model_and_data(args)
+    # Every name is checked before any data loads: the attack, its options and --compare.
     options = {k: v for k, v in (("norm", args.norm), ("steps", args.steps)) if v is not None}
     attack = create_attack(args.attack, eps=args.eps, **options)
-    models, names = [model], [Path(_model_label(args)).stem]
+    other = None
     if args.compare:
         try:
             other = load_model(args.compare)
         except (ValueError, TypeError, FileNotFoundError) as err:
             raise type(err)(f"--compare: {err}") from None
+    model, x, y, dataset = _model_and_data(args)
+    models, names = [model], [Path(_model_label(args)).stem]
+    if other is not None:
         models.append(other.to(x.device).eval())
         names.append(Path(args.compare).stem)
     if args.names:
         names = [part.strip() for part in args.names.split(",")]
+    if not args.quiet:
+        from bandguard.bench.cost import attack_forwards, seconds_per_forward
+
+        seconds = sum(seconds_per_forward(m, x[:64]) for m in models) * len(y) * attack_forwards(attack, x.shape[1:])
+        announce_estimate(seconds, f"{args.attack} on {len(models)} model(s) x {len(y)} images",
+                          hint="fewer images (-n) or steps")
     start = time.perf_counter()
     comparison = compare_attack_spectra(models, attack, x, y, names=names, radius=args.radius)
     elapsed = time.perf_counter() - start
@@ -514,27 +556,31 @@ def _attack_parser(p: argparse.ArgumentParser) -> None:
                         "smooth:0.25): reports clean, transfer and adaptive robust accuracy side by side")
     p.add_argument("--eot", type=positive_int, default=None,
                    help="gradient samples per step (EOT) against randomized defenses (default 10)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or time estimate")
 
 
 def _attack_run(args: argparse.Namespace) -> int:
     from bandguard.attacks import attack_settings, create_attack
     from bandguard.bench import evaluate_robustness
-    from bandguard.defenses import build_defense
+    from bandguard.defenses import build_defense, check_defense_spec
 
-    model, x, y, dataset = _model_and_data(args)
+    # Every name is checked before any data loads: the attack, its options and each defense spec.
     options = attack_settings(args.attack, norm=args.norm, steps=args.steps, step_size=args.step_size,
                               restarts=args.restarts, loss=args.loss, max_queries=args.max_queries)
     attack = create_attack(args.attack, eps=tuple(args.eps), **options)
+    for spec in args.defense:
+        try:
+            check_defense_spec(spec)
+        except ValueError as err:
+            raise ValueError(f"--defense: {err}") from None
+    model, x, y, dataset = _model_and_data(args)
     defenses = {spec: build_defense(spec, model).to(x.device) for spec in args.defense}
     settings = {"eot": args.eot} if args.eot is not None else {}
-    progress = _Progress(len(y), disable=not sys.stderr.isatty())
-    try:
+    with Bars(len(y), progress=False if args.quiet else None) as progress:
         result = evaluate_robustness(model, x, y, {args.attack: attack}, defenses=defenses,
                                      name=_model_label(args), batch_size=args.batch_size, seed=args.seed,
                                      memory=args.memory,
                                      progress=progress, scale_invariant=False, **settings)
-    finally:
-        progress.close()
     print(f"{attack!r} on {len(y)} {dataset} test images ({result.device}, {result.seconds:.1f} s)")
     if defenses:
         print("transfer: crafted on the undefended model; adaptive: through the defense (EOT if randomized)")
@@ -560,41 +606,18 @@ def _bench_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="override the spec's device (auto, cpu, cuda, cuda:1)")
     p.add_argument("--out", type=output_dir, default=None, help="override the spec's output folder")
     p.add_argument("--memory", type=memory_size, default=None, help="override the spec's memory budget, e.g. 4GiB")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-
-
-class _Progress:
-    """tqdm bars over the harness's batches, one per cell description (disabled when quiet)."""
-
-    def __init__(self, total: int | None, disable: bool) -> None:
-        from tqdm.auto import tqdm
-
-        self._tqdm, self.total, self.disable = tqdm, total, disable
-        self.bar: Any = None
-        self.desc = ""
-
-    def __call__(self, desc: str, images: int) -> None:
-        if self.disable:
-            return
-        if desc != self.desc:
-            self.close()
-            self.desc = desc
-            self.bar = self._tqdm(total=self.total, desc=desc, unit="img", leave=False)
-        self.bar.update(images)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+    p.add_argument("-n", type=positive_int, default=None,
+                   help="override the spec's number of images (a quick run: -n 20); a separate set of cells")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or time estimates")
 
 
 def _print_bench(result: Any, out: Path) -> None:
-    print(result.to_markdown())
+    print(result.summary_markdown())
     for flag in result.flags:
-        where = f"{flag.model} / {flag.defense}" + (f" / {flag.attack}" if flag.attack else "")
+        where = " / ".join(part for part in (flag.model, flag.defense, flag.mode, flag.attack) if part)
         print(f"sanity flag {flag.check} ({where}): {flag.reason}")
-    print(f"{len(result.rows)} rows; {result.computed} cells computed, {result.reused} reused; "
-          f"{result.seconds:.1f} s on {result.device}")
+    print(f"summary of {len(result.rows)} rows (every attack, cumulative rows marked, in {out / 'report.md'}); "
+          f"{result.computed} cells computed, {result.reused} reused; {result.seconds:.1f} s on {result.device}")
     print(f"wrote {out / 'report.md'}, {out / 'results.csv'}, {out / 'results.json'} ({out / 'results.sqlite'})")
 
 
@@ -610,8 +633,10 @@ def _bench_run(args: argparse.Namespace) -> int:
         spec = dataclasses.replace(spec, out=args.out)
     if args.memory is not None:
         spec = dataclasses.replace(spec, memory=args.memory)
+    if args.n is not None:
+        spec = dataclasses.replace(spec, n=args.n)
     rank = int(os.environ.get("RANK", "0"))
-    progress = _Progress(spec.n or None, disable=args.quiet or rank != 0 or not sys.stderr.isatty())
+    progress = Bars(spec.n or None, progress=False if args.quiet or rank != 0 else None)
     try:
         result = run(spec, force=args.force, progress=progress)
     except RuntimeError as err:
@@ -644,11 +669,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bandguard {__version__} (torch {torch.__version__})")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, add_arguments, _) in COMMANDS.items():
-        command = sub.add_parser(name, help=help_text, description=help_text)
+        command = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_HelpFormatter)
         # Also accepted after the command; SUPPRESS keeps a flag given before it.
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="on an error, show the full traceback")
         add_arguments(command)
+        _show_defaults(command)
     return parser
 
 
@@ -662,6 +688,33 @@ def _one_line(err: BaseException) -> str:
     return text if len(text) <= 600 else text[:597] + "..."
 
 
+def _sample_data_note(command: str, verbose: bool) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that turns the bundled-sample fallback into one short line per
+    command (the full text, with where it looked, under ``-v``); other warnings print as usual."""
+    from bandguard.data import SampleDataWarning
+
+    shown = warnings.showwarning
+    said: list[bool] = []
+    warnings.simplefilter("always", SampleDataWarning)  # inside main's catch_warnings: restored after
+
+    def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if not issubclass(category, SampleDataWarning):
+            shown(message, category, *args, **kwargs)
+            return
+        if said:
+            return
+        said.append(True)
+        text = str(message)
+        if not verbose:
+            import re
+
+            text = re.sub(r" \(looked in [^)]*\)", "", text).replace(" (or root=)", "")
+            text = text.replace("For the full set, set", "For the full set set")
+        print(f"bandguard {command}: note: {text}", file=sys.stderr)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 runtime error, 2 usage error).
 
@@ -672,10 +725,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format=f"bandguard {args.command}: %(message)s")
+    # Time estimates are information worth a line unless --quiet (long runs warn even then).
+    logging.getLogger("bandguard.progress").setLevel(
+        logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
     prefix = f"bandguard {args.command}: error:"
     try:
-        return COMMANDS[args.command][2](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _sample_data_note(args.command, args.verbose)
+            return COMMANDS[args.command][2](args)
     except KeyboardInterrupt:
         if args.debug:
             raise

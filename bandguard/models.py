@@ -109,7 +109,16 @@ class Normalize(nn.Module):
 
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:
-    """What the registry knows of a reference net: its factory and the data it expects."""
+    """What the registry knows of a reference net: its factory and the data it expects.
+
+    Args:
+        name: the registry name.
+        factory: builds the net (``Normalize`` included).
+        dataset: the data set it is made for.
+        input_shape: ``(C, H, W)`` it takes.
+        num_classes: its outputs.
+        mean, std: the per-channel normalization inside it.
+    """
 
     name: str
     factory: Callable[..., nn.Module]
@@ -137,7 +146,14 @@ def _register(
 
 
 def model_info(name: str) -> ModelInfo:
-    """Registry entry for ``name`` (``ValueError`` listing the known names if unknown)."""
+    """Registry entry for ``name`` (``ValueError`` listing the known names if unknown).
+
+    Args:
+        name: a registered net.
+
+    Returns:
+        Its :class:`ModelInfo`.
+    """
     return MODELS.get(name)
 
 
@@ -147,6 +163,9 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     Args:
         name: one of ``MODELS.names()``: ``mnist_cnn``, ``cifar_small``, ``cifar_resnet18``.
         kwargs: passed to the factory (e.g. ``num_classes``).
+
+    Returns:
+        The net, in train mode.
     """
     info = MODELS.get(name)
     return nn.Sequential(Normalize(info.mean, info.std), info.factory(**kwargs))
@@ -355,6 +374,10 @@ def fit_whitening(model: nn.Module, x: torch.Tensor) -> int:
     Runs ``model`` on ``x`` ``[N, C, H, W]`` (in its bounds) only up to each such layer, so the
     layer is fitted on what the layers before it (``Normalize``) make of the images. Mode restored.
 
+    Args:
+        model: the net (changed in place: its whitening layers are fitted).
+        x: images ``[N, C, H, W]`` in its bounds.
+
     Returns:
         The number of layers fitted (0 for a model without one).
     """
@@ -390,6 +413,11 @@ class _StopForward(Exception):
 def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
     """Logits of ``model`` on ``x`` ``[N, C, H, W]`` in chunks, in eval mode (mode restored).
 
+    Args:
+        model: the classifier.
+        x: images ``[N, C, H, W]`` on the model's device and dtype.
+        batch_size: images per forward.
+
     Raises:
         TypeError, ValueError: ``model`` is no module, ``x`` no finite image batch on the model's
             device and dtype, or the model returns something other than logits ``[N, classes]``.
@@ -409,7 +437,17 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> tor
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024) -> float:
-    """Top-1 accuracy of ``model`` on ``x`` ``[N, C, H, W]`` with labels ``y`` ``[N]``, in [0, 1]."""
+    """Top-1 accuracy of ``model`` on ``x`` ``[N, C, H, W]`` with labels ``y`` ``[N]``.
+
+    Args:
+        model: the classifier.
+        x: images ``[N, C, H, W]`` in its bounds.
+        y: int64 labels ``[N]``.
+        batch_size: images per forward.
+
+    Returns:
+        The accuracy in [0, 1].
+    """
     y = check_labels(y, check_tensor(x, "x"))
     logits = predict(model, x, batch_size=batch_size)
     check_labels(y, x, num_classes=logits.shape[1])
@@ -423,8 +461,10 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
 class Checkpoint:
     """A loaded checkpoint: the weights and what is known of them.
 
-    ``meta`` holds ``arch``, ``dataset``, ``mean``, ``std``, ``bounds``, ``test_accuracy``,
-    ``recipe`` (the training settings) and ``bandguard_version``; unknown values are ``None``.
+    Args:
+        state_dict: the weights.
+        meta: ``arch``, ``dataset``, ``mean``, ``std``, ``bounds``, ``test_accuracy``, ``recipe``
+            (the training settings) and ``bandguard_version``; unknown values are ``None``.
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -457,6 +497,19 @@ def save_checkpoint(
 
     The metadata holds only plain types (str, numbers, lists, dicts), so the file loads with
     ``weights_only=True``. Normalization constants are read from the model's ``Normalize`` layer.
+
+    Args:
+        path: the file (with ``save_checkpoint``; ``str`` or any ``os.PathLike``).
+        model: the network whose state dict is saved.
+        arch: its registered arch, so :func:`load_model` can rebuild it.
+        dataset: the data set it was trained on.
+        bounds: its input bounds.
+        test_accuracy: its clean test accuracy, if measured.
+        recipe: the training settings.
+        extra: further plain metadata.
+
+    Returns:
+        ``path`` as a ``Path``.
     """
     payload = checkpoint_payload(
         model, arch=arch, dataset=dataset, bounds=bounds, test_accuracy=test_accuracy,
@@ -475,7 +528,20 @@ def checkpoint_payload(
     recipe: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The dict :func:`save_checkpoint` writes: ``{"state_dict": ..., "meta": ...}`` on the CPU."""
+    """The dict :func:`save_checkpoint` writes: ``{"state_dict": ..., "meta": ...}`` on the CPU.
+
+    Args:
+        model: the network whose state dict is saved.
+        arch: its registered arch, so :func:`load_model` can rebuild it.
+        dataset: the data set it was trained on.
+        bounds: its input bounds.
+        test_accuracy: its clean test accuracy, if measured.
+        recipe: the training settings.
+        extra: further plain metadata.
+
+    Returns:
+        ``{"state_dict": ..., "meta": ...}`` of plain types and CPU tensors.
+    """
     check_model(model)
     norm = next((m for m in model.modules() if isinstance(m, Normalize)), None)
     meta = {
@@ -499,6 +565,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
 
     Args:
         path: the file, a ``str`` or any ``os.PathLike``.
+
+    Returns:
+        The :class:`Checkpoint`.
 
     Raises:
         FileNotFoundError: no such file (the message hints at the right call when ``path`` looks
@@ -557,6 +626,9 @@ def load_model(path: str | os.PathLike[str], *, arch: str | None = None) -> nn.M
             ``"mnist_cnn:ckpt.pt"`` is short for ``("ckpt.pt", arch="mnist_cnn")`` when the part
             before the colon is a registered arch.
         arch: the registered arch to load the weights into (overrides the checkpoint's).
+
+    Returns:
+        The model, in eval mode.
 
     Raises:
         FileNotFoundError: no such checkpoint.

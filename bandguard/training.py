@@ -28,7 +28,6 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from bandguard._amp import BF16Forward, native_bf16
 from bandguard._checks import (
@@ -44,6 +43,7 @@ from bandguard._checks import (
 )
 from bandguard._io import torch_save_atomic
 from bandguard._modes import model_mode
+from bandguard._progress import bar as progress_bar
 from bandguard._random import device_generator
 from bandguard.attacks.protocol import Attack
 from bandguard.fourier import FilterKind, FrequencyFilter, MaskShape
@@ -285,7 +285,13 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class TrainResult:
-    """What a run produced: per-epoch logs and the final clean test accuracy (if a test set was given)."""
+    """What a run produced: per-epoch logs and the final clean test accuracy (if a test set was given).
+
+    Args:
+        history: one dict of logs per epoch (``loss``, ``train_acc``, ``test_acc``, ...).
+        test_accuracy: the last epoch's clean test accuracy, or ``None``.
+        checkpoint: where the model was saved, or ``None``.
+    """
 
     history: list[dict[str, float]]
     test_accuracy: float | None
@@ -303,7 +309,7 @@ def train(
     test_data: Any = None,
     callbacks: Sequence[Callback] = (),
     device: torch.device | str | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> TrainResult:
     """Train ``model`` **in place** on ``data`` with the recipe in ``config``.
 
@@ -316,7 +322,8 @@ def train(
         callbacks: objects with ``on_epoch_end(model, epoch, logs)`` (and optionally
             ``on_train_begin(model)``); the model is in eval mode during the call.
         device: where to train; default the device of the model's parameters.
-        progress: show tqdm bars.
+        progress: a tqdm bar per epoch: ``True`` always, ``None`` on a terminal only
+            (:mod:`bandguard._progress`), ``False`` never.
 
     Submodules found in eval mode while ``model`` itself is in train mode are taken as frozen by
     the caller (a BatchNorm kept on its running statistics, say): they stay in eval mode for the
@@ -326,7 +333,7 @@ def train(
         A :class:`TrainResult`. The model ends in eval mode.
     """
     images, labels = _unpack(data, "data")
-    progress = check_bool(progress, "progress")
+    progress = None if progress is None else check_bool(progress, "progress")
     frozen = [m for m in model.modules() if model.training and not m.training]
     images, labels = subset(images, labels, config.limit, seed=config.seed)
     test = _unpack(test_data, "test_data") if test_data is not None else None
@@ -372,9 +379,8 @@ def train(
             m.eval()
         order = torch.randperm(len(labels), generator=generator)
         total_loss, correct, seen = 0.0, 0, 0
-        bar = tqdm(order.split(config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
-                   disable=not progress, leave=False, unit="batch")
-        for idx in bar:
+        bar = progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}", progress=progress, unit="batch")
+        for idx in order.split(config.batch_size):
             x = _to_float(images[idx]).to(device, non_blocking=True)
             y = labels[idx].to(device, non_blocking=True)
             flip = None
@@ -400,7 +406,9 @@ def train(
             total_loss += float(loss.detach()) * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+            bar.update(1)
+        bar.close()
         logs = {"epoch": epoch + 1, "loss": total_loss / seen, "train_acc": correct / seen}
         if test is not None:
             logs["test_acc"] = evaluate(model, *test, device=device)
@@ -453,6 +461,18 @@ def evaluate(
     ``config.frequency_filter()``, as in training. ``tta=True`` reports the accuracy of
     :func:`tta_logits` (test-time augmentation: for a reported clean accuracy only, never for
     a model under attack).
+
+    Args:
+        model: the classifier.
+        images: uint8 in [0, 255] or float in [0, 1], ``[N, C, H, W]``.
+        labels: int64 ``[N]``.
+        device: where to run; ``None``: the model's device.
+        batch_size: images per forward.
+        config: a filtered mode's recipe, whose filter is applied first; ``None``: none.
+        tta: test-time augmentation.
+
+    Returns:
+        The accuracy in [0, 1].
     """
     check_bool(tta, "tta")
     transform = config.frequency_filter() if config is not None else None
@@ -546,7 +566,8 @@ def subset(
     folders) would otherwise give one or two classes.
 
     Args:
-        images: ``[N, ...]``; labels: ``[N]``.
+        images: ``[N, ...]``.
+        labels: ``[N]``.
         limit: how many to keep; ``None`` (or ``>= N``) keeps all, unchanged.
         seed: draws the subset.
 
@@ -564,6 +585,14 @@ def subset_indices(size: int, n: int | None, seed: int) -> torch.Tensor:
 
     The one draw behind :func:`subset`, the benchmark harness's samples and the examples' test
     images, so the same ``(size, n, seed)`` picks the same images everywhere.
+
+    Args:
+        size: the data set's length.
+        n: how many to draw; ``None`` (or ``>= size``): all.
+        seed: draws the subset.
+
+    Returns:
+        int64 indices ``[min(n, size)]``, sorted.
     """
     if n is None or n >= size:
         return torch.arange(size)

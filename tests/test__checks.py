@@ -53,8 +53,13 @@ def test_sequences_of_epsilons_in_every_form() -> None:
         check_epsilons([])
     with pytest.raises(ValueError, match=r"eps must be >= 0, got -1.0"):
         check_epsilons([0.1, -1])
-    with pytest.raises(TypeError, match="eps must be a real number, got str"):
-        check_epsilons("0.1")
+    # text is read as on the command line: one parser for "8/255" everywhere
+    assert check_epsilons("0.1") == [0.1]
+    assert check_epsilons(["4/255", "8/255"]) == [4 / 255, 8 / 255]
+    with pytest.raises(ValueError, match="eps must be a number like 0.03, 1e-3 or 8/255, got '8/0'"):
+        check_epsilons("8/0")
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        check_epsilons("-1/255")
 
 
 @pytest.mark.parametrize(("value", "error", "says"), [

@@ -130,7 +130,9 @@ for name, (fn, extra) in ATTACK_FUNCTIONS.items():
     row(f"{name}-target-out-of-range", lambda call=call: call(target=_y(K)), ValueError, "target holds class 10",
         )
     row(f"{name}-eps-negative", lambda call=call: call(eps=-0.1), ValueError, "eps must be >= 0")
-    row(f"{name}-eps-string", lambda call=call: call(eps="0.1"), TypeError, "eps must be a real number")
+    row(f"{name}-eps-not-a-number", lambda call=call: call(eps="zero"), ValueError,
+        "eps must be a number like 0.03, 1e-3 or 8/255, got 'zero'")
+    row(f"{name}-eps-list", lambda call=call: call(eps=[[0.1]]), TypeError, "eps must be a real number")
     row(f"{name}-eps-nan", lambda call=call: call(eps=float("nan")), ValueError, "eps must be finite")
     row(f"{name}-bounds-reversed", lambda call=call: call(bounds=(1, 0)), ValueError, "bounds must have lo < hi")
     row(f"{name}-output-tuple", lambda call=call: call(model=_Tuple()), TypeError, "model output must be a tensor",
@@ -290,7 +292,8 @@ for id_, call, error, says in [
     ("x-nan", lambda: _heatmap(x=_nan()), ValueError, "x contains NaN"),
     ("y-out-of-range", lambda: _heatmap(y=_y(K)), ValueError, "y holds class 10"),
     ("eps-negative", lambda: _heatmap(eps=-1), ValueError, "eps must be >= 0"),
-    ("eps-string", lambda: _heatmap(eps="4"), TypeError, "eps must be a real number"),
+    ("eps-not-a-number", lambda: _heatmap(eps="four"), ValueError, "eps must be a number like 0.03"),
+    ("eps-list", lambda: _heatmap(eps=[4.0]), TypeError, "eps must be a real number"),
     ("sign-unknown", lambda: _heatmap(sign="negative"), ValueError, "unknown sign 'negative'"),
     ("metric-unknown", lambda: _heatmap(metric="f1"), ValueError, "metric"),
     ("layer-unknown", lambda: _heatmap(layer="conv9"), ValueError, "conv9"),
@@ -753,7 +756,7 @@ for id_, call, says in [
 # 7. callables and devices, checked up front
 row("r2-callables-evaluate-robustness-progress-int",
     lambda: evaluate_robustness(_linear(), _x(), _y(), _FGSM, progress=3), TypeError,
-    "progress must be a callable progress(description, images_done), got int 3")
+    "progress must be a callable progress(description, images_done), True, False or None, got int 3")
 row("r2-callables-evaluate-robustness-progress-string",
     lambda: evaluate_robustness(_linear(), _x(), _y(), _FGSM, progress="tqdm"), TypeError,
     "progress must be a callable")
@@ -929,8 +932,8 @@ def test_a_progress_that_is_not_callable_is_refused_before_the_spec_runs(files, 
     from bandguard.bench import run
 
     spec = _spec(tmp_path, files["good"], "bench")
-    with pytest.raises(TypeError, match="progress must be a callable"):
-        run(spec, progress=True)
+    with pytest.raises(TypeError, match="progress must be a callable .*, True, False or None, got int 3"):
+        run(spec, progress=3)  # True (bars) and None/False (silent) are the other accepted values
     with pytest.raises(TypeError, match="force must be True or False, got str 'no'"):
         run(spec, force="no")
     assert not (tmp_path / "bench").exists()

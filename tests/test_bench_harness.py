@@ -100,7 +100,7 @@ def test_grid_cascade_worst_case_and_eot(grid) -> None:
     store.close()
     assert stored is not None and torch.equal(stored.norms, pgd.norms) and stored.mean_norm == pgd.mean_norm
     # Reports.
-    for name in ("report.md", "results.csv", "results.json", "results.sqlite", "robust_cnn_none.png"):
+    for name in ("report.md", "results.csv", "results.json", "results.sqlite", "robust_cnn.png"):
         assert (out / name).is_file(), name
     assert len(json.loads((out / "results.json").read_text())["rows"]) == len(result.rows)
 

@@ -40,6 +40,8 @@ def test_example_spec_is_valid() -> None:
     assert [a.attack for a in spec.attacks] == ["pgd", "fourier"]
     # "none" first, then the file's three defenses in its order, each parsed and checked.
     assert spec.defenses == ("none", "lowpass:10", "post_average:3.0,K=15", "smooth:0.25")
+    quick = load_spec(SPECS / "mnist_linf.toml")  # the demo's "next": text eps read as on the command line
+    assert quick.attacks[1].eps == (0.1, 0.2, 0.3) == quick.attacks[0].eps and quick.n == 200
 
 
 @pytest.mark.parametrize(
@@ -72,7 +74,8 @@ def test_example_spec_is_valid() -> None:
         ({"attacks": [{"attack": "pgd", "eps": [0.1, -0.2]}]},
          r"^attacks\[0\]\.eps\[1\]: expected a finite number >= 0"),
         ({"attacks": [{"attack": "pgd", "eps": [0.2, 0.1]}]}, r"^attacks\[0\]\.eps: expected strictly increasing"),
-        ({"attacks": [{"attack": "pgd", "eps": ["8/255"]}]}, r"^attacks\[0\]\.eps\[0\]: expected a finite number"),
+        ({"attacks": [{"attack": "pgd", "eps": ["8/0"]}]}, r"^attacks\[0\]\.eps\[0\]: expected a number >= 0 like"),
+        ({"attacks": [{"attack": "pgd", "eps": ["-1/255"]}]}, r"^attacks\[0\]\.eps\[0\]: expected a finite number"),
         ({"attacks": [{"attack": "pgd"}]}, r"^attacks\[0\]\.eps: required key missing"),
         ({"attacks": [{"attack": "zoo", "eps": [0.1]}]}, r"^attacks\[0\]: unknown attack 'zoo'"),
         ({"attacks": [{"attack": "pgd", "eps": [0.1], "stepz": 3}]},

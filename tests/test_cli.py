@@ -244,3 +244,69 @@ def test_attack_on_a_torchvision_model_with_local_weights_and_a_memory_budget(da
                  "--device", "cpu", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert [(r["model"], r["attack"], r["eps"]) for r in rows] == [("resnet18", "fgsm", 0.01)]
+
+
+# --------------------------------------------------------------------------- issue 24: polish
+
+
+def test_help_shows_the_defaults(capsys) -> None:
+    assert main(["attack", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "test images (the first n) (default: 1000)" in out
+    assert "(default: pgd)" in out and "--batch-size BATCH_SIZE (default: 256)" in out
+    assert "(default: None)" not in out and "(default: False)" not in out
+    assert main(["bench", "--help"]) == 0
+    bench = " ".join(capsys.readouterr().out.split())
+    assert "-n N override the spec's number of images" in bench
+
+
+def test_eight_over_255_is_the_same_number_in_cli_toml_and_python() -> None:
+    from bandguard.attacks import PGD, create_attack
+    from bandguard.bench.spec import parse_spec
+    from bandguard.defenses.spec import parse_value
+
+    spec = parse_spec({"dataset": "mnist", "models": [{"reference": "mnist_cnn"}],
+                       "attacks": [{"attack": "pgd", "eps": ["4/255", "8/255"]}, {"attack": "fgsm", "eps": "8/255"}]})
+    cli = parse_number("8/255")
+    assert cli == 8 / 255  # exactly, not approximately
+    assert spec.attacks[0].eps == (4 / 255, cli) and spec.attacks[1].eps == (cli,)
+    assert PGD(eps="8/255").eps == (cli,) == create_attack("pgd", eps=["8/255"]).eps
+    assert parse_value("8/255") == cli
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["attack", "--attack", "pgdd", "--eps", "0.1"], "unknown attack 'pgdd' (did you mean 'pgd'?)"),
+    (["attack", "--attack", "pgd", "--eps", "0.1", "--defense", "post_average:3,k=15"],
+     "--defense: defense 'post_average' (spec 'post_average:3,k=15') takes no option 'k' (did you mean 'K'?)"),
+    (["spectrum", "--attack", "pgd", "--eps", "0.1", "--compare", "MISSING"], "--compare: "),
+])
+def test_names_are_checked_before_the_model_or_any_data_loads(argv, says, tmp_path, capsys) -> None:
+    # Neither the model file nor the data set exists: the name errors must come first.
+    missing = str(tmp_path / "missing.pt")
+    argv = [a if a != "MISSING" else str(tmp_path / "other.pt") for a in argv]
+    assert main([*argv[:1], "--model", missing, "--dataset", str(tmp_path / "no-data"), *argv[1:]]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "missing.pt" not in err and "no-data" not in err
+    assert "__init__" not in err and "Settings" not in err
+
+
+def test_the_sample_data_note_is_one_short_line_once_per_command(capsys) -> None:
+    import warnings
+
+    from bandguard.cli import _sample_data_note
+    from bandguard.data import SampleDataWarning
+
+    text = ("MNIST: no full copy found (looked in /a, /b/torchvision; download=False); using the sample bundled "
+            "with bandguard (10,000 train / 2,000 test images). For the full set, set BANDGUARD_DATA (or root=) "
+            "to a folder holding mnist.pkl.gz.")
+    with warnings.catch_warnings():
+        warnings.showwarning = _sample_data_note("heatmap", verbose=False)
+        for _ in range(3):  # the train split, the test split, a second load
+            warnings.warn(text, SampleDataWarning, stacklevel=1)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("bandguard heatmap: note: MNIST: no full copy found; using the sample")
+    assert "looked in" not in err[0] and "Warning" not in err[0] and ".py:" not in err[0]
+    with warnings.catch_warnings():
+        warnings.showwarning = _sample_data_note("heatmap", verbose=True)
+        warnings.warn(text, SampleDataWarning, stacklevel=1)
+    assert "looked in /a, /b/torchvision" in capsys.readouterr().err  # -v keeps where it looked

@@ -16,6 +16,7 @@ from bandguard.defenses import (
     PostAveraging,
     SmoothSettings,
     build_defense,
+    check_defense_spec,
     defend,
     filter_kernels,
     smooth_kernels,
@@ -46,7 +47,7 @@ def test_defend_composes_in_order_and_accepts_numbers_dicts_settings() -> None:
     torch.testing.assert_close(defend(net, lowpass={"radius": 3, "shape": "square", "clip": None})(x), net(square(x)))
     with pytest.raises(TypeError, match="lowpass must be a number"):
         defend(net, lowpass="8")
-    with pytest.raises(ValueError, match="bad options for post_average"):
+    with pytest.raises(ValueError, match="post_average takes no option 'R'; its options are K, "):
         defend(net, post_average={"R": 1.0})
     with pytest.raises(ValueError, match="LowPass needs a kind='low' filter"):
         defend(net, lowpass=FrequencyFilter(3, kind="high"))
@@ -78,6 +79,22 @@ def test_specs_build_every_registered_defense() -> None:
         build_defense("post_average:K=3", net)
     with pytest.raises(ValueError, match="unknown shape 'ring'"):
         build_defense("lowpass:3,shape=ring", net)
+
+
+@pytest.mark.parametrize(("spec", "says"), [
+    ("post_average:3,k=15", "defense 'post_average' (spec 'post_average:3,k=15') takes no option 'k' "
+                            "(did you mean 'K'?); its options are K, antithetic,"),
+    ("lowpass:8,shap=square", "takes no option 'shap' (did you mean 'shape'?); its options are clip, order,"),
+    ("smooth:0.25,layerz=all", "takes no option 'layerz' (did you mean 'layers'?); its options are layers, rho"),
+    ("filter_kernels:8,zzz=1", "takes no option 'zzz'; its options are layers, radius"),
+])
+def test_option_typos_name_the_closest_option_and_no_internals(spec: str, says: str) -> None:
+    with pytest.raises(ValueError) as err:
+        check_defense_spec(spec)  # before any model exists
+    assert says in str(err.value)
+    assert "__init__" not in str(err.value) and "Settings" not in str(err.value)
+    with pytest.raises(ValueError, match="did you mean 'K'"):
+        defend(torch.nn.Flatten(), post_average={"radius_l2": 3.0, "k": 15})
 
 
 def _check_compiled(backend: str) -> None:

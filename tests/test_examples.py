@@ -105,8 +105,9 @@ def test_committed_results_render_to_their_summaries(name: str) -> None:
 
 
 def test_a_reviewed_finding_without_its_interval_or_models_fails(tmp_path: Path) -> None:
-    from bandguard.bench.stats import mean_interval
     import torch
+
+    from bandguard.bench.stats import mean_interval
 
     settings = common.Settings("demo", True, tmp_path, common.resolve_device("cpu"), 0)
     s = common.Summary(settings, "Demo", "Intro.")

@@ -23,6 +23,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from bandguard._checks import check_options
 from bandguard._registry import Registry
 from bandguard.attacks.apgd import APGD, APGDLoss, apgd
 from bandguard.attacks.band import Band, band_project
@@ -127,12 +128,7 @@ def create_attack(name: str, *, eps: float | tuple[float, ...], **settings: Any)
         known = {f.name for f in dataclasses.fields(factory)}
     else:
         known = set(inspect.signature(factory).parameters)
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise ValueError(
-            f"attack {name!r} takes no option {', '.join(map(repr, unknown))}; "
-            f"its options are {', '.join(sorted(known - {'eps'}))}"
-        )
+    check_options(settings, known - {"eps"}, f"attack {name!r}")
     return factory(eps=eps, **settings)
 
 

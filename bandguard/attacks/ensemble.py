@@ -39,7 +39,8 @@ class Ensemble(Attack):
 
     Attributes:
         attacks: the members, in order (cheap and strong first: later ones see fewer samples).
-        eps: one budget or several; norm: the threat model, which every member must share.
+        eps: one budget or several.
+        norm: the threat model, which every member must share.
         bounds: input domain, which every member must share.
     """
 
@@ -160,20 +161,23 @@ def standard_ensemble(
     the largest per-channel L2 norm whose candidates stay in the ensemble's ball.
 
     Args:
-        eps: one budget or several, in ``norm`` (``"linf"`` or ``"l2"``).
+        eps: one budget or several, in ``norm`` (``"linf"`` or ``"l2"``); text such as ``"8/255"``
+            is read as on the command line.
+        norm: the threat model, ``"linf"`` or ``"l2"``.
         steps: APGD iterations per run (AutoAttack's paper: 100; torchattacks' AutoAttack: 10).
         target_classes: APGD-T's number of target classes.
         fourier_queries: the Fourier attack's budget per image, lowest frequencies first
             (``None``: every frequency).
         square_queries: Square's forwards per image, its start included.
-        bounds: input domain; seed: seeds every member.
+        bounds: input domain.
+        seed: seeds every member.
 
     Returns:
         An :class:`Ensemble`; call it as ``standard_ensemble(8/255)(model, x, y)``.
     """
     norm_ = check_enum(norm, Norm, "norm")
     check_int(steps, "steps", minimum=1)
-    eps_ = tuple(eps) if isinstance(eps, Sequence) else eps
+    eps_ = tuple(eps) if isinstance(eps, Sequence) and not isinstance(eps, str) else eps  # "8/255" is one eps
     members: tuple[Attack, ...] = (
         APGD(eps=eps_, norm=norm_, steps=steps, loss=APGDLoss.CE, bounds=bounds, seed=seed),
         APGD(eps=eps_, norm=norm_, steps=steps, loss=APGDLoss.DLR, target_classes=target_classes,

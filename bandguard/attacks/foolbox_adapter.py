@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bandguard._checks import Bounds, check_bool, check_int, check_real
+from bandguard._checks import Bounds, check_bool, check_int, check_options, check_real
 from bandguard._modes import model_mode
 from bandguard.attacks.losses import is_adversarial
 from bandguard.attacks.norms import Norm
@@ -124,6 +124,9 @@ class FoolboxAttack(Attack):
         found = getattr(fb.attacks, name, None)
         if not (isinstance(found, type) and issubclass(found, fb.attacks.base.Attack)):
             raise ValueError(f"unknown foolbox attack {name!r}; see dir(foolbox.attacks)")
+        accepted = inspect.signature(found.__init__).parameters
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+            check_options(settings, set(accepted) - {"self"}, f"foolbox attack {name!r}")
         settings = {key: _check_setting(found, name, key, value) for key, value in settings.items()}
         try:
             inner = found(**settings)

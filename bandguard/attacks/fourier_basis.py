@@ -76,6 +76,7 @@ def frequency_order(
             ``"random"`` (a permutation drawn from ``generator``).
         radii: keep positions with ``inner <= distance < outer``; ``None`` keeps all.
         generator: for ``"random"`` (on ``device``); ``None`` uses torch's global generator.
+        device: where the positions go.
 
     Returns:
         int64 ``[K, 2]`` centred ``(row, col)`` positions, one per mirror pair.
@@ -288,11 +289,12 @@ class FourierAttack(_FourierSearch):
     Attributes:
         eps: L2 norm of the perturbation *per channel* (Yin et al.: 4 on CIFAR-10); the whole
             perturbation has L2 norm ``eps * sqrt(C)`` before clipping. One value or several.
-        order: ``"row_major"`` (Yin et al.'s loop), ``"radius"`` or ``"random"``; radii: keep
-            frequencies with ``inner <= distance < outer`` (see :func:`frequency_order`).
+        order: ``"row_major"`` (Yin et al.'s loop), ``"radius"`` or ``"random"``.
+        radii: keep frequencies with ``inner <= distance < outer`` (see :func:`frequency_order`).
         max_queries: most candidates per image; ``None`` tries every selected frequency.
         batch_size: candidate images per forward.
-        bounds: input domain; seed: seeds signs and the random order (``None``: global generator).
+        bounds: input domain.
+        seed: seeds signs and the random order (``None``: global generator).
     """
 
     name = "fourier"
@@ -335,10 +337,12 @@ class FourierGreedy(_FourierSearch):
         eps: L2 budget *per channel* (the Fourier heat map's convention); the whole perturbation
             stays within ``eps * sqrt(C)``. One value or several.
         step_size: L2 length ``alpha`` of one step; ``None`` means ``eps / 5``.
-        order: default ``"radius"`` (low frequencies first); radii, batch_size: as in
-            :class:`FourierAttack`.
+        order: default ``"radius"`` (low frequencies first).
+        radii: as in :class:`FourierAttack`.
         max_queries: most candidates per image (the clean forward excluded); ``None``: no limit.
-        bounds: input domain; seed: seeds the random order (``None``: global generator).
+        batch_size: candidate images per forward.
+        bounds: input domain.
+        seed: seeds the random order (``None``: global generator).
     """
 
     name = "fourier_greedy"
@@ -388,7 +392,8 @@ def fourier_attack(
 
     Args:
         model: maps ``[N, C, H, W]`` to logits ``[N, K]``; only its outputs are used.
-        x: clean images ``[N, C, H, W]``; y: int64 labels ``[N]``.
+        x: clean images ``[N, C, H, W]``.
+        y: int64 labels ``[N]``.
         eps: L2 norm of the perturbation per channel (the heat map's convention).
         order, radii, max_queries, batch_size, bounds, seed: the settings of :class:`FourierAttack`.
         target, generator: as in :meth:`~bandguard.attacks.protocol.Attack.__call__`.
@@ -422,7 +427,8 @@ def fourier_greedy(
 
     Args:
         model: maps ``[N, C, H, W]`` to logits ``[N, K]``; only its outputs are used.
-        x: clean images ``[N, C, H, W]``; y: int64 labels ``[N]``.
+        x: clean images ``[N, C, H, W]``.
+        y: int64 labels ``[N]``.
         eps: L2 budget per channel.
         step_size, order, radii, max_queries, batch_size, bounds, seed: the settings of
             :class:`FourierGreedy`.

@@ -93,12 +93,26 @@ class Outcome:
 
 
 def is_randomized(model: nn.Module) -> bool:
-    """``True`` if any submodule declares ``randomized = True`` (gradient attacks then use EOT)."""
+    """Whether any submodule declares ``randomized = True`` (gradient attacks then use EOT).
+
+    Args:
+        model: the module.
+
+    Returns:
+        ``True`` if one does.
+    """
     return any(bool(getattr(m, "randomized", False)) for m in model.modules())
 
 
 def is_non_differentiable(model: nn.Module) -> bool:
-    """``True`` if any submodule declares ``differentiable = False`` (it implements BPDA itself)."""
+    """Whether any submodule declares ``differentiable = False`` (it implements BPDA itself).
+
+    Args:
+        model: the module.
+
+    Returns:
+        ``True`` if one does.
+    """
     return any(getattr(m, "differentiable", True) is False for m in model.modules())
 
 
@@ -108,6 +122,14 @@ def resolve_eot(model: nn.Module, eot_samples: int | None, default: int = DEFAUL
 
     A model that is random but does not declare it gets 1: the sanity check
     ``randomized_without_eot`` of :mod:`bandguard.bench.sanity` exists to catch that.
+
+    Args:
+        model: the model attacked.
+        eot_samples: the attack's own setting, or ``None``.
+        default: samples per step for a declared-randomized model.
+
+    Returns:
+        Gradient samples per step, >= 1.
     """
     if is_non_differentiable(model):
         logger.debug("non-differentiable module found: gradients follow its BPDA approximation")
@@ -121,6 +143,15 @@ def resolve_eot(model: nn.Module, eot_samples: int | None, default: int = DEFAUL
 
 def check_alive(alive: object, epsilons: int, n: int, device: torch.device) -> torch.Tensor:
     """``alive`` as a bool ``[E, N]`` tensor on ``device`` (``None``: every sample at every eps).
+
+    Args:
+        alive: ``None`` or a bool tensor ``[E, N]``.
+        epsilons: ``E``, the attack's number of budgets.
+        n: ``N``, the samples.
+        device: where the result goes.
+
+    Returns:
+        Bool ``[E, N]`` on ``device``.
 
     Raises:
         TypeError, ValueError: not a bool tensor of that shape (the message names ``alive``).

@@ -32,8 +32,9 @@ class AttackResult:
             misclassifies counts, with ``x_adv = x``); targeted: it predicts the target.
         norms: ``[N]`` norm of the whole perturbation ``x_adv - x``.
         channel_norms: ``[N, C]`` norm of each channel of the perturbation.
-        labels: ``[N]`` true labels; ``clean_pred`` and ``adv_pred``: ``[N]`` predictions on
-            ``x`` and ``x_adv``.
+        labels: ``[N]`` true labels.
+        clean_pred: ``[N]`` predictions on ``x``.
+        adv_pred: ``[N]`` predictions on ``x_adv``.
         forwards: int64 ``[N]`` model evaluations spent on each sample, the clean one included.
         gradients: int64 ``[N]`` input-gradient evaluations spent on each sample.
         target: ``[N]`` target classes of a targeted run, else ``None``.

@@ -26,7 +26,12 @@ T = TypeVar("T")
 
 @dataclasses.dataclass(frozen=True)
 class Shard:
-    """This process's place in the run: ``rank`` of ``world`` (``Shard()`` is one process)."""
+    """This process's place in the run: ``rank`` of ``world`` (``Shard()`` is one process).
+
+    Args:
+        rank: this process's index, ``0 <= rank < world``.
+        world: the number of processes.
+    """
 
     rank: int = 0
     world: int = 1
@@ -75,6 +80,12 @@ def init_from_env(device: torch.device) -> Shard:
     makes its own GPU (:func:`local_device`) the current device, as NCCL requires: otherwise every
     rank's communicator and every ``"cuda"`` allocation lands on GPU 0. Each torchrun process owns
     its GPU, so setting it is this process's business, not a side effect on a caller.
+
+    Args:
+        device: the run's device (its type picks the backend).
+
+    Returns:
+        This process's :class:`Shard`.
     """
     if dist.is_available() and dist.is_initialized():
         return Shard(dist.get_rank(), dist.get_world_size())

@@ -81,8 +81,16 @@ def attack_with_eot(attack: Attack, module: nn.Module, eot: int) -> tuple[Attack
 
     An attack's own ``eot_samples`` is kept as is (so a spec can attack a randomized model without
     EOT, which the sanity checks then flag); where it is ``None`` a model declaring ``randomized``
-    gets ``eot`` samples per step and any other a single sample. Returns the attack and its samples
-    per step (1 for attacks without the setting).
+    gets ``eot`` samples per step and any other a single sample.
+
+    Args:
+        attack: the attack as configured.
+        module: the model it runs on.
+        eot: gradient samples per step against a declared-randomized model.
+
+    Returns:
+        ``(attack, samples)``: the attack to run and its samples per step (1 for attacks without
+        the setting).
     """
     if "eot_samples" not in _fields(attack):
         return attack, 1
@@ -134,7 +142,16 @@ def bytes_per_image(module: nn.Module, bare: nn.Module, x: torch.Tensor) -> int:
 
 
 def predict(module: nn.Module, x: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Predicted labels ``[N]`` in chunks of ``chunk`` images, no graph, mode restored."""
+    """Predicted labels ``[N]`` in chunks of ``chunk`` images, no graph, mode restored.
+
+    Args:
+        module: the classifier.
+        x: images ``[N, C, H, W]``.
+        chunk: images per forward.
+
+    Returns:
+        int64 ``[N]``.
+    """
     with model_mode(module), torch.no_grad():
         return torch.cat([module(part).argmax(1) for part in x.split(chunk)])
 
@@ -144,7 +161,13 @@ def predict(module: nn.Module, x: torch.Tensor, chunk: int) -> torch.Tensor:
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-    """One attack of the grid: its label, the attack and what identifies it in a cell key."""
+    """One attack of the grid: its label, the attack and what identifies it in a cell key.
+
+    Args:
+        name: the label in the table.
+        attack: the attack.
+        identity: plain values hashed into the keys of its cells.
+    """
 
     name: str
     attack: Attack
@@ -160,6 +183,13 @@ def threat_chains(attacks: Mapping[str, Attack], shape: Sequence[int]) -> list[t
     channel (the Fourier tools) joins the first whole-image L2 group whose every budget holds its
     whole-image norm (``eps * sqrt(C) <= eps_row``, budget by budget), else it forms its own
     (``l2/channel``) group.
+
+    Args:
+        attacks: label -> attack, in the grid's order.
+        shape: ``(C, H, W)`` of the images.
+
+    Returns:
+        ``[(ball, [label, ...]), ...]``, in the order each group's first attack appears.
     """
     entries = [Entry(name, a, None) for name, a in attacks.items()]
     return [(ball, [e.name for e in chain]) for ball, chain in chains(entries, shape)]
@@ -194,6 +224,15 @@ def scale_invariant_entries(entries: Sequence[Entry], shape: Sequence[int], num_
     (Croce and Hein 2003.01690) is invariant to the logits' scale and shift; with fewer than three
     classes (DLR needs three) PGD on the logit margin is used, whose normalised steps are
     invariant to the scale too. Its steps are the group's largest ``steps``, at least :data:`MIN_STEPS`.
+
+    Args:
+        entries: the grid's attacks.
+        shape: ``(C, H, W)`` of the images.
+        num_classes: the model's classes (DLR needs three).
+        seed: the added attack's seed.
+
+    Returns:
+        The entries with the added ones (labelled ``"apgd-dlr"``, ``"apgd-dlr-2"``, ...).
     """
     out = list(entries)
     for ball, chain in chains(entries, shape):
@@ -333,7 +372,15 @@ def run_model(ctx: Context, base: dict[str, Any], model_name: str, defended: dic
               entries: Sequence[Entry]) -> list[Cell]:
     """Every cell of one model: clean, white-box, transfer and adaptive, in cascade order.
 
-    ``defended``: label -> module, the bare model first under ``"none"``.
+    Args:
+        ctx: the samples, settings and store shared by the run.
+        base: plain values every cell key of this model includes.
+        model_name: the model's label.
+        defended: label -> module, the bare model first under ``"none"``.
+        entries: the attacks, in order.
+
+    Returns:
+        The cells (stored ones reused, new ones saved).
     """
     cells: list[Cell] = []
     clean = {}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,9 @@ from bandguard._checks import (
     check_seed,
 )
 from bandguard._memory import resolve_memory
+from bandguard._progress import Bars, announce_estimate
 from bandguard.attacks.protocol import Attack
+from bandguard.bench.cost import estimate_grid_seconds
 from bandguard.bench.distributed import Shard, init_from_env, local_device
 from bandguard.bench.engine import (
     FORMAT,
@@ -169,7 +171,7 @@ def evaluate_robustness(
     seed: int = BenchSpec.seed,
     device: torch.device | str | None = None,
     num_workers: int = 0,
-    progress: Progress | None = None,
+    progress: Progress | bool | None = None,
 ) -> BenchResult:
     """The harness on tensors or a data source, and objects in memory: clean, white-box, transfer, adaptive, worst case.
 
@@ -210,11 +212,16 @@ def evaluate_robustness(
             all ascend cross-entropy, so logits scaled until the softmax saturates cannot pass for
             robustness (Croce and Hein 2003.01690); ``False`` runs the attacks as given.
         sanity: run the gradient-masking checks of :mod:`bandguard.bench.sanity` on the first
-            ``sanity_n`` samples; their flags go into the result and its rows.
+            ``sanity_n`` samples; their flags go into the rows of the cells they were measured on.
+        sanity_n: samples the sanity probes use.
         seed: every attack's and every randomized defense's randomness.
         device: where batches run; ``None``: the model's device.
         num_workers: processes decoding a ``Dataset``'s batches (a ``DataLoader`` keeps its own).
-        progress: called as ``progress(description, images_done)`` after every batch.
+        progress: ``True`` draws a tqdm bar per cell (:class:`bandguard._progress.Bars`); a
+            callable is called as ``progress(description, images_done)`` after every batch;
+            ``None``/``False``: silent. Either way an estimate of the run time (an upper bound
+            from the declared forward costs) goes to the ``bandguard.progress`` logger first, as
+            a warning above 10 minutes.
 
     Returns:
         :class:`~bandguard.bench.results.BenchResult`: one row per defense, mode, attack and eps
@@ -244,15 +251,23 @@ def evaluate_robustness(
     for label, module in defended.items():
         if label != NO_DEFENSE:  # a "defense" without a model inside returns images, not logits
             check_model_fits(module, px, py, dev, labels="y", what=f"defenses[{label!r}]")
-    ctx = Context(data=_with_classes(data, num_classes), device=dev, progress=_check_progress(progress),
-                  memory=budget, **settings)
+    callback, bars = _progress(progress, len(data))
+    ctx = Context(data=_with_classes(data, num_classes), device=dev, progress=callback, memory=budget, **settings)
     entries = [Entry(label, a, {"name": label, "attack": repr(a)}) for label, a in attacks.items()]
     if scale_invariant:
         entries = scale_invariant_entries(entries, ctx.shape, num_classes, settings["seed"])
     base = {"format": FORMAT, "model": name, "n": ctx.n, **settings}
-    cells = run_model(ctx, base, name, defended, entries)
+    _announce(ctx, name, defended, entries)
+    try:
+        cells = run_model(ctx, base, name, defended, entries)
+    finally:
+        if bars is not None:
+            bars.close()
     flags = _sanity(ctx, defended, entries, cells, sanity_n, num_classes) if sanity else []
-    return BenchResult.from_cells(None, cells, flags, seconds=time.perf_counter() - start, device=str(dev),
+    grid = {"model": name, "n": ctx.n, **settings, "scale_invariant": scale_invariant, "sanity": sanity,
+            "sanity_n": sanity_n, "attacks": {e.name: repr(e.attack) for e in entries},
+            "defenses": {label: repr(module) for label, module in defended.items() if label != NO_DEFENSE}}
+    return BenchResult.from_cells(grid, cells, flags, seconds=time.perf_counter() - start, device=str(dev),
                                   computed=ctx.computed, reused=0)
 
 
@@ -260,7 +275,7 @@ def run(
     spec: BenchSpec | str | os.PathLike[str],
     *,
     force: bool = False,
-    progress: Progress | None = None,
+    progress: Progress | bool | None = None,
     shard: Shard | None = None,
 ) -> BenchResult:
     """Run a benchmark spec; only cells missing from its store are computed.
@@ -268,7 +283,9 @@ def run(
     Args:
         spec: a :class:`BenchSpec` or the path of a TOML spec.
         force: recompute every cell (stored ones are replaced).
-        progress: called as ``progress(description, images_done)`` after every batch.
+        progress: ``True`` draws a tqdm bar per cell; a callable is called as
+            ``progress(description, images_done)`` after every batch; ``None``/``False``: silent.
+            Each model's estimated run time goes to the ``bandguard.progress`` logger first.
         shard: this process's place in a distributed run; default: from torchrun's environment.
 
     Returns:
@@ -281,7 +298,7 @@ def run(
     # otherwise fail in pathlib after the cells ran.
     check_output_path(spec.out, "out", directory=True)
     force = check_bool(force, "force")
-    progress = _check_progress(progress)
+    callback, bars = _progress(progress, spec.n or None)
     start = time.perf_counter()
     device = resolve_device(spec.device)
     owns_group = shard is None and not (dist.is_available() and dist.is_initialized())
@@ -293,7 +310,7 @@ def run(
     px, py = _probe(data)
     ctx = Context(data=data, device=device, batch_size=spec.batch_size, sample_budget=spec.sample_budget,
                   eot=spec.eot, cascade=spec.cascade, seed=spec.seed, shard=shard, store=store, force=force,
-                  progress=progress, memory=resolve_memory(spec.memory, device))
+                  progress=callback, memory=resolve_memory(spec.memory, device))
     entries = [Entry(a.name, a.build(), _attack_identity(a)) for a in _attack_list(spec)]
     cells: list[Cell] = []
     flags: list[Flag] = []
@@ -308,6 +325,7 @@ def run(
             model_entries = entries
             if spec.scale_invariant:
                 model_entries = scale_invariant_entries(entries, ctx.shape, classes, spec.seed)
+            _announce(ctx, model_spec.name, defended, model_entries)
             model_cells = run_model(ctx, _model_key(spec, model_spec), model_spec.name, defended, model_entries)
             cells.extend(model_cells)
             if spec.sanity:
@@ -315,6 +333,8 @@ def run(
     finally:
         if store is not None:
             store.close()
+        if bars is not None:
+            bars.close()
     result = BenchResult.from_cells(spec, cells, flags, seconds=time.perf_counter() - start,
                                     device=str(device), computed=ctx.computed, reused=ctx.reused)
     if shard.is_main:
@@ -336,6 +356,8 @@ def _stored_sanity(ctx: Context, spec: BenchSpec, defended: Mapping[str, nn.Modu
     if ctx.shard.is_main:
         if ctx.store is not None and not ctx.force:
             flags = ctx.store.get_flags(key)
+        if flags is not None and any(not f.mode for f in flags):
+            flags = None  # stored before flags named their rows' mode: the same probes, rerun
         if flags is None:
             flags = _sanity(ctx, defended, entries, cells, spec.sanity_n, num_classes)
             if ctx.store is not None:
@@ -360,7 +382,25 @@ def _attack_identity(a: AttackSpec) -> dict[str, Any]:
     return {"name": a.name, "attack": a.attack, "eps": list(a.eps), "settings": [list(s) for s in a.settings]}
 
 
-def _check_progress(progress: object) -> Progress | None:
-    if progress is not None:
-        check_callable(progress, "progress", "progress(description, images_done)")
-    return progress  # type: ignore[return-value]
+def _progress(progress: object, total: int | None) -> tuple[Progress | None, Bars | None]:
+    """The batch callback ``progress`` asks for and the bars to close after the run, if owned."""
+    if progress is None or progress is False:
+        return None, None
+    if progress is True:
+        bars = Bars(total, progress=True)
+        return bars, bars
+    check_callable(progress, "progress", "progress(description, images_done), True, False or None")
+    return progress, None  # type: ignore[return-value]
+
+
+def _announce(ctx: Context, name: str, defended: Mapping[str, nn.Module], entries: Sequence[Entry]) -> None:
+    """Log the estimated run time of one model's cells (rank 0 only)."""
+    if not ctx.shard.is_main:
+        return
+    sample = ctx.x[:min(32, len(ctx.y))].to(ctx.device)
+    seconds = estimate_grid_seconds(next(iter(defended.values())), defended, [e.attack for e in entries], sample,
+                                    len(ctx.y), ctx.eot)
+    stored = ctx.store is not None and not ctx.force and bool(ctx.store.keys())
+    what = (f"{name} ({len(defended)} model variants x {len(entries)} attacks on {len(ctx.y)} images"
+            + ("; stored cells are reused" if stored else "") + ")")
+    announce_estimate(seconds, what, hint="fewer images (-n), fewer eps or steps, or a GPU")

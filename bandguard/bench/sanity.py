@@ -63,8 +63,16 @@ _ATTACKED = ("white-box", "adaptive")
 
 
 def attack_objective(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
-    """The untargeted objective an attack ascends, ``[N]`` from logits ``[N, K]``: ``"ce"``
-    (cross-entropy), ``"margin"`` (best other logit minus the true one) or ``"dlr"``."""
+    """The untargeted objective an attack ascends, ``[N]`` from logits ``[N, K]``.
+
+    Args:
+        logits: ``[N, K]``.
+        y: true labels ``[N]``.
+        loss: ``"ce"`` (cross-entropy), ``"margin"`` (best other logit minus the true one) or ``"dlr"``.
+
+    Returns:
+        The per-sample objective ``[N]``.
+    """
     if loss == "ce":
         return F.cross_entropy(logits, y, reduction="none")
     if loss == "margin":
@@ -75,19 +83,33 @@ def attack_objective(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.
 
 
 def check_monotone(cell: Cell) -> Flag | None:
-    """Robust accuracy of one cell must not increase with eps."""
+    """Robust accuracy of one cell must not increase with eps.
+
+    Args:
+        cell: an attack cell.
+
+    Returns:
+        The :class:`~bandguard.bench.results.Flag`, or ``None`` if the check passes.
+    """
     acc = cell.robust_accuracy
     for e in range(1, len(acc)):
         if acc[e] > acc[e - 1]:
             return Flag("non_monotone", cell.model, cell.defense,
                         f"non_monotone: {cell.mode} robust accuracy rises from {acc[e - 1]:.1%} at eps "
                         f"{cell.epsilons[e - 1]:g} "
-                        f"to {acc[e]:.1%} at eps {cell.epsilons[e]:g}", cell.attack)
+                        f"to {acc[e]:.1%} at eps {cell.epsilons[e]:g}", cell.attack, cell.mode)
     return None
 
 
 def check_blackbox(cells: Sequence[Cell]) -> Flag | None:
-    """In one cascade, a gradient-free attack breaking > 1 % of what gradient attacks left robust."""
+    """In one cascade, a gradient-free attack breaking > 1 % of what gradient attacks left robust.
+
+    Args:
+        cells: one cascade's cells, in order.
+
+    Returns:
+        The :class:`~bandguard.bench.results.Flag`, or ``None`` if the check passes.
+    """
     seen_gradient = False
     for prev, cell in itertools.pairwise(cells):
         seen_gradient = seen_gradient or int(prev.gradients.sum()) > 0
@@ -99,25 +121,41 @@ def check_blackbox(cells: Sequence[Cell]) -> Flag | None:
             return Flag("blackbox_beats_whitebox", cell.model, cell.defense,
                         f"blackbox_beats_whitebox: black-box {cell.attack} broke {float(broken[worst]):.1%} of "
                         f"samples the gradient "
-                        f"attacks left robust at eps {cell.epsilons[worst]:g} ({cell.mode})", cell.attack)
+                        f"attacks left robust at eps {cell.epsilons[worst]:g} ({cell.mode})", cell.attack, cell.mode)
     return None
 
 
 def differs_between_forwards(model: nn.Module, x: torch.Tensor) -> bool:
-    """``True`` if two forwards of ``model`` on the same ``x`` give different outputs."""
+    """Whether two forwards of ``model`` on the same ``x`` give different outputs.
+
+    Args:
+        model: the module to probe.
+        x: images ``[N, C, H, W]``.
+
+    Returns:
+        ``True`` if the outputs differ (a randomized forward).
+    """
     with model_mode(model), torch.no_grad():
         return not torch.equal(model(x), model(x))
 
 
 def check_randomized_without_eot(cells: Sequence[Cell], randomized: bool) -> Flag | None:
-    """A randomized forward attacked by a gradient attack with one gradient sample per step."""
+    """A randomized forward attacked by a gradient attack with one gradient sample per step.
+
+    Args:
+        cells: the module's cells.
+        randomized: whether two forwards differed (:func:`differs_between_forwards`).
+
+    Returns:
+        The :class:`~bandguard.bench.results.Flag`, or ``None`` if the check passes.
+    """
     if not randomized:
         return None
     for c in cells:
         if c.mode in _ATTACKED and int(c.gradients.sum()) > 0 and c.eot_samples <= 1:
             return Flag("randomized_without_eot", c.model, c.defense,
                         f"randomized_without_eot: two forwards differ but {c.attack} used 1 gradient sample "
-                        f"per step (no EOT)", c.attack)
+                        f"per step (no EOT)", c.attack, c.mode)
     return None
 
 
@@ -125,6 +163,14 @@ def check_probabilities(model: nn.Module, x: torch.Tensor, *, where: tuple[str, 
     """Outputs in ``[0, 1]`` summing to one: cross-entropy on them is nearly flat for attacks.
 
     Log-probabilities (post-averaging's output) are not flagged: they are valid logits.
+
+    Args:
+        model: the module to probe.
+        x: probe images ``[N, C, H, W]``.
+        where: ``(model, defense)`` labels the flag carries.
+
+    Returns:
+        The :class:`~bandguard.bench.results.Flag`, or ``None`` if the check passes.
     """
     with model_mode(model), torch.no_grad():
         out = model(x).float()
@@ -154,7 +200,18 @@ def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
 def check_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str = "ce",
                     where: tuple[str, str]) -> Flag | None:
     """Zero or non-finite input gradients of the attack's ``loss`` on > 1 % of the correctly
-    classified samples (all samples if none is); the margin loss's shares are reported beside."""
+    classified samples (all samples if none is); the margin loss's shares are reported beside.
+
+    Args:
+        model: the module to probe.
+        x: probe images ``[N, C, H, W]``.
+        y: their labels ``[N]``.
+        loss: the loss the attacks ascend (``"ce"``, ``"margin"``, ``"dlr"``).
+        where: ``(model, defense)`` labels the flag carries.
+
+    Returns:
+        The :class:`~bandguard.bench.results.Flag`, or ``None`` if the check passes.
+    """
     keep = _correct(model, x, y)
     if bool(keep.any()):
         x, y = x[keep], y[keep]
@@ -180,7 +237,21 @@ def _mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str, dr
 def check_loss_increase(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str,
                         eot: int, loss: str = "ce", where: tuple[str, str]) -> Flag | None:
     """Five PGD steps on the attack's ``loss`` from ``x`` (no random start) must raise its mean over
-    the correctly classified samples; the margin loss before and after is reported beside."""
+    the correctly classified samples; the margin loss before and after is reported beside.
+
+    Args:
+        model: the module to probe.
+        x: probe images ``[N, C, H, W]``.
+        y: their labels ``[N]``.
+        eps: the budget of the steps.
+        norm: ``"linf"`` or ``"l2"``.
+        eot: gradient samples per step.
+        loss: the loss the attacks ascend.
+        where: ``(model, defense)`` labels the flag carries.
+
+    Returns:
+        The :class:`~bandguard.bench.results.Flag`, or ``None`` if the check passes.
+    """
     from bandguard.attacks import APGD, PGD
 
     keep = _correct(model, x, y)
@@ -206,7 +277,19 @@ def check_loss_increase(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, e
 
 def check_large_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_classes: int, eot: int,
                     where: tuple[str, str]) -> Flag | None:
-    """PGD (Linf) at eps 1 (the whole ``[0, 1]`` range) must bring accuracy to chance or below."""
+    """PGD (Linf) at eps 1 (the whole ``[0, 1]`` range) must bring accuracy to chance or below.
+
+    Args:
+        model: the module to probe.
+        x: probe images ``[N, C, H, W]``.
+        y: their labels ``[N]``.
+        num_classes: the model's classes (chance is ``1 / num_classes``).
+        eot: gradient samples per step.
+        where: ``(model, defense)`` labels the flag carries.
+
+    Returns:
+        The :class:`~bandguard.bench.results.Flag`, or ``None`` if the check passes.
+    """
     from bandguard.attacks import PGD
 
     attack = PGD(eps=(1.0,), steps=10, loss="margin", eot_samples=eot, seed=0)
@@ -221,7 +304,18 @@ def check_large_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, num_c
 
 def check_more_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack, *,
                      where: tuple[str, str]) -> Flag | None:
-    """The attack at its smallest eps against twice the steps and one more restart."""
+    """The attack at its smallest eps against twice the steps and one more restart.
+
+    Args:
+        model: the module to probe.
+        x: probe images ``[N, C, H, W]``.
+        y: their labels ``[N]``.
+        attack: the attack (skipped unless it has ``steps`` and ``restarts``).
+        where: ``(model, defense)`` labels the flag carries.
+
+    Returns:
+        The :class:`~bandguard.bench.results.Flag`, or ``None`` if the check passes.
+    """
     fields = {f.name for f in dataclasses.fields(attack)} if dataclasses.is_dataclass(attack) else set()
     if not {"steps", "restarts"} <= fields:
         return None
@@ -243,7 +337,17 @@ def _gradient_cells(cells: Sequence[Cell]) -> list[Cell]:
 
 def _checks_for(module: nn.Module, d: str, cells: Sequence[Cell], attacks: Mapping[str, Attack],
                 x: torch.Tensor, y: torch.Tensor, num_classes: int, eot: int) -> list[Flag]:
+    """The flags of one module; each says the mode of the rows it was measured on: a cell's own
+    mode, or for the probes of ``module`` the mode that attacks it (white-box for the bare model,
+    adaptive for a defense; transfer rows attack the bare model, so no probe of a defense is theirs)."""
     where = (cells[0].model if cells else "", d)
+    probed = "white-box" if d == "none" else "adaptive"
+    return [f if f.mode else dataclasses.replace(f, mode=probed)
+            for f in _module_flags(module, where, cells, attacks, x, y, num_classes, eot)]
+
+
+def _module_flags(module: nn.Module, where: tuple[str, str], cells: Sequence[Cell], attacks: Mapping[str, Attack],
+                  x: torch.Tensor, y: torch.Tensor, num_classes: int, eot: int) -> list[Flag]:
     flags: list[Flag | None] = [check_monotone(c) for c in cells if c.mode != "clean"]
     chains: dict[tuple[str, str, tuple[float, ...]], list[Cell]] = {}
     for c in cells:
@@ -283,7 +387,8 @@ def _checks_for(module: nn.Module, d: str, cells: Sequence[Cell], attacks: Mappi
             samples = resolve_eot(module, getattr(attack, "eot_samples", None), default=eot)
             # Both runs share the EOT setting, so capping it keeps the comparison fair and cheap.
             attack = dataclasses.replace(attack, eot_samples=min(samples, 2))  # type: ignore[type-var]
-        flags.append(check_more_steps(module, x, y, attack, where=where))
+        flag = check_more_steps(module, x, y, attack, where=where)
+        flags.append(None if flag is None else dataclasses.replace(flag, attack=first.attack))
     return [f for f in flags if f is not None]
 
 
@@ -295,9 +400,11 @@ def run_checks(modules: Mapping[str, nn.Module], attacks: Mapping[str, Attack], 
         modules: label -> module as the cells name them (``"none"``: the bare model), built already.
         attacks: label -> the attack each cell's ``attack`` names (those the harness added too).
         cells: the model's finished cells (clean ones included).
-        x: the probe samples ``[M, C, H, W]`` on the modules' device; y: their labels ``[M]``.
-        num_classes: the model's classes; eot: gradient samples per step on a declared-randomized
-            module where an attack leaves ``eot_samples`` unset (as in the cells).
+        x: the probe samples ``[M, C, H, W]`` on the modules' device.
+        y: their labels ``[M]``.
+        num_classes: the model's classes.
+        eot: gradient samples per step on a declared-randomized module where an attack leaves
+            ``eot_samples`` unset (as in the cells).
 
     Returns:
         The flags that fired, in module order.

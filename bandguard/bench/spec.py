@@ -18,7 +18,7 @@ models, the defenses (spec strings of :func:`bandguard.defenses.build_defense`) 
 
     [[attacks]]
     attack = "pgd"
-    eps = [0.1, 0.2, 0.3]
+    eps = [0.1, 0.2, 0.3]            # or text: eps = ["4/255", "8/255"], read as on the command line
     steps = 20                       # every other key is a setting of the attack
 
 An ImageFolder too large to hold in memory, or of images of different sizes (ImageNet), streams
@@ -56,6 +56,8 @@ from pathlib import Path
 from typing import Any
 
 import tomllib
+
+from bandguard._checks import parse_number
 
 __all__ = ["AttackSpec", "BenchSpec", "DataSpec", "ModelSpec", "SpecError", "load_spec", "parse_spec"]
 
@@ -400,7 +402,14 @@ ENSEMBLES = ("standard",)
 
 
 def load_spec(path: str | os.PathLike[str]) -> BenchSpec:
-    """Read and validate a TOML spec; relative paths in it resolve against its folder."""
+    """Read and validate a TOML spec; relative paths in it resolve against its folder.
+
+    Args:
+        path: the ``.toml`` file.
+
+    Returns:
+        The validated :class:`BenchSpec`.
+    """
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"spec file {str(path)!r} does not exist")
@@ -412,7 +421,15 @@ def load_spec(path: str | os.PathLike[str]) -> BenchSpec:
 
 
 def parse_spec(data: Mapping[str, Any], *, base_dir: str | os.PathLike[str] = ".") -> BenchSpec:
-    """Validate a spec given as plain values (what ``tomllib`` returns); see the module docs."""
+    """Validate a spec given as plain values (what ``tomllib`` returns); see the module docs.
+
+    Args:
+        data: the spec's keys and values; eps lists take numbers or text such as ``"8/255"``.
+        base_dir: the folder relative paths (``out``, checkpoints) resolve against.
+
+    Returns:
+        The validated :class:`BenchSpec`.
+    """
     if not isinstance(data, Mapping):
         raise SpecError(f"spec: expected a table, got {type(data).__name__}")
     base = Path(base_dir)
@@ -645,12 +662,17 @@ def _bool(value: Any, where: str) -> bool:
 
 
 def _eps(value: Any, where: str) -> tuple[float, ...]:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
         value = [value]
     if not isinstance(value, list) or not value:
         raise SpecError(f"{where}: expected a non-empty list of numbers >= 0, got {value!r}")
     out = []
     for j, v in enumerate(value):
+        if isinstance(v, str):  # "8/255": the command line's reading (bandguard._checks.parse_number)
+            try:
+                v = parse_number(v, f"{where}[{j}]")
+            except ValueError:
+                raise SpecError(f"{where}[{j}]: expected a number >= 0 like 0.03 or \"8/255\", got {v!r}") from None
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise SpecError(f"{where}[{j}]: expected a finite number >= 0, got {v!r}")
         out.append(float(v))

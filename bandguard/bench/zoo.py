@@ -395,6 +395,14 @@ def train_reference(
     With ``state``, the training state is written there after every epoch and a run finding it
     continues from it (``train_seconds`` then counts only this run's part).
 
+    Args:
+        recipe: the :class:`Recipe` (arch, training settings, data repetition).
+        train_set: the training images.
+        test_set: the test images (``test_accuracy``).
+        device: where to train; ``None``: the CPU.
+        progress: tqdm bars per epoch (``None``: on a terminal only).
+        state: the resumable training state file, or ``None``.
+
     Returns:
         ``(model, meta)`` with the model in eval mode and ``meta`` holding ``test_accuracy``,
         ``data_source``, ``train_size``, ``train_images`` (after limit and repetition),
@@ -487,6 +495,9 @@ def resolve_dataset(model: str | os.PathLike[str], dataset: str | None = None) -
     Args:
         model: a checkpoint path (or another model spec, which names no data set).
         dataset: an explicit choice, which wins.
+
+    Returns:
+        The data set's name (``"mnist"``, ``"cifar10"``, a folder).
 
     Raises:
         ValueError: neither is known.

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from bandguard._checks import check_model, check_same_device_dtype, check_seed, is_scalar_number
+from bandguard._checks import check_model, check_options, check_same_device_dtype, check_seed, is_scalar_number
 from bandguard._registry import Registry
 from bandguard.defenses.base import Defense, forward_cost, is_randomized
 from bandguard.defenses.kernel_smoothing import SmoothSettings, filter_kernels, smooth_kernels
@@ -96,11 +96,11 @@ def _coerce(value: object, settings_type: type[S], first_field: str, name: str) 
     if is_scalar_number(value):
         return settings_type(**{first_field: value})
     if isinstance(value, Mapping):
+        check_options(value, [f.name for f in dataclasses.fields(settings_type)], name)  # type: ignore[arg-type]
         try:
             return settings_type(**dict(value))
-        except TypeError as err:
-            fields = [f.name for f in dataclasses.fields(settings_type)]  # type: ignore[arg-type]
-            raise ValueError(f"bad options for {name} {dict(value)!r} ({err}); fields are {fields}") from None
+        except TypeError as err:  # a value of the wrong type (names are checked above)
+            raise ValueError(f"bad options for {name} {dict(value)!r}: {err}") from None
     raise TypeError(
         f"{name} must be a number, a dict of options or a {settings_type.__name__}, "
         f"got {type(value).__name__} {value!r}"
@@ -114,10 +114,11 @@ def _lowpass(value: object) -> LowPass:
     if is_scalar_number(value):
         return LowPass(value)
     if isinstance(value, Mapping):
+        check_options(value, inspect.signature(LowPass).parameters, "lowpass")
         try:
             return LowPass(**dict(value))
-        except TypeError as err:
-            raise ValueError(f"bad options for lowpass {dict(value)!r} ({err})") from None
+        except TypeError as err:  # a value of the wrong type (names are checked above)
+            raise ValueError(f"bad options for lowpass {dict(value)!r}: {err}") from None
     raise TypeError(
         f"lowpass must be a number, a dict of options or a FrequencyFilter, got {type(value).__name__} {value!r}"
     )
@@ -225,11 +226,28 @@ def check_defense_spec(spec: str) -> Spec:
     """
     parsed = parse_spec(spec, what="defense")
     builder = DEFENSES.get(parsed.name)  # unknown names raise, listing the known ones
+    known = _defense_options(parsed.name)
+    if known:
+        check_options(parsed.options, known, f"defense {parsed.name!r} (spec {spec!r})")
     try:
         inspect.signature(builder).bind(None, *parsed.args, **parsed.options)
     except TypeError as err:
         raise ValueError(f"bad arguments in defense spec {spec!r}: {err}") from None
     return parsed
+
+
+def _defense_options(name: str) -> set[str]:
+    """The options a built-in defense's spec takes (its main setting by name too); empty for a
+    defense registered elsewhere, whose builder then judges its options itself."""
+    if name in ("lowpass", "highpass"):
+        return set(inspect.signature(LowPass if name == "lowpass" else HighPass).parameters)
+    if name == "post_average":
+        return {f.name for f in dataclasses.fields(PostAverageSettings)} | {"seed"}
+    if name == "smooth":
+        return {f.name for f in dataclasses.fields(SmoothSettings)}
+    if name == "filter_kernels":
+        return set(inspect.signature(filter_kernels).parameters) - {"model"}
+    return set()
 
 
 def build_defense(spec: str, model: nn.Module) -> nn.Module:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from bandguard import fourier
-from bandguard._checks import check_enum, check_nonnegative
+from bandguard._checks import check_enum, check_nonnegative, check_options
 from bandguard.defenses._layers import LayerSpec, layer_spec, select_convs
 from bandguard.defenses.spec import parse_spec
 
@@ -201,8 +201,6 @@ def parse_regularizer(spec: str) -> tuple[Penalty, float]:
         )
     weight = parsed.args[0] if parsed.args else options.pop("weight")
     weight = check_nonnegative(weight, "regularizer weight")
-    try:
-        return Penalty(kind, **options), weight
-    except TypeError:
-        fields = [f.name for f in dataclasses.fields(Penalty) if f.name != "kind"]
-        raise ValueError(f"bad options in regularizer spec {spec!r}; options are {fields}") from None
+    check_options(options, [f.name for f in dataclasses.fields(Penalty) if f.name != "kind"],
+                  f"regularizer {kind.value!r} (spec {spec!r})")
+    return Penalty(kind, **options), weight

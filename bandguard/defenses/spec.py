@@ -13,8 +13,9 @@ Examples: ``lowpass:8``, ``lowpass:8,shape=square,clip=none``, ``post_average:1.
 from __future__ import annotations
 
 import dataclasses
-from fractions import Fraction
 from typing import Any
+
+from bandguard._checks import parse_number
 
 __all__ = ["Spec", "parse_spec", "parse_value"]
 
@@ -57,8 +58,8 @@ def parse_value(text: str) -> Any:
             pass
     if "/" in text:
         try:
-            return float(Fraction(text))
-        except (ValueError, ZeroDivisionError):
+            return parse_number(text)
+        except ValueError:
             pass
     if "+" in text:  # lists of names, e.g. conv layers "0+3" -> ("0", "3")
         return tuple(t.strip() for t in text.split("+") if t.strip())

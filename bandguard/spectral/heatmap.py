@@ -26,21 +26,21 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from tqdm.auto import tqdm
 
 from bandguard._checks import (
     check_bool,
     check_bounds,
     check_enum,
+    check_eps,
     check_generator,
     check_int,
     check_labels,
     check_model_input,
     check_model_output,
-    check_nonnegative,
     check_per_sample,
 )
 from bandguard._modes import model_mode
+from bandguard._progress import bar as progress_bar
 from bandguard.fourier import fourier_basis, frequency_orbits, sign_blocks
 
 __all__ = [
@@ -267,7 +267,7 @@ def fourier_heatmap(
     max_batch: int | None = None,
     max_frequency: int | None = None,
     generator: torch.Generator | None = None,
-    progress: bool = False,
+    progress: bool | None = False,
     bounds: tuple[float, float] = (0.0, 1.0),
     per_image: bool = False,
 ) -> HeatmapResult:
@@ -285,7 +285,8 @@ def fourier_heatmap(
         model: classifier taking ``[B, C, H, W]`` in ``bounds`` and returning logits ``[B, classes]``.
         x: images ``[N, C, H, W]`` inside ``bounds``.
         y: labels ``[N]`` int64.
-        eps: L2 norm of the perturbation per channel (4 on CIFAR-10 in the paper), >= 0.
+        eps: L2 norm of the perturbation per channel (4 on CIFAR-10 in the paper), >= 0; text such as
+            ``"8/255"`` is read as on the command line.
         sign: ``"random"`` (Yin et al.) or ``"positive"`` / ``"+"``.
         metric: ``"error"`` (0/1 misclassification), ``"loss"`` (cross-entropy) or a callable
             ``(logits [B, classes], y [B]) -> [B]``.
@@ -301,7 +302,8 @@ def fourier_heatmap(
             (Yin et al.'s ImageNet maps: 31, a 63 x 63 map at 224 x 224); ``None`` maps every
             frequency. See :func:`bandguard.fourier.frequency_orbits`.
         generator: randomness for the signs.
-        progress: show a tqdm bar over the ``K * N`` perturbed images.
+        progress: a tqdm bar over the ``K * N`` perturbed images: ``True`` always, ``None`` on a
+            terminal only (:mod:`bandguard._progress`), ``False`` never.
         bounds: ``(lo, hi)`` pixel bounds the perturbed images are clipped to.
         per_image: also return every image's metric at every cell (``K x N`` float32 values
             kept, 2 MB for 1,000 CIFAR-10 images), for intervals over images; ``False`` keeps only
@@ -319,9 +321,9 @@ def fourier_heatmap(
     bounds = check_bounds(bounds)
     x = check_model_input(model, x, bounds=bounds)
     y = check_labels(y, x)
-    eps = check_nonnegative(eps, "eps")
+    eps = check_eps(eps, "eps")
     relative_scale = check_bool(relative_scale, "relative_scale")
-    progress = check_bool(progress, "progress")
+    progress = None if progress is None else check_bool(progress, "progress")
     per_image = check_bool(per_image, "per_image")
     check_generator(generator)
     sign = Sign.coerce(sign)
@@ -363,7 +365,7 @@ def fourier_heatmap(
                 values = torch.zeros(k * n, device=x.device) if per_image else None  # [K * N], row-major
                 blocks = sign_blocks(k, n, c, positive=sign is Sign.POSITIVE, generator=generator,
                                      device=x.device, dtype=x.dtype)
-                bar = tqdm(total=k * n, disable=not progress, desc="heat map", unit="image")
+                bar = progress_bar(k * n, "heat map", progress=progress, unit="image")
                 for k0, signs in blocks:  # [kb, N, C]: batches never straddle two blocks
                     for start in range(0, signs.shape[0] * n, max_batch):
                         flat = torch.arange(start, min(start + max_batch, signs.shape[0] * n), device=x.device)

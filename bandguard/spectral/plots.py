@@ -91,12 +91,39 @@ def _centred_extent(h: int, w: int) -> tuple[float, float, float, float]:
     return (-(w // 2) - 0.5, w - w // 2 - 0.5, h - h // 2 - 0.5, -(h // 2) - 0.5)
 
 
-def _image(fig: Figure, ax: Any, values: torch.Tensor, title: str, **kwargs: Any) -> None:
+def _image(fig: Figure, ax: Any, values: torch.Tensor, title: str, *, label: str, **kwargs: Any) -> None:
+    """One centred map with a colour bar labelled ``label`` (the quantity and its unit)."""
     h, w = values.shape
     im = ax.imshow(values.numpy(), cmap=CMAP, extent=_centred_extent(h, w), **kwargs)
     ax.set_title(title, fontsize=9)
     ax.tick_params(labelsize=7)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=7)
+    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    bar.ax.tick_params(labelsize=7)
+    bar.set_label(label, fontsize=7)
+
+
+def shared_log_norm(maps: Sequence[torch.Tensor], floor: float = 1e-4) -> Any:
+    """One logarithmic colour scale for panels meant to be compared.
+
+    Amplitude spectra are dominated by a few cells (the DC term of a perturbation, the lowest
+    frequencies of a corruption): on a linear scale everything else is one colour. The scale runs
+    from the smallest positive value (at least ``floor`` times the largest) to the largest value
+    over all ``maps``.
+
+    Args:
+        maps: the panels' values, each ``[H, W]``.
+        floor: the lowest value shown, relative to the largest.
+
+    Returns:
+        A ``matplotlib.colors.LogNorm`` (a linear ``Normalize`` where every value is zero).
+    """
+    from matplotlib.colors import LogNorm, Normalize
+
+    top = max(float(m.max()) for m in maps)
+    positive = [float(m[m > 0].min()) for m in maps if bool((m > 0).any())]
+    if top <= 0 or not positive:
+        return Normalize(vmin=0.0, vmax=max(top, 1e-12))
+    return LogNorm(vmin=max(min(positive), top * floor), vmax=top, clip=True)
 
 
 def _grid(count: int, max_cols: int = 4) -> tuple[int, int]:
@@ -134,7 +161,16 @@ def plot_heatmap(
         what = "error rate" if result.metric == "error" else result.metric
     clean = f"clean error {result.clean:.1%}" if result.metric == "error" else f"clean {result.clean:.3g}"
     heading = title or f"Fourier heat map, {what}"
-    _image(fig, ax, result.heatmap, f"{heading}\neps={result.eps:g}, n={result.n}, {clean}")
+    if result.layer is not None:
+        label = "L2 change of the layer's output" + (" (relative to the largest)" if result.relative_scale else "")
+        scale: dict[str, Any] = {}
+    elif result.metric == "error":
+        # From 0, so a colour reads as an error rate (not as a deviation from the map's minimum).
+        top = float(result.heatmap.max())
+        label, scale = "error rate (fraction of images misclassified)", {"vmin": 0.0, "vmax": top if top > 0 else 1.0}
+    else:
+        label, scale = f"mean {result.metric} per image", {}
+    _image(fig, ax, result.heatmap, f"{heading}\neps={result.eps:g}, n={result.n}, {clean}", label=label, **scale)
     ax.set_xlabel("horizontal frequency", fontsize=8)
     ax.set_ylabel("vertical frequency", fontsize=8)
     fig.tight_layout()
@@ -173,10 +209,13 @@ def plot_spectra(
     if not items:
         raise ValueError("spectra must hold at least one spectrum")
     rows, cols = _grid(len(items))
-    fig = Figure(figsize=(3.3 * cols, 3.0 * rows))
+    fig = Figure(figsize=(3.6 * cols, 3.3 * rows + 0.4))
+    norm = shared_log_norm([s.mean for s in items.values()])  # one scale: panels compare by colour
     for index, (name, spectrum) in enumerate(items.items()):
         ax = fig.add_subplot(rows, cols, index + 1)
-        _image(fig, ax, spectrum.mean, f"{name}: {title}\nhigh-freq energy {spectrum.high_fraction:.0%}")
+        _image(fig, ax, spectrum.mean, f"{name}\nhigh-freq energy {spectrum.high_fraction:.0%}",
+               label="mean amplitude |F(x_adv - x)| (log scale)", norm=norm)
+    fig.suptitle(f"{title} (one colour scale)", fontsize=10)
     fig.tight_layout()
     return _finish(fig, path, {k: v.to_dict() for k, v in items.items()}, write_data)
 
@@ -273,11 +312,13 @@ def plot_corruption_spectra(
         The ``matplotlib.figure.Figure``, one panel per corruption.
     """
     rows, cols = _grid(len(result.results), max_cols=3)
-    fig = Figure(figsize=(3.0 * cols, 2.8 * rows))
+    fig = Figure(figsize=(3.2 * cols, 2.9 * rows))
+    norm = shared_log_norm([r.spectrum.mean for r in result.results])
     for index, r in enumerate(result.results):
         ax = fig.add_subplot(rows, cols, index + 1)
         _image(fig, ax, r.spectrum.mean,
-               f"{r.name} (s{r.severity})\nacc {r.accuracy:.0%}, high-freq {r.high_fraction:.0%}")
+               f"{r.name} (s{r.severity})\nacc {r.accuracy:.0%}, high-freq {r.high_fraction:.0%}",
+               label="mean |F(C(x) - x)| (log scale)", norm=norm)
     fig.suptitle(f"corruption spectra, clean accuracy {result.clean_accuracy:.0%}", fontsize=10)
     fig.tight_layout()
     return _finish(fig, path, result.to_dict(), write_data)
@@ -363,7 +404,8 @@ def plot_kernel_spectra(
     for index, layer in enumerate(layers):
         ax = fig.add_subplot(rows, cols, index + 1)
         kh, kw = layer.kernel_shape[-2:]
-        _image(fig, ax, layer.spectrum, f"{layer.name} ({kh}x{kw})\nhigh-freq {layer.high_fraction:.0%}")
+        _image(fig, ax, layer.spectrum, f"{layer.name} ({kh}x{kw})\nhigh-freq {layer.high_fraction:.0%}",
+               label="mean kernel amplitude |F(w)|")
     fig.tight_layout()
     return _finish(fig, path, result.to_dict(), write_data)
 
