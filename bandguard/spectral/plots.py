@@ -224,14 +224,22 @@ def plot_filtered_accuracy(
     results: FilteredAccuracy | Sequence[FilteredAccuracy] | Mapping[str, FilteredAccuracy],
     path: PathLike | None = None,
     *,
+    intervals: Mapping[str, Sequence[tuple[float, float]]] | None = None,
+    chance: float | None = None,
+    title: str | None = None,
     write_data: bool = True,
 ) -> Figure:
     """Accuracy against the filter radius, one line per result (low- and high-pass, per model).
+
+    Each result's clean accuracy is a dotted line of its colour.
 
     Args:
         results: one :func:`~bandguard.spectral.filtered_accuracy` result, several (labelled by
             kind and shape), or label -> result.
         path: PNG to write (data as JSON beside it); ``None`` writes nothing.
+        intervals: label -> one ``(low, high)`` accuracy interval per radius, drawn as error bars.
+        chance: the chance accuracy, drawn as a grey dashed line.
+        title: the heading (say the model and the number of images).
         write_data: also write the plotted data as JSON beside the PNG.
 
     Returns:
@@ -241,15 +249,26 @@ def plot_filtered_accuracy(
         results = [results]  # type: ignore[list-item]
     if not isinstance(results, Mapping):
         results = {f"{r.kind}-pass ({r.shape})": r for r in results}  # type: ignore[union-attr]
-    fig = Figure(figsize=(4.2, 3.2))
+    intervals = dict(intervals or {})
+    fig = Figure(figsize=(4.6, 3.4))
     ax = fig.add_subplot()
     for name, r in results.items():
-        line = ax.plot(r.radii, [100 * a for a in r.accuracy], marker="o", label=name)[0]
+        acc = [100 * a for a in r.accuracy]
+        if name in intervals:
+            bars = [[a - 100 * lo for a, (lo, _) in zip(acc, intervals[name])],
+                    [100 * hi - a for a, (_, hi) in zip(acc, intervals[name])]]
+            line = ax.errorbar(r.radii, acc, yerr=bars, marker="o", markersize=4, capsize=2, label=name).lines[0]
+        else:
+            line = ax.plot(r.radii, acc, marker="o", label=name)[0]
         ax.axhline(100 * r.clean, color=line.get_color(), linestyle=":", linewidth=0.8)
+    if chance is not None:
+        ax.axhline(100 * chance, color="grey", linestyle="--", linewidth=0.8, label="chance")
+    ax.set_xticks(sorted({float(r) for res in results.values() for r in res.radii}))
+    ax.tick_params(labelsize=7)
     ax.set_xlabel("filter radius (frequency index)", fontsize=8)
     ax.set_ylabel("accuracy (%)", fontsize=8)
     ax.set_ylim(0, 100)
-    ax.set_title("accuracy on filtered images (dotted: clean)", fontsize=9)
+    ax.set_title(title or "accuracy on filtered images (dotted: clean)", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -301,6 +320,9 @@ def plot_corruption_gain(
     path: PathLike | None = None,
     *,
     labels: tuple[str, str] = ("natural", "Gaussian-augmented"),
+    relative: bool = False,
+    intervals: Mapping[str, tuple[float, float]] | None = None,
+    title: str | None = None,
     write_data: bool = True,
 ) -> Figure:
     """Accuracy gain of ``other`` over ``baseline`` per corruption against the corruption's
@@ -312,6 +334,11 @@ def plot_corruption_gain(
             the same corruptions at the same severity.
         path: PNG to write (data as JSON beside it); ``None`` writes nothing.
         labels: the two models' names, for the axis label.
+        relative: plot the gain in the share of clean accuracy kept (corrupted accuracy / clean
+            accuracy, ``other``'s minus ``baseline``'s) instead of the gain in accuracy.
+        intervals: corruption -> ``(low, high)`` interval of the plotted gain (fractions), drawn
+            as error bars.
+        title: the heading (say the models and the number of images).
         write_data: also write the plotted data as JSON beside the PNG.
 
     Returns:
@@ -321,17 +348,27 @@ def plot_corruption_gain(
         ValueError: the two results hold different corruptions or severities.
     """
     points = _corruption_gain(baseline, other)
+    if check_bool(relative, "relative"):
+        for name, p in points.items():
+            p["gain"] = other[name].accuracy / other.clean_accuracy - baseline[name].accuracy / baseline.clean_accuracy
     fig = Figure(figsize=(4.6, 3.6))
     ax = fig.add_subplot()
     xs = [p["high_fraction"] for p in points.values()]
     ys = [100 * p["gain"] for p in points.values()]
-    ax.scatter(xs, ys, s=14)
+    if intervals:
+        lows = [100 * intervals[n][0] if n in intervals else y for n, y in zip(points, ys)]
+        highs = [100 * intervals[n][1] if n in intervals else y for n, y in zip(points, ys)]
+        ax.errorbar(xs, ys, yerr=[[y - lo for y, lo in zip(ys, lows)], [hi - y for y, hi in zip(ys, highs)]],
+                    fmt="o", markersize=3, capsize=2, linewidth=0.8)
+    else:
+        ax.scatter(xs, ys, s=14)
     for name, xv, yv in zip(points, xs, ys):
         ax.annotate(name, (xv, yv), fontsize=6, xytext=(2, 2), textcoords="offset points")
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set_xlabel("high-frequency energy fraction of C(x) - x", fontsize=8)
-    ax.set_ylabel(f"accuracy gain, {labels[1]} - {labels[0]} (points)", fontsize=8)
-    ax.set_title("accuracy gain per corruption", fontsize=9)
+    what = "gain in share of clean accuracy kept" if relative else "accuracy gain"
+    ax.set_ylabel(f"{what},\n{labels[1]} - {labels[0]} (points)", fontsize=8)
+    ax.set_title(title or f"{what} per corruption", fontsize=9)
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
