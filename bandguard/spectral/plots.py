@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -91,12 +92,16 @@ def _centred_extent(h: int, w: int) -> tuple[float, float, float, float]:
     return (-(w // 2) - 0.5, w - w // 2 - 0.5, h - h // 2 - 0.5, -(h // 2) - 0.5)
 
 
-def _image(fig: Figure, ax: Any, values: torch.Tensor, title: str, **kwargs: Any) -> None:
+def _image(fig: Figure, ax: Any, values: torch.Tensor, title: str, *, label: str | None = None,
+           **kwargs: Any) -> None:
     h, w = values.shape
     im = ax.imshow(values.numpy(), cmap=CMAP, extent=_centred_extent(h, w), **kwargs)
     ax.set_title(title, fontsize=9)
     ax.tick_params(labelsize=7)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=7)
+    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    bar.ax.tick_params(labelsize=6, which="both")  # a log scale labels its minor ticks too
+    if label is not None:
+        bar.set_label(label, fontsize=7)
 
 
 def _grid(count: int, max_cols: int = 4) -> tuple[int, int]:
@@ -279,24 +284,31 @@ def plot_filtered_accuracy(
 
 
 def plot_corruption_spectra(
-    result: CorruptionSpectra, path: PathLike | None = None, *, write_data: bool = True
+    result: CorruptionSpectra, path: PathLike | None = None, *, log: bool = False, write_data: bool = True
 ) -> Figure:
     """Grid of ``E|F(C(X) - X)|`` per corruption with accuracy and high-frequency share (Yin et al.).
 
     Args:
         result: a :func:`~bandguard.spectral.corruption_spectrum` result.
         path: PNG to write (data as JSON beside it); ``None`` writes nothing.
+        log: a logarithmic colour scale per panel (for spectra dominated by the DC term: fog,
+            contrast, brightness).
         write_data: also write the plotted data as JSON beside the PNG.
 
     Returns:
         The ``matplotlib.figure.Figure``, one panel per corruption.
     """
+    log = check_bool(log, "log")
     rows, cols = _grid(len(result.results), max_cols=3)
     fig = Figure(figsize=(3.0 * cols, 2.8 * rows))
     for index, r in enumerate(result.results):
         ax = fig.add_subplot(rows, cols, index + 1)
-        _image(fig, ax, r.spectrum.mean,
-               f"{r.name} (s{r.severity})\nacc {r.accuracy:.0%}, high-freq {r.high_fraction:.0%}")
+        values = r.spectrum.mean
+        norm = LogNorm(vmin=max(float(values.min()), float(values.max()) * 1e-4, 1e-12)) if log else None
+        _image(fig, ax, values, f"{r.name} (s{r.severity})\nacc {r.accuracy:.0%}, high-freq {r.high_fraction:.0%}",
+               label="mean |F| (log)" if log else "mean |F|", norm=norm)
+        ax.set_xlabel("horizontal frequency index", fontsize=7)
+        ax.set_ylabel("vertical frequency index", fontsize=7)
     fig.suptitle(f"corruption spectra, clean accuracy {result.clean_accuracy:.0%}", fontsize=10)
     fig.tight_layout()
     return _finish(fig, path, result.to_dict(), write_data)
