@@ -159,7 +159,8 @@ def main() -> None:
     plots.save_figure(fig, path, dpi=80)  # 14 panels: keep the PNG small
     summary.figure(path, f"E|F(C(X) - X)| per corruption at severity {SEVERITY} on {n} test images (low frequencies "
                          "at the centre, frequency index on the axes, log colour scale, one per panel: the "
-                         "corruptions' sizes differ by orders of magnitude), with the natural model's accuracy and the high-frequency energy fraction")
+                         "corruptions' sizes differ by orders of magnitude), "
+                         "with the natural model's accuracy and the high-frequency energy fraction")
     for label in AUGMENTED:
         path = settings.out / f"gain_vs_high_fraction_{label}.png"
         plots.plot_corruption_gain(
