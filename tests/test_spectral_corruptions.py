@@ -572,3 +572,22 @@ def test_corruption_spectrum_defaults_to_the_builtins_and_keeps_the_model() -> N
     assert [m.training for m in model.modules()] == [True, True, False, True, True, True]
     assert [p.requires_grad for p in model.parameters()] == [False, True, True, True, True, True]
     assert result.to_dict()["results"][0]["source"] == "cifar10c"
+
+
+def test_corruption_spectrum_per_image_correctness_matches_the_accuracies() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 30 * 30, 3))
+    x, y = images_8bit(n=6).float(), torch.tensor([0, 1, 2, 0, 1, 2])
+    names = ["contrast", "gaussian_noise"]
+    result = corruption_spectrum(model, x, y, names, generator=seeded(0), batch_size=4, per_image=True)
+    with torch.no_grad():
+        clean = model(x).argmax(1) == y
+        contrast = model(corrupt(x, "contrast", 3)).argmax(1) == y
+    assert torch.equal(result.clean_correct, clean)
+    assert torch.equal(result["contrast"].correct, contrast)
+    for r in result.results:
+        assert r.correct.shape == (6,) and r.accuracy == pytest.approx(float(r.correct.double().mean()))
+    assert "correct" not in result.to_dict()["results"][0]
+    plain = corruption_spectrum(model, x, y, names, generator=seeded(0))
+    assert plain.clean_correct is None and plain["contrast"].correct is None
+    assert [r.accuracy for r in plain.results] == [r.accuracy for r in result.results]

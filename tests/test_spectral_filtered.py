@@ -97,3 +97,19 @@ def test_filtered_accuracy_refuses_bad_arguments() -> None:
         filtered_accuracy(model, x, y, [])
     with pytest.raises(ValueError, match="clip must have lo < hi"):
         filtered_accuracy(model, x, y, [1.0], clip=(1.0, 0.0))
+
+
+def test_per_image_correctness_matches_the_accuracies_and_stays_out_of_the_json() -> None:
+    model, (x, y) = tiny_model(), tiny_data()
+    radii = (1.0, 3.0)
+    result = filtered_accuracy(model, x, y, radii, kind="high", batch_size=7, per_image=True)
+    assert result.correct.shape == (2, 40) and result.correct.dtype == torch.bool
+    for i, r in enumerate(radii):
+        with torch.no_grad():
+            expected = model(frequency_filter(x, r, kind="high")).argmax(1) == y
+        assert torch.equal(result.correct[i], expected)
+    assert result.accuracy == pytest.approx(tuple(result.correct.double().mean(1).tolist()), abs=1e-12)
+    assert float(result.clean_correct.double().mean()) == pytest.approx(result.clean)
+    assert "correct" not in result.to_dict() and "clean_correct" not in result.to_dict()
+    plain = filtered_accuracy(model, x, y, radii, kind="high")
+    assert plain.correct is None and plain.accuracy == result.accuracy

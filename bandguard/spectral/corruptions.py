@@ -655,6 +655,8 @@ class CorruptionResult:
         source: where the corruption's formula came from.
         spectrum: :class:`PerturbationSpectrum` of ``C(x) - x``; its ``mean`` is ``E|F(C(X) - X)|``.
         accuracy: the model's top-1 accuracy on ``C(x)``.
+        correct: ``[N]`` bool, whether each corrupted image is classified right; kept only when
+            asked (``corruption_spectrum(..., per_image=True)``), for intervals over images.
     """
 
     name: str
@@ -662,6 +664,7 @@ class CorruptionResult:
     source: Source
     spectrum: PerturbationSpectrum
     accuracy: float
+    correct: torch.Tensor | None = dataclasses.field(default=None, repr=False)
 
     @property
     def high_fraction(self) -> float:
@@ -689,11 +692,14 @@ class CorruptionSpectra:
             by name.
         clean_accuracy: the model's top-1 accuracy on the uncorrupted images.
         n: number of images.
+        clean_correct: ``[N]`` bool, whether each uncorrupted image is classified right; with
+            ``per_image=True`` only.
     """
 
     results: tuple[CorruptionResult, ...]
     clean_accuracy: float
     n: int
+    clean_correct: torch.Tensor | None = dataclasses.field(default=None, repr=False)
 
     def __getitem__(self, name: str) -> CorruptionResult:
         for result in self.results:
@@ -721,6 +727,7 @@ def corruption_spectrum(
     source: Source | str | None = None,
     radius: float | None = None,
     batch_size: int = 1024,
+    per_image: bool = False,
 ) -> CorruptionSpectra:
     """``E|F(C(X) - X)|``, its high-frequency energy share and the accuracy per corruption.
 
@@ -739,6 +746,8 @@ def corruption_spectrum(
         source: passed to :func:`corrupt` for every name; default each family's own.
         radius: low/high cut-off for the energy share; default ``min(H, W) / 4``.
         batch_size: images per forward.
+        per_image: also return which images are classified right (each result's ``correct`` and
+            ``clean_correct``, ``[N]`` bool on the CPU), for bootstrap intervals over images.
 
     Returns:
         :class:`CorruptionSpectra`.
@@ -755,33 +764,38 @@ def corruption_spectrum(
         if chosen is not None and chosen not in family.sources:
             raise ValueError(f"corruption {name!r} has no {chosen.value!r} source")
     batch_size = check_int(batch_size, "batch_size", minimum=1)
+    per_image = check_bool(per_image, "per_image")
     h, w = x.shape[-2:]
     radius = default_radius(h, w) if radius is None else check_nonnegative(radius, "radius")
 
     with model_mode(model), torch.inference_mode():
 
-        def accuracy(images: torch.Tensor, check: bool = False) -> float:
-            hits = 0
+        def correct(images: torch.Tensor, check: bool = False) -> torch.Tensor:
+            """``[N]`` bool on the CPU: the model's top-1 prediction equals the label."""
+            parts = []
             for i, (chunk, labels) in enumerate(zip(images.split(batch_size), y.split(batch_size))):
                 logits = model(chunk)
                 if check and i == 0:  # the number of classes is known only now; check it once
                     logits = check_model_output(logits, n=chunk.shape[0])
                     check_labels(y, x, num_classes=logits.shape[1])
-                hits += int((logits.argmax(dim=1) == labels).sum())
-            return hits / images.shape[0]
+                parts.append((logits.argmax(dim=1) == labels).cpu())
+            return torch.cat(parts)
 
-        clean = accuracy(x, check=True)
+        clean = correct(x, check=True)
         results = []
         for name in names:
             used = CORRUPTIONS.get(name).default_source if chosen is None else chosen
             corrupted = corrupt(x, name, severity, generator=generator, source=used)
+            hits = correct(corrupted)
             results.append(
                 CorruptionResult(
                     name=name,
                     severity=severity,
                     source=used,
                     spectrum=perturbation_spectrum(corrupted - x, radius=radius),
-                    accuracy=accuracy(corrupted),
+                    accuracy=float(hits.double().mean()),
+                    correct=hits if per_image else None,
                 )
             )
-    return CorruptionSpectra(results=tuple(results), clean_accuracy=clean, n=x.shape[0])
+    return CorruptionSpectra(results=tuple(results), clean_accuracy=float(clean.double().mean()), n=x.shape[0],
+                             clean_correct=clean if per_image else None)

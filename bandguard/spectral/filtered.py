@@ -51,6 +51,9 @@ class FilteredAccuracy:
         n: number of images.
         rescale: whether Wang et al.'s per-image ``x / max(x)`` was applied.
         clip: the range the filtered images were clipped to, or ``None``.
+        correct: ``[R, N]`` bool, whether each image is classified right at each radius; kept only
+            when asked (``filtered_accuracy(..., per_image=True)``), for intervals over images.
+        clean_correct: ``[N]`` bool, the same on the unfiltered images, with ``correct``.
     """
 
     radii: tuple[float, ...]
@@ -61,14 +64,18 @@ class FilteredAccuracy:
     shape: str = MaskShape.DISC.value
     rescale: bool = False
     clip: tuple[float, float] | None = None
+    correct: torch.Tensor | None = dataclasses.field(default=None, repr=False)
+    clean_correct: torch.Tensor | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.radii) != len(self.accuracy):
             raise ValueError(f"got {len(self.accuracy)} accuracies for {len(self.radii)} radii")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-Python form for JSON (tuples as lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """Plain-Python form for JSON (tuples as lists); the per-image values are left out."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("correct", "clean_correct")}
+        return json.loads(json.dumps(data))
 
 
 def filtered_accuracy(
@@ -83,6 +90,7 @@ def filtered_accuracy(
     clip: tuple[float, float] | None = None,
     bounds: tuple[float, float] = (0.0, 1.0),
     batch_size: int = 1024,
+    per_image: bool = False,
 ) -> FilteredAccuracy:
     """Accuracy of ``model`` on low- or high-pass filtered images per radius.
 
@@ -103,6 +111,8 @@ def filtered_accuracy(
         clip: clip the filtered images to ``(lo, hi)``; ``None`` (default, as the papers) does not.
         bounds: the pixel bounds ``x`` must lie in.
         batch_size: images per forward.
+        per_image: also return which images are classified right (``correct`` ``[R, N]``,
+            ``clean_correct`` ``[N]``, bool, on the CPU), for bootstrap intervals over images.
 
     Returns:
         :class:`FilteredAccuracy`.
@@ -112,6 +122,7 @@ def filtered_accuracy(
     y = check_labels(y, x)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     rescale = check_bool(rescale, "rescale")
+    per_image = check_bool(per_image, "per_image")
     if is_scalar_number(radii):  # one radius, also a numpy or 0-d tensor scalar
         radii = [radii]  # type: ignore[list-item]
     radii = tuple(check_nonnegative(r, "radii") for r in radii)
@@ -122,27 +133,26 @@ def filtered_accuracy(
 
     with model_mode(model), torch.inference_mode():
 
-        def correct(images: torch.Tensor, labels: torch.Tensor) -> int:
-            return int((model(images).argmax(dim=1) == labels).sum())
-
-        clean_hits, hits = 0, [0] * len(radii)
+        clean_parts, parts = [], []  # per chunk: [B] and [R, B] bool
         for chunk, (x_chunk, y_chunk) in enumerate(zip(x.split(batch_size), y.split(batch_size))):
             logits = model(x_chunk)
             if chunk == 0:  # the number of classes is known only now; check the output once
                 logits = check_model_output(logits, n=x_chunk.shape[0])
                 check_labels(y, x, num_classes=logits.shape[1])
-            clean_hits += int((logits.argmax(dim=1) == y_chunk).sum())
-            for i, transform in enumerate(filters):
-                hits[i] += correct(transform(x_chunk), y_chunk)
+            clean_parts.append((logits.argmax(dim=1) == y_chunk).cpu())
+            parts.append(torch.stack([(model(t(x_chunk)).argmax(dim=1) == y_chunk).cpu() for t in filters]))
+    clean_correct, correct = torch.cat(clean_parts), torch.cat(parts, dim=1)  # [N], [R, N]
     n = x.shape[0]
     first = filters[0]
     return FilteredAccuracy(
         radii=radii,
-        accuracy=tuple(h / n for h in hits),
-        clean=clean_hits / n,
+        accuracy=tuple(float(a) for a in correct.double().mean(dim=1)),
+        clean=float(clean_correct.double().mean()),
         kind=first.kind.value,
         n=n,
         shape=first.shape.value,
         rescale=first.rescale,
         clip=first.clip,
+        correct=correct if per_image else None,
+        clean_correct=clean_correct if per_image else None,
     )

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -91,15 +92,17 @@ def _centred_extent(h: int, w: int) -> tuple[float, float, float, float]:
     return (-(w // 2) - 0.5, w - w // 2 - 0.5, h - h // 2 - 0.5, -(h // 2) - 0.5)
 
 
-def _image(fig: Figure, ax: Any, values: torch.Tensor, title: str, *, label: str, **kwargs: Any) -> None:
+def _image(fig: Figure, ax: Any, values: torch.Tensor, title: str, *, label: str | None = None,
+           **kwargs: Any) -> None:
     """One centred map with a colour bar labelled ``label`` (the quantity and its unit)."""
     h, w = values.shape
     im = ax.imshow(values.numpy(), cmap=CMAP, extent=_centred_extent(h, w), **kwargs)
     ax.set_title(title, fontsize=9)
     ax.tick_params(labelsize=7)
     bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    bar.ax.tick_params(labelsize=7)
-    bar.set_label(label, fontsize=7)
+    bar.ax.tick_params(labelsize=6, which="both")  # a log scale labels its minor ticks too
+    if label is not None:
+        bar.set_label(label, fontsize=7)
 
 
 def shared_log_norm(maps: Sequence[torch.Tensor], floor: float = 1e-4) -> Any:
@@ -117,7 +120,7 @@ def shared_log_norm(maps: Sequence[torch.Tensor], floor: float = 1e-4) -> Any:
     Returns:
         A ``matplotlib.colors.LogNorm`` (a linear ``Normalize`` where every value is zero).
     """
-    from matplotlib.colors import LogNorm, Normalize
+    from matplotlib.colors import Normalize
 
     top = max(float(m.max()) for m in maps)
     positive = [float(m[m > 0].min()) for m in maps if bool((m > 0).any())]
@@ -263,14 +266,22 @@ def plot_filtered_accuracy(
     results: FilteredAccuracy | Sequence[FilteredAccuracy] | Mapping[str, FilteredAccuracy],
     path: PathLike | None = None,
     *,
+    intervals: Mapping[str, Sequence[tuple[float, float]]] | None = None,
+    chance: float | None = None,
+    title: str | None = None,
     write_data: bool = True,
 ) -> Figure:
     """Accuracy against the filter radius, one line per result (low- and high-pass, per model).
+
+    Each result's clean accuracy is a dotted line of its colour.
 
     Args:
         results: one :func:`~bandguard.spectral.filtered_accuracy` result, several (labelled by
             kind and shape), or label -> result.
         path: PNG to write (data as JSON beside it); ``None`` writes nothing.
+        intervals: label -> one ``(low, high)`` accuracy interval per radius, drawn as error bars.
+        chance: the chance accuracy, drawn as a grey dashed line.
+        title: the heading (say the model and the number of images).
         write_data: also write the plotted data as JSON beside the PNG.
 
     Returns:
@@ -280,15 +291,26 @@ def plot_filtered_accuracy(
         results = [results]  # type: ignore[list-item]
     if not isinstance(results, Mapping):
         results = {f"{r.kind}-pass ({r.shape})": r for r in results}  # type: ignore[union-attr]
-    fig = Figure(figsize=(4.2, 3.2))
+    intervals = dict(intervals or {})
+    fig = Figure(figsize=(4.6, 3.4))
     ax = fig.add_subplot()
     for name, r in results.items():
-        line = ax.plot(r.radii, [100 * a for a in r.accuracy], marker="o", label=name)[0]
+        acc = [100 * a for a in r.accuracy]
+        if name in intervals:
+            bars = [[a - 100 * lo for a, (lo, _) in zip(acc, intervals[name])],
+                    [100 * hi - a for a, (_, hi) in zip(acc, intervals[name])]]
+            line = ax.errorbar(r.radii, acc, yerr=bars, marker="o", markersize=4, capsize=2, label=name).lines[0]
+        else:
+            line = ax.plot(r.radii, acc, marker="o", label=name)[0]
         ax.axhline(100 * r.clean, color=line.get_color(), linestyle=":", linewidth=0.8)
+    if chance is not None:
+        ax.axhline(100 * chance, color="grey", linestyle="--", linewidth=0.8, label="chance")
+    ax.set_xticks(sorted({float(r) for res in results.values() for r in res.radii}))
+    ax.tick_params(labelsize=7)
     ax.set_xlabel("filter radius (frequency index)", fontsize=8)
     ax.set_ylabel("accuracy (%)", fontsize=8)
     ax.set_ylim(0, 100)
-    ax.set_title("accuracy on filtered images (dotted: clean)", fontsize=9)
+    ax.set_title(title or "accuracy on filtered images (dotted: clean)", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -299,26 +321,37 @@ def plot_filtered_accuracy(
 
 
 def plot_corruption_spectra(
-    result: CorruptionSpectra, path: PathLike | None = None, *, write_data: bool = True
+    result: CorruptionSpectra, path: PathLike | None = None, *, log: bool = True, write_data: bool = True
 ) -> Figure:
     """Grid of ``E|F(C(X) - X)|`` per corruption with accuracy and high-frequency share (Yin et al.).
 
     Args:
         result: a :func:`~bandguard.spectral.corruption_spectrum` result.
         path: PNG to write (data as JSON beside it); ``None`` writes nothing.
+        log: one logarithmic colour scale for all panels (spectra dominated by the DC term: fog,
+            contrast, brightness); ``False``: one linear scale from 0 to the largest value.
         write_data: also write the plotted data as JSON beside the PNG.
 
     Returns:
         The ``matplotlib.figure.Figure``, one panel per corruption.
     """
+    log = check_bool(log, "log")
     rows, cols = _grid(len(result.results), max_cols=3)
     fig = Figure(figsize=(3.2 * cols, 2.9 * rows))
-    norm = shared_log_norm([r.spectrum.mean for r in result.results])
+    maps = [r.spectrum.mean for r in result.results]
+    if log:
+        norm = shared_log_norm(maps)
+    else:
+        from matplotlib.colors import Normalize
+
+        norm = Normalize(vmin=0.0, vmax=max(float(m.max()) for m in maps))
     for index, r in enumerate(result.results):
         ax = fig.add_subplot(rows, cols, index + 1)
         _image(fig, ax, r.spectrum.mean,
                f"{r.name} (s{r.severity})\nacc {r.accuracy:.0%}, high-freq {r.high_fraction:.0%}",
-               label="mean |F(C(x) - x)| (log scale)", norm=norm)
+               label="mean |F(C(x) - x)|" + (" (log scale)" if log else ""), norm=norm)
+        ax.set_xlabel("horizontal frequency index", fontsize=7)
+        ax.set_ylabel("vertical frequency index", fontsize=7)
     fig.suptitle(f"corruption spectra, clean accuracy {result.clean_accuracy:.0%}", fontsize=10)
     fig.tight_layout()
     return _finish(fig, path, result.to_dict(), write_data)
@@ -342,6 +375,9 @@ def plot_corruption_gain(
     path: PathLike | None = None,
     *,
     labels: tuple[str, str] = ("natural", "Gaussian-augmented"),
+    relative: bool = False,
+    intervals: Mapping[str, tuple[float, float]] | None = None,
+    title: str | None = None,
     write_data: bool = True,
 ) -> Figure:
     """Accuracy gain of ``other`` over ``baseline`` per corruption against the corruption's
@@ -353,6 +389,11 @@ def plot_corruption_gain(
             the same corruptions at the same severity.
         path: PNG to write (data as JSON beside it); ``None`` writes nothing.
         labels: the two models' names, for the axis label.
+        relative: plot the gain in the share of clean accuracy kept (corrupted accuracy / clean
+            accuracy, ``other``'s minus ``baseline``'s) instead of the gain in accuracy.
+        intervals: corruption -> ``(low, high)`` interval of the plotted gain (fractions), drawn
+            as error bars.
+        title: the heading (say the models and the number of images).
         write_data: also write the plotted data as JSON beside the PNG.
 
     Returns:
@@ -362,17 +403,27 @@ def plot_corruption_gain(
         ValueError: the two results hold different corruptions or severities.
     """
     points = _corruption_gain(baseline, other)
+    if check_bool(relative, "relative"):
+        for name, p in points.items():
+            p["gain"] = other[name].accuracy / other.clean_accuracy - baseline[name].accuracy / baseline.clean_accuracy
     fig = Figure(figsize=(4.6, 3.6))
     ax = fig.add_subplot()
     xs = [p["high_fraction"] for p in points.values()]
     ys = [100 * p["gain"] for p in points.values()]
-    ax.scatter(xs, ys, s=14)
+    if intervals:
+        lows = [100 * intervals[n][0] if n in intervals else y for n, y in zip(points, ys)]
+        highs = [100 * intervals[n][1] if n in intervals else y for n, y in zip(points, ys)]
+        ax.errorbar(xs, ys, yerr=[[y - lo for y, lo in zip(ys, lows)], [hi - y for y, hi in zip(ys, highs)]],
+                    fmt="o", markersize=3, capsize=2, linewidth=0.8)
+    else:
+        ax.scatter(xs, ys, s=14)
     for name, xv, yv in zip(points, xs, ys):
         ax.annotate(name, (xv, yv), fontsize=6, xytext=(2, 2), textcoords="offset points")
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set_xlabel("high-frequency energy fraction of C(x) - x", fontsize=8)
-    ax.set_ylabel(f"accuracy gain, {labels[1]} - {labels[0]} (points)", fontsize=8)
-    ax.set_title("accuracy gain per corruption", fontsize=9)
+    what = "gain in share of clean accuracy kept" if relative else "accuracy gain"
+    ax.set_ylabel(f"{what},\n{labels[1]} - {labels[0]} (points)", fontsize=8)
+    ax.set_title(title or f"{what} per corruption", fontsize=9)
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
