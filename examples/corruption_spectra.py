@@ -54,9 +54,9 @@ CRITERION_DOWN = ("the paired 95 % interval of (augmented - natural) share of cl
 CRITERION_RANK = ("the 95 % bootstrap interval (over images) of the Spearman correlation, across the 14 "
                   "corruptions, between the high-frequency fraction and the gain in share of clean accuracy kept "
                   "lies above 0")
-QUOTE_TRADEOFF = ("As an example, in \\cite{ford2019adversarial} it was observed that Gaussian data augmentation and "
+QUOTE_TRADEOFF = ("As an example, in [Ford et al. 2019] it was observed that Gaussian data augmentation and "
                   "adversarial training improve robustness to noise and blurring corruptions on the CIFAR-10-C and "
-                  "ImageNet-C common corruption benchmarks \\cite{hendrycks2019benchmarking}, while significantly "
+                  "ImageNet-C common corruption benchmarks [Hendrycks and Dietterich 2019], while significantly "
                   "degrading performance on the fog and contrast corruptions.")
 QUOTE_HYPOTHESIS = ("Our operating hypothesis is that the frequency information of these different corruptions offers "
                     "an explanation of many of these observed trade-offs.")
@@ -203,6 +203,7 @@ def main() -> None:
             "corruptions with more high-frequency energy gain more" if ci.low > 0
             else "the rank correlation's interval does not lie above 0",
             quote=QUOTE_HYPOTHESIS, criterion=CRITERION_RANK, interval=ci, models=(label, "natural"),
+            interval_format="+.2f",
         )
     summary.write()
 

@@ -256,10 +256,13 @@ class Noise(Dataset):
 def _most_image_bytes_alive(data: object, y: object = None) -> int:
     """The most bytes of image batches (4-D tensors) alive at any batch of a run on ``data``."""
     most = 0
+    # Tensors alive before the run (other tests' data, fixtures) are not the run's; in-memory images are.
+    before = {id(t) for t in gc.get_objects() if issubclass(type(t), torch.Tensor) and t is not data}
 
     def count(desc: str, images: int) -> None:
         nonlocal most
-        alive = [t for t in gc.get_objects() if issubclass(type(t), torch.Tensor) and t.ndim == 4]
+        alive = [t for t in gc.get_objects()
+                 if issubclass(type(t), torch.Tensor) and t.ndim == 4 and id(t) not in before]
         most = max(most, sum(t.numel() * t.element_size() for t in alive))
 
     net = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 3)).eval()

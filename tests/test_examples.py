@@ -22,7 +22,7 @@ FINDINGS = ("corruption_spectra", "filtered_data", "fourier_attack", "fourier_he
             "kernel_smoothing", "perturbation_spectra", "post_averaging")
 # The examples rerun on the cifar_fast family with intervals, pre-stated criteria and the papers' words
 # (results.json format 2); the others still hold their earlier runs on the quick cifar_small nets.
-REVIEWED = ("fourier_heatmaps", "perturbation_spectra")
+REVIEWED = ("corruption_spectra", "filtered_data", "fourier_attack", "fourier_heatmaps", "perturbation_spectra")
 
 
 def _load(name: str):

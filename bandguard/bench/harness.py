@@ -397,10 +397,11 @@ def _announce(ctx: Context, name: str, defended: Mapping[str, nn.Module], entrie
     """Log the estimated run time of one model's cells (rank 0 only)."""
     if not ctx.shard.is_main:
         return
-    sample = ctx.x[:min(32, len(ctx.y))].to(ctx.device)
+    first, _ = next(iter(ctx.data.batches([slice(0, min(32, ctx.n))])))
+    sample = first.to(ctx.device)
     seconds = estimate_grid_seconds(next(iter(defended.values())), defended, [e.attack for e in entries], sample,
-                                    len(ctx.y), ctx.eot)
+                                    ctx.n, ctx.eot)
     stored = ctx.store is not None and not ctx.force and bool(ctx.store.keys())
-    what = (f"{name} ({len(defended)} model variants x {len(entries)} attacks on {len(ctx.y)} images"
+    what = (f"{name} ({len(defended)} model variants x {len(entries)} attacks on {ctx.n} images"
             + ("; stored cells are reused" if stored else "") + ")")
     announce_estimate(seconds, what, hint="fewer images (-n), fewer eps or steps, or a GPU")
