@@ -705,11 +705,11 @@ def _sample_data_note(command: str, verbose: bool) -> Callable[..., None]:
             return
         said.append(True)
         text = str(message)
-        if not verbose:
-            import re
-
-            text = re.sub(r" \(looked in [^)]*\)", "", text).replace(" (or root=)", "")
-            text = text.replace("For the full set, set", "For the full set set")
+        if not verbose:  # what happened and what to do; where it looked (and why a download failed) under -v
+            head, sep, tail = text.partition("; using the sample")
+            if sep:
+                text = head.split(" (looked in", 1)[0] + sep + tail
+            text = text.replace(" (or root=)", "")
         print(f"bandguard {command}: note: {text}", file=sys.stderr)
 
     return show
