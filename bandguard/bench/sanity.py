@@ -192,9 +192,11 @@ def _bad_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str
     return float((~finite).float().mean()), float(zero.float().mean())
 
 
-def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _correctly_classified(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The samples ``model`` classifies correctly (all of them if it gets none right)."""
     with model_mode(model), torch.no_grad():
-        return model(x).argmax(1) == y
+        keep = model(x).argmax(1) == y
+    return (x[keep], y[keep]) if bool(keep.any()) else (x, y)
 
 
 def check_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str = "ce",
@@ -212,9 +214,7 @@ def check_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss:
     Returns:
         The :class:`~bandguard.bench.results.Flag`, or ``None`` if the check passes.
     """
-    keep = _correct(model, x, y)
-    if bool(keep.any()):
-        x, y = x[keep], y[keep]
+    x, y = _correctly_classified(model, x, y)
     non_finite, zero = _bad_gradients(model, x, y, loss)
     if non_finite + zero <= THRESHOLD:
         return None
@@ -254,9 +254,7 @@ def check_loss_increase(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, e
     """
     from bandguard.attacks import APGD, PGD
 
-    keep = _correct(model, x, y)
-    if bool(keep.any()):
-        x, y = x[keep], y[keep]
+    x, y = _correctly_classified(model, x, y)
     if loss == "dlr":
         attack: Attack = APGD(eps=(eps,), norm=norm, steps=5, loss="dlr", eot_samples=eot, seed=0)
     else:
