@@ -94,3 +94,24 @@ def test_corruption_gain_plots_the_accuracy_difference_against_the_high_frequenc
     harsher = corruption_spectrum(tiny_model(), x, y, names, severity=5)
     with pytest.raises(ValueError, match="same severities"):
         plots.plot_corruption_gain(base, harsher)
+
+
+def test_compared_heat_maps_share_one_colour_scale_and_one_labelled_bar(tmp_path) -> None:
+    model = tiny_model(channels=3, size=8)
+    x, y = torch.rand(6, 3, 8, 8, dtype=torch.float64), torch.randint(0, 5, (6,))
+    low = fourier_heatmap(model, x, y, eps=0.5, generator=torch.Generator().manual_seed(0))
+    high = fourier_heatmap(model, x, y, eps=8.0, generator=torch.Generator().manual_seed(0))
+    fig = plots.plot_heatmaps({"eps 0.5": low, "eps 8": high}, tmp_path / "maps.png", title="two budgets")
+    images = [ax.images[0] for ax in fig.axes if ax.images]
+    assert len(images) == 2
+    top = max(float(low.heatmap.max()), float(high.heatmap.max()))
+    assert all(im.get_clim() == (0.0, top) for im in images)
+    bars = [ax for ax in fig.axes if not ax.images]
+    assert len(bars) == 1 and bars[0].get_ylabel() == "error rate"
+    assert (tmp_path / "maps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(json.loads((tmp_path / "maps.json").read_text())) == {"eps 0.5", "eps 8"}
+    with pytest.raises(ValueError, match="at least one"):
+        plots.plot_heatmaps({})
+    loss = fourier_heatmap(model, x, y, eps=0.5, metric="loss")
+    with pytest.raises(ValueError, match="share one metric"):
+        plots.plot_heatmaps({"a": low, "b": loss})

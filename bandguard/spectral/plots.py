@@ -137,6 +137,11 @@ def _grid(count: int, max_cols: int = 4) -> tuple[int, int]:
 # --------------------------------------------------------------------------- heat map
 
 
+def _clean_text(result: HeatmapResult) -> str:
+    """The map's value on the unperturbed images, for a title: ``"clean error 10.0%"``."""
+    return f"clean error {result.clean:.1%}" if result.metric == "error" else f"clean {result.clean:.3g}"
+
+
 def plot_heatmap(
     result: HeatmapResult,
     path: PathLike | None = None,
@@ -162,7 +167,7 @@ def plot_heatmap(
         what = f"L2 change of {result.layer!r}"
     else:
         what = "error rate" if result.metric == "error" else result.metric
-    clean = f"clean error {result.clean:.1%}" if result.metric == "error" else f"clean {result.clean:.3g}"
+    clean = _clean_text(result)
     heading = title or f"Fourier heat map, {what}"
     if result.layer is not None:
         label = "L2 change of the layer's output" + (" (relative to the largest)" if result.relative_scale else "")
@@ -532,8 +537,7 @@ def plot_heatmaps(
     for ax, (label, r) in zip(axes, results.items()):
         h, w = r.heatmap.shape
         image = ax.imshow(r.heatmap.numpy(), cmap=CMAP, extent=_centred_extent(h, w), vmin=0.0, vmax=top)
-        clean = f"clean error {r.clean:.1%}" if r.metric == "error" else f"clean {r.clean:.3g}"
-        ax.set_title(f"{label}\n{clean}", fontsize=9)
+        ax.set_title(f"{label}\n{_clean_text(r)}", fontsize=9)
         ax.set_xlabel("horizontal frequency index", fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0].set_ylabel("vertical frequency index", fontsize=8)
