@@ -38,7 +38,7 @@ from torch import nn
 from bandguard._io import write_bytes_atomic, write_json_atomic
 from bandguard.bench.loading import resolve_device
 from bandguard.bench.stats import Interval
-from bandguard.bench.zoo import reference_model
+from bandguard.bench.zoo import WEIGHTS_ENV, reference_model
 from bandguard.data import load_dataset
 from bandguard.training import subset
 
@@ -90,6 +90,10 @@ def setup(script: str, doc: str, argv: list[str] | None = None) -> Settings:
     parser.add_argument("--device", default="auto", help="'auto' (CUDA if present), 'cpu', 'cuda', ...")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    # Models a bench spec names by recipe (``reference = "cifar_fast"``) load through the zoo, which
+    # reads published weights from $BANDGUARD_WEIGHTS: point it at the committed ones unless the
+    # user chose another folder, so a spec-driven example never retrains either.
+    os.environ.setdefault(WEIGHTS_ENV, str(WEIGHTS_DIR))
     out = args.out if args.out is not None else RESULTS_DIR / name
     out.mkdir(parents=True, exist_ok=True)
     return Settings(name, args.quick, out, resolve_device(args.device), args.seed)
@@ -155,7 +159,7 @@ class Summary:
 
     def finding(self, claim: str, source: str, measured: str, agree: bool, why: str, *,
                 quote: str | None = None, criterion: str | None = None, interval: Interval | None = None,
-                models: tuple[str, ...] = (), interval_format: str = "+.1%") -> None:
+                models: tuple[str, ...] = (), interval_format: str = "+.1%", sample: str = "images") -> None:
         """One row of the verdict table.
 
         Args:
@@ -173,6 +177,8 @@ class Summary:
             models: labels recorded with :meth:`model` that the row measures.
             interval_format: how the interval's ends are printed (``"+.1%"``: signed percentage
                 points; ``".2f"`` for a ratio or a count).
+            sample: what the interval resamples: ``"images"`` (test or reference images; a CIFAR-10
+                model must then be named) or ``"seeds"`` (training runs of a toy with no images).
         """
         measured.format(**self.numbers)  # a template naming an unrecorded number fails here
         unknown = [m for m in models if m not in self.models]
@@ -182,7 +188,7 @@ class Summary:
         if quote is not None:
             row.update(quote=quote, criterion=criterion, models=list(models),
                        interval=interval.to_dict() if interval is not None else None,
-                       interval_format=interval_format)
+                       interval_format=interval_format, sample=sample)
         self.findings.append(row)
 
     def sanity(self, statement: str, measured: str, holds: bool) -> None:
@@ -263,7 +269,8 @@ def finding_cells(finding: Mapping[str, Any], numbers: Mapping[str, float],
     ci = finding.get("interval")
     if ci is not None:
         fmt = finding.get("interval_format", ".3g")
-        measured += f" (95% CI [{ci['low']:{fmt}}, {ci['high']:{fmt}}], n = {ci['n']})"
+        unit = "" if finding.get("sample", "images") == "images" else f" {finding['sample']}"
+        measured += f" (95% CI [{ci['low']:{fmt}}, {ci['high']:{fmt}}], n = {ci['n']}{unit})"
     if finding.get("models") and models:
         accs = "; ".join(f"{m} {model_accuracies(models[m])}" for m in finding["models"])
         measured += f"; models: {accs}"

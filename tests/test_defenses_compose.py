@@ -66,6 +66,9 @@ def test_specs_build_every_registered_defense() -> None:
     sm = build_defense("smooth:0.25,layers=all", net)
     assert not torch.equal(sm.net[2].weight, net[2].weight)
     one = build_defense("smooth:0.25,layers=2", net)  # a single layer name
+    normed = build_defense("smooth:1.0,normalise=true", net)
+    assert "normalise=True" in repr(normed)
+    torch.testing.assert_close(next(normed.parameters()), next(smooth_kernels(net, 1.0, normalise=True).parameters()))
     assert torch.equal(one.net[0].weight, net[0].weight) and not torch.equal(one.net[2].weight, net[2].weight)
     hp = build_defense("highpass:2,clip=none", net)
     torch.testing.assert_close(hp(x), net(frequency_filter(x, 2, kind="high")))
@@ -85,7 +88,7 @@ def test_specs_build_every_registered_defense() -> None:
     ("post_average:3,k=15", "defense 'post_average' (spec 'post_average:3,k=15') takes no option 'k' "
                             "(did you mean 'K'?); its options are K, antithetic,"),
     ("lowpass:8,shap=square", "takes no option 'shap' (did you mean 'shape'?); its options are clip, order,"),
-    ("smooth:0.25,layerz=all", "takes no option 'layerz' (did you mean 'layers'?); its options are layers, rho"),
+    ("smooth:0.25,layerz=all", "takes no option 'layerz' (did you mean 'layers'?); its options are layers, normalise, rho"),
     ("filter_kernels:8,zzz=1", "takes no option 'zzz'; its options are layers, radius"),
 ])
 def test_option_typos_name_the_closest_option_and_no_internals(spec: str, says: str) -> None:

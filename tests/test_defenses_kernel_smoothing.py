@@ -41,6 +41,23 @@ def test_smooth_kernel_matches_scipy_symmetric_convolution() -> None:
         np.testing.assert_allclose(got, expected, atol=1e-12)
 
 
+def test_normalised_smoothing_keeps_flat_kernels_and_divides_by_the_mask_sum() -> None:
+    kernel = torch.tensor([[1.0, 2.0, 0.0], [-1.0, 3.0, 4.0], [0.5, 0.0, -2.0]])[None, None]
+    raw, normed = smooth_kernel(kernel, 1.0), smooth_kernel(kernel, 1.0, normalise=True)
+    torch.testing.assert_close(normed, raw / 9)
+    flat = torch.full((2, 3, 3, 3), 0.7)
+    torch.testing.assert_close(smooth_kernel(flat, 0.5, normalise=True), flat)  # DC gain 1
+    torch.testing.assert_close(smooth_kernel(flat, 0.5), flat * 5)  # Wang et al.'s mask: 1 + 8 rho
+    net = tiny_net()
+    conv = next(m for m in net.modules() if isinstance(m, nn.Conv2d))
+    smoothed = smooth_kernels(net, 1.0, normalise=True)
+    first = next(m for m in smoothed.modules() if isinstance(m, nn.Conv2d))
+    torch.testing.assert_close(first.weight, smooth_kernel(conv.weight, 1.0) / 9)
+    assert SmoothSettings(1.0, normalise=True).normalise
+    with pytest.raises(TypeError, match="normalise"):
+        smooth_kernels(net, 1.0, normalise="yes")
+
+
 def test_smooth_kernels_rho_zero_is_identity_and_model_is_untouched() -> None:
     net = tiny_net()
     before = copy.deepcopy(net.state_dict())

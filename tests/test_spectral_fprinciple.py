@@ -156,3 +156,33 @@ def test_projection_errors_measure_each_frequency_on_its_own() -> None:
     torch.testing.assert_close(two, errors)
     with pytest.raises(ValueError, match="output must have the target's shape"):
         projection_errors(x, target, output[:10], k)
+
+
+def test_per_sample_residuals_sum_to_the_errors_and_are_kept_per_record() -> None:
+    from bandguard.spectral.fprinciple import frequency_residuals
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(40, 1, 4, 4, generator=g)
+    y = torch.randint(0, 3, (40,), generator=g)
+    kernel = gaussian_filter_kernel(squared_distances(x), 0.5).float()
+    target = torch.nn.functional.one_hot(y, 3).float()
+    probs = torch.rand(40, 3, generator=g).softmax(1)
+    low, high = frequency_residuals(kernel, target, probs)
+    e_low, e_high = frequency_errors(kernel, target, probs)
+    assert low.shape == high.shape == (40,)
+    assert torch.allclose(low.sum().sqrt() / torch.linalg.matrix_norm(kernel @ target), e_low)
+    assert torch.allclose(high.sum().sqrt() / torch.linalg.matrix_norm(target - kernel @ target), e_high)
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    monitor = FPrincipleMonitor(x, y, deltas=(0.5, 2.0), per_sample=True)
+    with pytest.raises(ValueError, match="nothing recorded"):
+        monitor.residuals()
+    monitor.on_train_begin(model)
+    monitor.on_epoch_end(model)
+    low_r, high_r = monitor.residuals()
+    assert low_r.shape == high_r.shape == (2, 2, 40)
+    result = monitor.result()
+    norm = torch.linalg.matrix_norm(monitor.kernel[0] @ monitor.target)
+    assert low_r[1, 0].sum().sqrt() / norm == pytest.approx(result.e_low[1][0], rel=1e-5)
+    with pytest.raises(ValueError, match="per_sample=True"):
+        FPrincipleMonitor(x, y, deltas=(0.5,)).residuals()

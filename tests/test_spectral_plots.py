@@ -115,3 +115,25 @@ def test_compared_heat_maps_share_one_colour_scale_and_one_labelled_bar(tmp_path
     loss = fourier_heatmap(model, x, y, eps=0.5, metric="loss")
     with pytest.raises(ValueError, match="share one metric"):
         plots.plot_heatmaps({"a": low, "b": loss})
+
+
+def test_fprinciple_plot_normalises_each_curve_to_its_first_value() -> None:
+    fp = FPrincipleResult(deltas=(1.0,), epochs=(0, 1, 2), e_low=((0.8,), (0.4,), (0.2,)),
+                          e_high=((0.5,), (0.5,), (0.25,)), n=10, self_weight=(0.5,))
+    fig = plots.plot_fprinciple(fp, normalise=True, title="cifar_fast, seed 0")
+    ax = fig.axes[0]
+    low, high = (line.get_ydata().tolist() for line in ax.get_lines())
+    assert low == [1.0, 0.5, 0.25] and high == [1.0, 1.0, 0.5]
+    assert ax.get_ylabel() == "relative error / its epoch-0 value" and ax.get_title() == "cifar_fast, seed 0"
+    raw = plots.plot_fprinciple(fp).axes[0]
+    assert raw.get_lines()[0].get_ydata().tolist() == [0.8, 0.4, 0.2] and raw.get_ylabel() == "relative error"
+
+
+def test_labels_of_nearby_points_are_stacked_apart() -> None:
+    from bandguard.spectral.plots import _label_offsets
+
+    xs, ys = [0.01, 0.012, 0.015, 0.8, 0.81, 0.5], [1.0, 0.5, 0.2, 64.0, 63.0, 20.0]
+    offsets = _label_offsets(xs, ys)
+    assert offsets[2] < offsets[1] < offsets[0]  # one cluster of three, in the order of their y
+    assert offsets[4] < offsets[3] and offsets[5] == 0.0  # a pair; a lone point stays put
+    assert len({offsets[0], offsets[1], offsets[2]}) == 3

@@ -158,8 +158,8 @@ def defend(
     net, weights = model, None
     if smooth is not None:
         s = _coerce(smooth, SmoothSettings, "rho", "smooth")
-        net = smooth_kernels(net, s.rho, s.layers)
-        weights = f"smooth_kernels(rho={s.rho:g}, layers={s.layers!r})"
+        net = smooth_kernels(net, s.rho, s.layers, normalise=s.normalise)
+        weights = f"smooth_kernels(rho={s.rho:g}, layers={s.layers!r}{', normalise=True' if s.normalise else ''})"
     if lowpass is not None:
         net = nn.Sequential(_lowpass(lowpass), net)
     if post_average is not None:

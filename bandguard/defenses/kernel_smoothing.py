@@ -11,6 +11,13 @@ conv layer is convolved over its two spatial axes with
 with mirror borders, same output size, and no renormalisation (HaohanWang/HFC). Their PyTorch port
 convolves over the channel axes by mistake; bandguard smooths the spatial axes.
 
+Without renormalisation the mask multiplies a kernel's flat (DC) part by ``1 + 8 rho`` (9 at
+rho = 1). Their ResNet has no BatchNorm (``batch_normalization_layer`` returns its input), so the
+gain only scales the ReLU net's activations; in a net whose BatchNorm normalises with statistics
+fixed at training time, it shifts every activation after the smoothed conv away from them.
+``normalise=True`` divides the mask by its sum, keeping flat kernels as they are: the transfer of
+their method to such nets (an option: the default stays theirs).
+
 Both functions return a new model (``copy.deepcopy``); the caller's model is untouched.
 
 "First" means the first ``nn.Conv2d``: the frozen patch-whitening layer of the ``cifar_fast`` nets
@@ -39,7 +46,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from bandguard import fourier
-from bandguard._checks import check_finite, check_nonnegative
+from bandguard._checks import check_bool, check_finite, check_nonnegative
 from bandguard.defenses._layers import LayerSpec, layer_spec, select_convs
 
 __all__ = ["SmoothSettings", "filter_kernel", "filter_kernels", "smooth_kernel", "smooth_kernels", "smoothing_mask"]
@@ -52,14 +59,17 @@ class SmoothSettings:
     Attributes:
         rho: neighbour weight of the 3x3 mask, >= 0.
         layers: ``"first"``, ``"all"`` or a tuple of module names.
+        normalise: divide the mask by its sum ``1 + 8 rho`` (see the module's note on BatchNorm).
     """
 
     rho: float
     layers: str | tuple[str, ...] = "first"
+    normalise: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rho", check_nonnegative(self.rho, "rho"))
         object.__setattr__(self, "layers", layer_spec(self.layers))
+        object.__setattr__(self, "normalise", check_bool(self.normalise, "normalise"))
 
 
 def smoothing_mask(rho: float, *, device: torch.device | str | None = None,
@@ -79,16 +89,18 @@ def smoothing_mask(rho: float, *, device: torch.device | str | None = None,
     return mask
 
 
-def smooth_kernel(weight: torch.Tensor, rho: float) -> torch.Tensor:
+def smooth_kernel(weight: torch.Tensor, rho: float, *, normalise: bool = False) -> torch.Tensor:
     """Convolve every kernel of ``weight`` over its spatial axes with :func:`smoothing_mask`.
 
     Mirror ("symmetric", edge repeated) borders and same size, as
     ``scipy.signal.convolve2d(kernel, mask, boundary="symm", mode="same")``; with a 3x3 mask the
-    one-pixel symmetric border equals edge replication. No renormalisation. Differentiable.
+    one-pixel symmetric border equals edge replication. No renormalisation unless asked.
+    Differentiable.
 
     Args:
         weight: conv weights ``[..., kh, kw]`` (e.g. ``[out, in, kh, kw]``).
         rho: mask weight of the eight neighbours, >= 0 (0 is the identity).
+        normalise: divide the mask by its sum ``1 + 8 rho`` (a flat kernel is then unchanged).
 
     Returns:
         Tensor shaped like ``weight``.
@@ -98,6 +110,8 @@ def smooth_kernel(weight: torch.Tensor, rho: float) -> torch.Tensor:
     padded = F.pad(flat, (1, 1, 1, 1), mode="replicate")
     # The mask is point-symmetric, so correlation (conv2d) equals convolution.
     mask = smoothing_mask(rho, device=weight.device, dtype=weight.dtype)[None, None]
+    if normalise:
+        mask = mask / mask.sum()
     return F.conv2d(padded, mask).reshape(weight.shape)
 
 
@@ -138,13 +152,15 @@ def _apply_to_convs(model: nn.Module, layers: LayerSpec, fn, setting: str) -> nn
     return new
 
 
-def smooth_kernels(model: nn.Module, rho: float, layers: LayerSpec = "first") -> nn.Module:
+def smooth_kernels(model: nn.Module, rho: float, layers: LayerSpec = "first", *, normalise: bool = False
+                   ) -> nn.Module:
     """A copy of ``model`` whose conv kernels are smoothed (Wang et al. 1905.13545).
 
     Args:
         model: a trained model with at least one ``nn.Conv2d``.
         rho: neighbour weight of the 3x3 mask, >= 0 (paper: 0.1, 0.25, 0.5, 1.0; 0 is the identity).
         layers: ``"first"`` (the paper's choice), ``"all"``, or a list of module names.
+        normalise: divide the mask by its sum (for nets with BatchNorm; see the module's note).
 
     Returns:
         A new model (deep copy, same mode and ``requires_grad`` flags); ``model`` is untouched.
@@ -153,7 +169,9 @@ def smooth_kernels(model: nn.Module, rho: float, layers: LayerSpec = "first") ->
         ValueError: ``rho < 0``, no conv layer, an unknown or non-conv layer name.
     """
     rho = check_nonnegative(rho, "rho")
-    return _apply_to_convs(model, layers, lambda w: smooth_kernel(w, rho), f"rho={rho:g}")
+    normalise = check_bool(normalise, "normalise")
+    return _apply_to_convs(model, layers, lambda w: smooth_kernel(w, rho, normalise=normalise),
+                           f"rho={rho:g}{', normalised' if normalise else ''}")
 
 
 def filter_kernels(model: nn.Module, radius: float, layers: LayerSpec = "first") -> nn.Module:

@@ -41,6 +41,7 @@ from einops import rearrange
 from torch import nn
 
 from bandguard._checks import (
+    check_bool,
     check_finite,
     check_images,
     check_int,
@@ -56,6 +57,7 @@ __all__ = [
     "FPrincipleMonitor",
     "FPrincipleResult",
     "frequency_errors",
+    "frequency_residuals",
     "gaussian_filter_kernel",
     "nonuniform_dft",
     "principal_projection",
@@ -105,6 +107,28 @@ def gaussian_filter_kernel(distances: torch.Tensor, delta: float) -> torch.Tenso
     return g / g.sum(dim=1, keepdim=True)
 
 
+def frequency_residuals(
+    kernel: torch.Tensor, target: torch.Tensor, output: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample squared low- and high-frequency residuals of ``output`` against ``target``.
+
+    ``low_i = |(K (h - y))_i|^2`` and ``high_i = |((I - K)(h - y))_i|^2``: summed over the samples
+    they are the squared numerators of ``e_low`` and ``e_high`` (:func:`frequency_errors`), so a
+    bootstrap over the reference samples can resample them (the kernel itself stays fixed).
+
+    Args:
+        kernel: row-normalised kernels ``[..., n, n]`` (one per delta).
+        target: ``[n, c]`` (one-hot labels).
+        output: ``[n, c]`` (softmax outputs).
+
+    Returns:
+        ``(low, high)``, each ``[..., n]``.
+    """
+    diff = output - target
+    low = kernel @ diff
+    return low.pow(2).sum(-1), (diff - low).pow(2).sum(-1)
+
+
 def frequency_errors(
     kernel: torch.Tensor, target: torch.Tensor, output: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,16 +142,12 @@ def frequency_errors(
     Returns:
         ``(e_low, e_high)``, each ``[...]``.
     """
+    low, high = frequency_residuals(kernel, target, output)
     target_low = kernel @ target
-    output_low = kernel @ output
-    target_high = target - target_low
-    output_high = output - output_low
-
-    def rel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        num = torch.linalg.matrix_norm(a - b)
-        return num / torch.linalg.matrix_norm(b).clamp_min(torch.finfo(b.dtype).tiny)
-
-    return rel(output_low, target_low), rel(output_high, target_high)
+    tiny = torch.finfo(target_low.dtype).tiny
+    e_low = low.sum(-1).sqrt() / torch.linalg.matrix_norm(target_low).clamp_min(tiny)
+    e_high = high.sum(-1).sqrt() / torch.linalg.matrix_norm(target - target_low).clamp_min(tiny)
+    return e_low, e_high
 
 
 def principal_projection(x: torch.Tensor) -> torch.Tensor:
@@ -266,6 +286,8 @@ class FPrincipleMonitor:
             so this module never imports the plotting layer).
         batch_size: images per forward.
         identity_threshold: warn when the mean self-weight ``mean(diag K)`` exceeds this.
+        per_sample: also keep every record's per-sample squared residuals (:meth:`residuals`), for
+            bootstrap intervals over the reference samples (``2 * len(deltas) * n`` floats a record).
 
     Example:
         >>> monitor = FPrincipleMonitor(x_train[:1000], y_train[:1000], deltas=(5.0, 10.0))
@@ -284,6 +306,7 @@ class FPrincipleMonitor:
         batch_size: int = 1024,
         identity_threshold: float = 0.9,
         plot: Callable[[FPrincipleResult, Path], object] | None = None,
+        per_sample: bool = False,
     ) -> None:
         x = check_images(x, "x", bounds=None)
         y = check_labels(y, x)
@@ -305,6 +328,7 @@ class FPrincipleMonitor:
         if plot is not None and not callable(plot):
             raise TypeError(f"plot must be callable (result, path), got {type(plot).__name__}")
         self.plot = plot
+        self.per_sample = check_bool(per_sample, "per_sample")
 
         self.x = x.detach()
         self.n = x.shape[0]
@@ -333,6 +357,7 @@ class FPrincipleMonitor:
         self._low: list[tuple[float, ...]] = []
         self._high: list[tuple[float, ...]] = []
         self._completed = 0
+        self._residuals: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     # ----------------------------------------------------------------------- recording
 
@@ -346,6 +371,9 @@ class FPrincipleMonitor:
             )
         probs = logits.softmax(dim=1).to(self.kernel.dtype)
         e_low, e_high = frequency_errors(self.kernel, self.target, probs)
+        if self.per_sample:
+            low_res, high_res = frequency_residuals(self.kernel, self.target, probs)
+            self._residuals.append((low_res.cpu(), high_res.cpu()))
         low, high = tuple(e_low.tolist()), tuple(e_high.tolist())
         self._epochs.append(epoch)
         self._low.append(low)
@@ -378,6 +406,15 @@ class FPrincipleMonitor:
             n=self.n,
             self_weight=self.self_weight,
         )
+
+    def residuals(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample squared residuals of every record (``per_sample=True``): ``(low, high)``, each
+        ``[records, deltas, n]`` on the CPU (:func:`frequency_residuals`), for intervals over samples."""
+        if not self.per_sample:
+            raise ValueError("residuals() needs FPrincipleMonitor(..., per_sample=True)")
+        if not self._residuals:
+            raise ValueError("nothing recorded yet")
+        return torch.stack([r[0] for r in self._residuals]), torch.stack([r[1] for r in self._residuals])
 
     def save(self, out_dir: str | os.PathLike[str]) -> Path:
         """Write ``fprinciple.json`` into ``out_dir`` atomically (and the figure, if ``plot`` was given).

@@ -422,8 +422,8 @@ def plot_corruption_gain(
                     fmt="o", markersize=3, capsize=2, linewidth=0.8)
     else:
         ax.scatter(xs, ys, s=14)
-    for name, xv, yv in zip(points, xs, ys):
-        ax.annotate(name, (xv, yv), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    for name, xv, yv, dy in zip(points, xs, ys, _label_offsets(xs, ys)):
+        ax.annotate(name, (xv, yv), fontsize=6, xytext=(3, dy), textcoords="offset points", va="center")
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set_xlabel("high-frequency energy fraction of C(x) - x", fontsize=8)
     what = "gain in share of clean accuracy kept" if relative else "accuracy gain"
@@ -433,6 +433,30 @@ def plot_corruption_gain(
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return _finish(fig, path, {"labels": list(labels), "points": points}, write_data)
+
+
+def _label_offsets(xs: list[float], ys: list[float], step: float = 7.0) -> list[float]:
+    """Vertical text offsets (points) that stack the labels of nearby points instead of overlapping them.
+
+    Points closer than 8 % of the x range and 6 % of the y range form a cluster; its labels are
+    spread ``step`` points apart, centred on the cluster, in the order of their y values.
+    """
+    span_x = (max(xs) - min(xs)) or 1.0
+    span_y = (max(ys) - min(ys)) or 1.0
+    offsets = [0.0] * len(xs)
+    placed: list[list[int]] = []
+    for i in sorted(range(len(xs)), key=lambda k: ys[k]):
+        for group in placed:
+            j = group[-1]
+            if abs(xs[i] - xs[j]) < 0.08 * span_x and abs(ys[i] - ys[j]) < 0.06 * span_y:
+                group.append(i)
+                break
+        else:
+            placed.append([i])
+    for group in placed:
+        for rank, i in enumerate(group):
+            offsets[i] = step * (rank - (len(group) - 1) / 2)
+    return offsets
 
 
 # --------------------------------------------------------------------------- kernels
@@ -470,7 +494,8 @@ def plot_kernel_spectra(
 
 
 def plot_fprinciple(
-    result: FPrincipleResult, path: PathLike | None = None, *, write_data: bool = True
+    result: FPrincipleResult, path: PathLike | None = None, *, write_data: bool = True, normalise: bool = False,
+    title: str | None = None,
 ) -> Figure:
     """``e_low`` (solid) and ``e_high`` (dashed) against epochs, one colour per delta (Xu et al. 1901.06523).
 
@@ -478,6 +503,9 @@ def plot_fprinciple(
         result: an :class:`~bandguard.spectral.FPrincipleMonitor`'s :class:`~bandguard.spectral.FPrincipleResult`.
         path: PNG to write (data as JSON beside it); ``None`` writes nothing.
         write_data: also write the plotted data as JSON beside the PNG.
+        normalise: divide each curve by its first (epoch-0) value, so the two parts' progress compares
+            directly (an untrained net starts with different errors in each).
+        title: the axes' title (default ``"frequency principle (n=...)"``).
 
     Returns:
         The ``matplotlib.figure.Figure``.
@@ -488,13 +516,15 @@ def plot_fprinciple(
     for j, delta in enumerate(result.deltas):
         low = [row[j] for row in result.e_low]
         high = [row[j] for row in result.e_high]
+        if normalise:
+            low, high = [v / low[0] for v in low], [v / high[0] for v in high]
         line = ax.plot(epochs, low, marker=".", label=f"delta={delta:g} low")[0]
         ax.plot(epochs, high, marker=".", linestyle="--", color=line.get_color(),
                 label=f"delta={delta:g} high")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch", fontsize=8)
-    ax.set_ylabel("relative error", fontsize=8)
-    ax.set_title(f"frequency principle (n={result.n})", fontsize=9)
+    ax.set_ylabel("relative error / its epoch-0 value" if normalise else "relative error", fontsize=8)
+    ax.set_title(title or f"frequency principle (n={result.n})", fontsize=9)
     ax.legend(fontsize=6, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
