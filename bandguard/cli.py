@@ -315,7 +315,7 @@ def _demo_run(args: argparse.Namespace) -> int:
           + (f", test accuracy {acc:.2%})" if isinstance(acc, float) else ")"))
     _print_bench(demo.bench, Path(args.out))
     print(f"figures: {demo.files['heatmap']}, {demo.files['spectrum']} and robust_*.png in {args.out}")
-    print(f"done in {time.perf_counter() - start:.0f} s; next (about 3 min on a laptop CPU): "
+    print(f"done in {time.perf_counter() - start:.0f} s; next (about 45 s on 2 CPU cores): "
           f"bandguard bench examples/specs/mnist_linf.toml")
     return 0
 
