@@ -15,8 +15,7 @@ compared on the same images), and the models it rests on with their clean (and P
 Statements true by construction go to :meth:`Summary.sanity`, out of the findings table.
 
 ``--quick`` keeps the models and shrinks only the number of *test* images (each script <= 15
-minutes on 2 CPU cores but ``fourier_heatmaps``: 16, its 1.54 M forwards at the bf16 peak); without
-it the scale is the papers' (a GPU).
+minutes on 2 CPU cores; measured: 0.5 to 11.3); without it the scale is the papers' (a GPU).
 """
 
 from __future__ import annotations

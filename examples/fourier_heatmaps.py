@@ -76,6 +76,11 @@ def main() -> None:
     summary.number("eps", EPS)
     bf16 = native_bf16(settings.device)
     summary.number("bf16_forwards", bf16)
+    # On a CPU, inductor's compiled forward of these nets is about 1.35x the eager one (bf16, 2,048
+    # images a call: 2,311 against 1,715 img/s, measured here), which brings the three 1,000-image maps
+    # (1.54 M forwards) under the quick mode's 15 minutes; compiling costs about 30 s a net.
+    compiled = settings.device.type == "cpu"
+    summary.number("compiled_forwards", compiled)
 
     results, sens_low, sens_high, sens_out = {}, {}, {}, {}
     rows, ring_rows = [], []
@@ -83,6 +88,7 @@ def main() -> None:
         model, meta = reference(FAMILY[label], settings)
         summary.model(label, meta)
         net = BF16Forward(model) if bf16 else model
+        net = torch.compile(net) if compiled else net
         generator = torch.Generator(settings.device).manual_seed(settings.seed)  # the same signs for every model
         r = fourier_heatmap(net, x, y, eps=EPS, generator=generator, per_image=True, progress=True)
         results[label] = r

@@ -135,7 +135,7 @@ def test_readme_table_is_built_from_the_committed_results() -> None:
         assert f"results/{name}/summary.md" in text
 
 
-@pytest.mark.slow  # each script up to 16 minutes on 2 CPU cores in --quick mode (committed weights, no training)
+@pytest.mark.slow  # each script up to 12 minutes on 2 CPU cores in --quick mode (committed weights, no training)
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_example_runs_quick(name: str, tmp_path: Path, data_root: Path) -> None:
     env = {**os.environ, "BANDGUARD_DATA": str(data_root)}
