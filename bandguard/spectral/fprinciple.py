@@ -142,12 +142,21 @@ def frequency_errors(
     Returns:
         ``(e_low, e_high)``, each ``[...]``.
     """
-    low, high = frequency_residuals(kernel, target, output)
+    return _relative_errors(*frequency_residuals(kernel, target, output), *_target_norms(kernel, target))
+
+
+def _target_norms(kernel: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(|K y|_F, |y - K y|_F)``, each ``[...]``: the denominators of ``e_low`` and ``e_high``."""
     target_low = kernel @ target
     tiny = torch.finfo(target_low.dtype).tiny
-    e_low = low.sum(-1).sqrt() / torch.linalg.matrix_norm(target_low).clamp_min(tiny)
-    e_high = high.sum(-1).sqrt() / torch.linalg.matrix_norm(target - target_low).clamp_min(tiny)
-    return e_low, e_high
+    return (torch.linalg.matrix_norm(target_low).clamp_min(tiny),
+            torch.linalg.matrix_norm(target - target_low).clamp_min(tiny))
+
+
+def _relative_errors(low: torch.Tensor, high: torch.Tensor, norm_low: torch.Tensor, norm_high: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(e_low, e_high)`` from per-sample squared residuals ``[..., n]`` and the target norms ``[...]``."""
+    return low.sum(-1).sqrt() / norm_low, high.sum(-1).sqrt() / norm_high
 
 
 def principal_projection(x: torch.Tensor) -> torch.Tensor:
@@ -336,6 +345,7 @@ class FPrincipleMonitor:
         kernels = torch.stack([gaussian_filter_kernel(distances, d) for d in self.deltas])
         self.kernel = kernels.to(x.dtype)  # [D, n, n] on x's device
         self.target = F.one_hot(y.to(x.device), self.num_classes).to(x.dtype)
+        self._target_norms = _target_norms(self.kernel, self.target)  # fixed: computed once, not per record
         self.self_weight = tuple(float(s) for s in kernels.diagonal(dim1=-2, dim2=-1).mean(dim=-1))
         for delta, weight in zip(self.deltas, self.self_weight):
             if weight > identity_threshold:
@@ -370,9 +380,9 @@ class FPrincipleMonitor:
                 f"model must return logits [{self.n}, {self.num_classes}], got {tuple(logits.shape)}"
             )
         probs = logits.softmax(dim=1).to(self.kernel.dtype)
-        e_low, e_high = frequency_errors(self.kernel, self.target, probs)
+        low_res, high_res = frequency_residuals(self.kernel, self.target, probs)
+        e_low, e_high = _relative_errors(low_res, high_res, *self._target_norms)
         if self.per_sample:
-            low_res, high_res = frequency_residuals(self.kernel, self.target, probs)
             self._residuals.append((low_res.cpu(), high_res.cpu()))
         low, high = tuple(e_low.tolist()), tuple(e_high.tolist())
         self._epochs.append(epoch)
