@@ -40,6 +40,7 @@ from bandguard.bench.loading import resolve_device
 from bandguard.bench.stats import Interval
 from bandguard.bench.zoo import WEIGHTS_ENV, reference_model
 from bandguard.data import load_dataset
+from bandguard.models import predict
 from bandguard.training import subset
 
 FORMAT = 2
@@ -103,6 +104,13 @@ def reference(name: str, settings: Settings) -> tuple[nn.Module, dict[str, Any]]
     """The zoo's net ``name`` (full training set, committed weights when they match) on the device."""
     model, meta = reference_model(name, device=settings.device, weights=WEIGHTS_DIR)
     return model.eval(), {**meta, "name": name}
+
+
+def correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, *,
+            batch_size: int = 1000) -> torch.Tensor:
+    """Per-image correctness ``[N]`` (float 0/1, CPU) of ``model`` on ``x``, ``y``, in batches
+    (:func:`bandguard.models.predict`, on ``device``)."""
+    return (predict(model, x.to(device), batch_size=batch_size).argmax(1).cpu() == y.cpu()).float()
 
 
 def test_images(dataset: str, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

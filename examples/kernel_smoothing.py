@@ -46,7 +46,7 @@ import itertools
 from pathlib import Path
 
 import torch
-from _common import FAMILY, Summary, reference, setup, test_images
+from _common import FAMILY, Summary, correct, reference, setup, test_images
 from matplotlib.figure import Figure
 
 from bandguard import BF16Forward, bench, native_bf16
@@ -99,14 +99,6 @@ def quick_spec(spec: bench.BenchSpec) -> bench.BenchSpec:
     return dataclasses.replace(spec, n=500, attacks=attacks, sanity_n=32)
 
 
-@torch.no_grad()
-def clean_correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Per-image clean correctness ``[N]`` (bool, CPU), in batches of 1,000, bf16 forwards where native."""
-    net = BF16Forward(model) if native_bf16(device) else model
-    return torch.cat([net(xb.to(device)).argmax(1).cpu() == yb
-                      for xb, yb in zip(x.split(1000), y.split(1000))])
-
-
 def rho_of(defense: str) -> float:
     """The smoothing of a spec defense (``"none"``: 0)."""
     return 0.0 if defense == "none" else float(parse_defense(defense).args[0])
@@ -148,6 +140,7 @@ def main() -> None:
                 + ("" if eps is None else f"_e{round(eps * 255)}"))
 
     x, y = test_images("cifar10", 10_000, seed=settings.seed)
+    bf16 = native_bf16(settings.device)
     clean: dict[tuple[str, str, float], torch.Tensor] = {}
     for label, (net, meta) in nets.items():
         summary.model(label, meta)
@@ -156,7 +149,7 @@ def main() -> None:
             for rho in rhos:
                 model = smooth_kernels(net, rho, normalise=mask == NORMALISED) if rho else net
                 clean[label, mask, rho] = (clean[label, PUBLISHED, 0.0] if not rho and mask != PUBLISHED else
-                                           clean_correct(model, x, y, settings.device).float())
+                                           correct(BF16Forward(model) if bf16 else model, x, y, settings.device))
                 summary.number(tag("clean10k", label, mask, rho), clean[label, mask, rho].mean())
                 if mask == PUBLISHED:  # the normalised mask is the same up to scale: the same spectrum's shape
                     layer = kernel_spectrum(model).layers[0]

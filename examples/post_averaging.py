@@ -37,7 +37,7 @@ from pathlib import Path
 
 import foolbox as fb
 import torch
-from _common import FAMILY, Summary, reference, setup, test_images
+from _common import FAMILY, Summary, correct, reference, setup, test_images
 from matplotlib.figure import Figure
 
 from bandguard import BF16Forward, bench, native_bf16
@@ -101,14 +101,6 @@ def radius_of(defense: str) -> float:
     return 0.0 if defense == "none" else float(parse_defense(defense).args[0])
 
 
-@torch.no_grad()
-def correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-            batch: int = 250) -> torch.Tensor:
-    """Per-image correctness ``[N]`` (float 0/1, CPU) of ``model`` in batches."""
-    return torch.cat([(model(xb.to(device)).argmax(1).cpu() == yb).float()
-                      for xb, yb in zip(x.split(batch), y.split(batch))])
-
-
 def main() -> None:
     settings = setup(__file__, __doc__)
     spec = bench.load_spec(SPEC)
@@ -127,7 +119,7 @@ def main() -> None:
     # 1. Clean accuracy, bare and averaged, on the same images.
     n_clean = settings.pick(1000, 10_000)
     x, y = test_images("cifar10", n_clean, seed=settings.seed)
-    bare_ok, avg_ok = correct(net, x, y, device), correct(averaged, x, y, device)
+    bare_ok, avg_ok = correct(net, x, y, device, batch_size=250), correct(averaged, x, y, device, batch_size=250)
     summary.number("clean_bare", bare_ok.mean())
     summary.number("clean_averaged", avg_ok.mean())
     drop = paired_difference(bare_ok, avg_ok)
@@ -151,7 +143,7 @@ def main() -> None:
         # Examples: images the bare net gets right that the attack turned (checked on the bare net).
         turned = (res.clean_pred == res.labels) & res.success
         x_adv, labels, norms = res.x_adv[turned], res.labels[turned], res.norms[turned].float().cpu()
-        defended = correct(averaged, x_adv, labels.cpu(), device)
+        defended = correct(averaged, x_adv, labels, device, batch_size=250)
         share = mean_interval(defended)
         summary.number(f"examples_{tag}", len(labels))
         summary.number(f"defended_{tag}", share.estimate)
