@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _interrupt import Interrupted, stop_after
 from attack_models import batch, tiny_model
 
 from bandguard.attacks import FGSM, PGD, FourierAttack, FourierGreedy
@@ -208,24 +209,12 @@ def test_same_seed_twice_is_bit_identical(checkpoint: Path, tmp_path: Path) -> N
         assert c1.key == c2.key and torch.equal(c1.robust, c2.robust) and torch.equal(c1.forwards, c2.forwards)
 
 
-class _Stop(Exception):
-    pass
-
-
 @pytest.mark.slow
 def test_resume_after_interruption_gives_the_same_table(checkpoint: Path, tmp_path: Path) -> None:
     full = run(small_spec(checkpoint, tmp_path / "full"))
     spec = small_spec(checkpoint, tmp_path / "cut")
-    batches = 0
-
-    def stop_midway(desc: str, images: int) -> None:
-        nonlocal batches
-        batches += 1
-        if batches == 5:
-            raise _Stop
-
-    with pytest.raises(_Stop):
-        run(spec, progress=stop_midway)
+    with pytest.raises(Interrupted):
+        run(spec, progress=stop_after(5))
     store = ResultStore(tmp_path / "cut" / "results.sqlite")
     stored = len(store.keys())
     store.close()

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
+from _folders import CLASSES, write_folder
+from _interrupt import Interrupted, stop_after
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -24,8 +25,6 @@ from bandguard.bench.results import ResultStore
 from bandguard.bench.spec import SpecError
 from bandguard.data import FolderSource
 
-SIZES = ((40, 37), (50, 64), (37, 45), (64, 48))  # (height, width)
-CLASSES = ("cat", "dog", "emu")
 EPS = (0.05, 0.2, 0.3)
 
 
@@ -43,25 +42,11 @@ def colour_net() -> nn.Module:
     return net.eval()
 
 
-def write_folder(folder: Path, per_class: int) -> Path:
-    """``folder/<class>/NNN.jpg``: noise with the class's channel brightened by a random amount, so
-    robustness varies per image; sizes cycle through :data:`SIZES`."""
-    g = torch.Generator().manual_seed(0)
-    for k, cls in enumerate(CLASSES):
-        (folder / cls).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            h, w = SIZES[(i + k) % len(SIZES)]
-            img = torch.randint(0, 96, (h, w, 3), generator=g, dtype=torch.uint8)
-            img[..., k] += int(torch.randint(40, 160, (), generator=g))
-            Image.fromarray(img.numpy()).save(folder / cls / f"{i:03d}.jpg", quality=95)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def imagenet_like(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``root/val/<class>/*.jpg`` (8 mixed-size JPEGs per class) and ``root/ids.txt``."""
     root = tmp_path_factory.mktemp("imagenet")
-    write_folder(root / "val", 8)
+    write_folder(root, 8, split="val", random_tint=True)
     (root / "ids.txt").write_text("".join(f"{c}/{i:03d}.jpg\n" for i in (5, 1, 7, 2, 0, 3) for c in CLASSES[::-1]))
     return root
 
@@ -127,10 +112,6 @@ def spec_data(root: Path, out: Path, **data: object) -> dict:
     }
 
 
-class _Stop(Exception):
-    pass
-
-
 def test_spec_streams_a_folder_and_resumes(imagenet_like: Path, tmp_path: Path) -> None:
     spec = parse_spec(spec_data(imagenet_like, tmp_path / "full"))
     full = run(spec)
@@ -142,16 +123,8 @@ def test_spec_streams_a_folder_and_resumes(imagenet_like: Path, tmp_path: Path) 
     assert memory.rows == full.rows
     # Interrupted after a few batches, then resumed: the stored cells are reused, the table is the same.
     cut = parse_spec(spec_data(imagenet_like, tmp_path / "cut", workers=1))
-    batches = 0
-
-    def stop_midway(desc: str, images: int) -> None:
-        nonlocal batches
-        batches += 1
-        if batches == 7:  # in PGD's cell: FGSM's is stored (5 batches of 4 each)
-            raise _Stop
-
-    with pytest.raises(_Stop):
-        run(cut, progress=stop_midway)
+    with pytest.raises(Interrupted):
+        run(cut, progress=stop_after(7))  # in PGD's cell: FGSM's is stored (5 batches of 4 each)
     store = ResultStore(tmp_path / "cut" / "results.sqlite")
     stored = len(store.keys())
     store.close()

@@ -7,30 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
+from _folders import CLASSES, write_folder
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from bandguard.data import FolderSource, as_samples, load_dataset
 from bandguard.data.stream import StreamSamples, TensorSamples
-
-SIZES = ((40, 37), (50, 64), (37, 45), (64, 48))  # (height, width): no two classes alike
-CLASSES = ("cat", "dog", "emu")
-
-
-def write_folder(root: Path, per_class: int = 8, split: str | None = "val", suffix: str = ".jpg",
-                 sizes: tuple[tuple[int, int], ...] = SIZES) -> Path:
-    """``root/[split/]<class>/NNN<suffix>``: noisy images tinted by class, sizes cycling through
-    ``sizes``. Returns the folder holding the classes."""
-    folder = root / split if split else root
-    g = torch.Generator().manual_seed(0)
-    for k, cls in enumerate(CLASSES):
-        (folder / cls).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            h, w = sizes[(i + k) % len(sizes)]
-            img = torch.randint(0, 96, (h, w, 3), generator=g, dtype=torch.uint8)
-            img[..., k] += 150  # the class's channel is bright
-            Image.fromarray(img.numpy()).save(folder / cls / f"{i:03d}{suffix}", quality=95)
-    return folder
 
 
 @pytest.fixture

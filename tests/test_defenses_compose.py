@@ -88,7 +88,8 @@ def test_specs_build_every_registered_defense() -> None:
     ("post_average:3,k=15", "defense 'post_average' (spec 'post_average:3,k=15') takes no option 'k' "
                             "(did you mean 'K'?); its options are K, antithetic,"),
     ("lowpass:8,shap=square", "takes no option 'shap' (did you mean 'shape'?); its options are clip, order,"),
-    ("smooth:0.25,layerz=all", "takes no option 'layerz' (did you mean 'layers'?); its options are layers, normalise, rho"),
+    ("smooth:0.25,layerz=all",
+     "takes no option 'layerz' (did you mean 'layers'?); its options are layers, normalise, rho"),
     ("filter_kernels:8,zzz=1", "takes no option 'zzz'; its options are layers, radius"),
 ])
 def test_option_typos_name_the_closest_option_and_no_internals(spec: str, says: str) -> None:
