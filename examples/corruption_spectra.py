@@ -166,7 +166,7 @@ def main() -> None:
         plots.plot_corruption_gain(
             natural, runs[label], path, labels=("natural", label), relative=True,
             intervals={m: (ci.low, ci.high) for m, ci in gains[label].items()},
-            title=f"{label} ({FAMILY[label]}) vs natural, n = {n}, severity {SEVERITY}", write_data=False)
+            title=f"{label} ({FAMILY[label]}) vs natural,\nn = {n} test images, severity {SEVERITY}", write_data=False)
         summary.figure(path, f"Gain in share of clean accuracy kept, {label} minus natural, per corruption against "
                              "the corruption's high-frequency energy fraction (bars: paired 95 % bootstrap intervals)")
 

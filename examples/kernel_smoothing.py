@@ -157,9 +157,11 @@ def main() -> None:
                     layers.append(dataclasses.replace(layer, name=f"rho = {rho:g}"))
         path = settings.out / f"kernel_spectra_{label}.png"
         plot_kernel_spectra(KernelSpectrum(layers=tuple(layers), size=kernel_spectrum(net).size), path,
-                            write_data=False)
+                            write_data=False, normalise=True,
+                            title=f"{label} net ({FAMILY[label]}): first trainable conv, published mask")
         summary.figure(path, f"{label} net ({FAMILY[label]}): mean amplitude spectrum of the first trainable conv's "
-                       "kernels (32 x 32 frequency grid, centred) per rho")
+                       "kernels (32 x 32 frequency grid, centred) per rho, each panel divided by its peak "
+                       "(the published mask also scales the kernels up by as much as 1 + 8 rho)")
 
     n = spec.n
     summary.intro = (

@@ -129,11 +129,52 @@ def test_fprinciple_plot_normalises_each_curve_to_its_first_value() -> None:
     assert raw.get_lines()[0].get_ydata().tolist() == [0.8, 0.4, 0.2] and raw.get_ylabel() == "relative error"
 
 
-def test_labels_of_nearby_points_are_stacked_apart() -> None:
-    from bandguard.spectral.plots import _label_offsets
+def test_point_labels_are_moved_apart_by_their_rendered_boxes() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    xs, ys = [0.01, 0.012, 0.015, 0.8, 0.81, 0.5], [1.0, 0.5, 0.2, 64.0, 63.0, 20.0]
-    offsets = _label_offsets(xs, ys)
-    assert offsets[2] < offsets[1] < offsets[0]  # one cluster of three, in the order of their y
-    assert offsets[4] < offsets[3] and offsets[5] == 0.0  # a pair; a lone point stays put
-    assert len({offsets[0], offsets[1], offsets[2]}) == 3
+    from bandguard.spectral.plots import _separate_labels
+
+    # Where the adversarial net's corruption-gain labels once touched: a long name beside a close pair,
+    # two near-identical points at the left, and one label far from all.
+    points = {"jpeg_compression": (0.62, 2.0), "gaussian_blur": (0.70, 6.0), "defocus_blur": (0.73, 4.0),
+              "saturate": (0.01, 1.0), "brightness": (0.02, -1.0), "pixelate": (0.87, 40.0)}
+    fig = Figure(figsize=(4.6, 3.6))
+    ax = fig.add_subplot()
+    ax.set_xlim(0, 0.95)
+    ax.set_ylim(-45, 75)
+    labels = [ax.annotate(n, p, fontsize=6, xytext=(3, 0), textcoords="offset points", va="center")
+              for n, p in points.items()]
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    assert boxes[0].overlaps(boxes[2]) and boxes[3].overlaps(boxes[4])  # the case to mend
+    _separate_labels(fig, labels)
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    moved = {t.get_text() for t in labels if t.xyann != (3, 0)}
+    assert "pixelate" not in moved and "gaussian_blur" not in moved and "saturate" not in moved
+    assert {"defocus_blur", "brightness"} <= moved
+
+
+def test_normalised_kernel_spectra_share_one_scale_of_each_panels_peak() -> None:
+    import dataclasses
+
+    from bandguard.defenses import smooth_kernels
+    from bandguard.spectral import KernelSpectrum
+
+    model = tiny_model()
+    bare = kernel_spectrum(model).layers[0]
+    smoothed = kernel_spectrum(smooth_kernels(model, 1.0)).layers[0]  # the published mask scales it up
+    result = KernelSpectrum(layers=(dataclasses.replace(bare, name="rho = 0"),
+                                    dataclasses.replace(smoothed, name="rho = 1")), size=kernel_spectrum(model).size)
+    fig = plots.plot_kernel_spectra(result, normalise=True, title="tiny net")
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 2 and len(fig.axes) == 3  # two maps, one colour bar, no empty panel
+    for ax in panels:
+        data = ax.images[0].get_array()
+        assert ax.images[0].get_clim() == (0.0, 1.0) and abs(float(data.max()) - 1.0) < 1e-6
+        assert ax.get_xlabel() == "horizontal frequency index" and ax.get_ylabel() == "vertical frequency index"
+    bar = next(ax for ax in fig.axes if not ax.images)
+    assert bar.get_ylabel() == "mean kernel amplitude / panel's peak"
+    own = plots.plot_kernel_spectra(result)  # default: one bar per panel, in amplitude units
+    assert len(own.axes) == 4 and [ax for ax in own.axes if ax.images][1].images[0].get_clim()[1] > 1.5

@@ -422,8 +422,8 @@ def plot_corruption_gain(
                     fmt="o", markersize=3, capsize=2, linewidth=0.8)
     else:
         ax.scatter(xs, ys, s=14)
-    for name, xv, yv, dy in zip(points, xs, ys, _label_offsets(xs, ys)):
-        ax.annotate(name, (xv, yv), fontsize=6, xytext=(3, dy), textcoords="offset points", va="center")
+    names = [ax.annotate(name, (xv, yv), fontsize=6, xytext=(3, 0), textcoords="offset points", va="center")
+             for name, xv, yv in zip(points, xs, ys)]
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set_xlabel("high-frequency energy fraction of C(x) - x", fontsize=8)
     what = "gain in share of clean accuracy kept" if relative else "accuracy gain"
@@ -432,31 +432,26 @@ def plot_corruption_gain(
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    _separate_labels(fig, names)  # after the layout: it fixes where the labels land
     return _finish(fig, path, {"labels": list(labels), "points": points}, write_data)
 
 
-def _label_offsets(xs: list[float], ys: list[float], step: float = 7.0) -> list[float]:
-    """Vertical text offsets (points) that stack the labels of nearby points instead of overlapping them.
+def _separate_labels(fig: Figure, labels: Sequence[Any], *, step: float = 1.0, limit: int = 300) -> None:
+    """Nudge point labels (annotations in offset points) down until no two rendered labels overlap.
 
-    Points closer than 8 % of the x range and 6 % of the y range form a cluster; its labels are
-    spread ``step`` points apart, centred on the cluster, in the order of their y values.
+    Long names collide though their points lie far apart, so the labels' rendered boxes decide, not
+    the points' distances. From the top down, each label moves ``step`` points at a time until its box
+    clears every label placed before it (at most ``limit`` moves); a label that clears stays put.
     """
-    span_x = (max(xs) - min(xs)) or 1.0
-    span_y = (max(ys) - min(ys)) or 1.0
-    offsets = [0.0] * len(xs)
-    placed: list[list[int]] = []
-    for i in sorted(range(len(xs)), key=lambda k: ys[k]):
-        for group in placed:
-            j = group[-1]
-            if abs(xs[i] - xs[j]) < 0.08 * span_x and abs(ys[i] - ys[j]) < 0.06 * span_y:
-                group.append(i)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    placed: list[Any] = []
+    for label in sorted(labels, key=lambda t: -t.get_window_extent(renderer).y1):
+        for _ in range(limit):
+            if not any(label.get_window_extent(renderer).overlaps(box) for box in placed):
                 break
-        else:
-            placed.append([i])
-    for group in placed:
-        for rank, i in enumerate(group):
-            offsets[i] = step * (rank - (len(group) - 1) / 2)
-    return offsets
+            x, y = label.xyann
+            label.xyann = (x, y - step)
+        placed.append(label.get_window_extent(renderer))
 
 
 # --------------------------------------------------------------------------- kernels
@@ -464,7 +459,7 @@ def _label_offsets(xs: list[float], ys: list[float], step: float = 7.0) -> list[
 
 def plot_kernel_spectra(
     result: KernelSpectrum, path: PathLike | None = None, *, max_layers: int = 8,
-    write_data: bool = True
+    write_data: bool = True, normalise: bool = False, title: str | None = None,
 ) -> Figure:
     """Mean centred kernel amplitude per conv layer (first ``max_layers`` layers).
 
@@ -474,19 +469,44 @@ def plot_kernel_spectra(
         path: PNG to write (data as JSON beside it); ``None`` writes nothing.
         max_layers: the number of layers drawn, from the first.
         write_data: also write the plotted data as JSON beside the PNG.
+        normalise: divide each panel by its own peak and draw all on one ``[0, 1]`` scale with one
+            colour bar: the spectra's shapes compare at a glance when their sizes differ (a smoothing
+            mask that scales the kernels, say). Otherwise each panel has its own colour bar, in
+            amplitude units (layers of one net differ in scale).
+        title: the figure's heading (say the model); none by default.
 
     Returns:
         The ``matplotlib.figure.Figure``, one panel per layer.
     """
+    normalise = check_bool(normalise, "normalise")
     layers = result.layers[:max_layers]
     rows, cols = _grid(len(layers))
-    fig = Figure(figsize=(3.0 * cols, 2.8 * rows))
-    for index, layer in enumerate(layers):
-        ax = fig.add_subplot(rows, cols, index + 1)
+    fig = Figure(figsize=(3.0 * cols + (0.8 if normalise else 0.0), 3.0 * rows + (0.3 if title else 0.0)),
+                 layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat[len(layers):]:
+        ax.remove()  # no empty panels
+    image = None
+    for ax, layer in zip(axes.flat, layers):
         kh, kw = layer.kernel_shape[-2:]
-        _image(fig, ax, layer.spectrum, f"{layer.name} ({kh}x{kw})\nhigh-freq {layer.high_fraction:.0%}",
-               label="mean kernel amplitude |F(w)|")
-    fig.tight_layout()
+        panel_title = f"{layer.name} ({kh}x{kw})\nhigh-freq {layer.high_fraction:.0%}"
+        if normalise:
+            peak = float(layer.spectrum.max()) or 1.0
+            h, w = layer.spectrum.shape
+            image = ax.imshow((layer.spectrum / peak).numpy(), cmap=CMAP, extent=_centred_extent(h, w),
+                              vmin=0.0, vmax=1.0)
+            ax.set_title(panel_title, fontsize=9)
+            ax.tick_params(labelsize=7)
+        else:
+            _image(fig, ax, layer.spectrum, panel_title, label="mean kernel amplitude |F(w)|")
+        ax.set_xlabel("horizontal frequency index", fontsize=7)
+        ax.set_ylabel("vertical frequency index", fontsize=7)
+    if normalise and image is not None:
+        bar = fig.colorbar(image, ax=[ax for ax in axes.flat[:len(layers)]], fraction=0.03, pad=0.02)
+        bar.set_label("mean kernel amplitude / panel's peak", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return _finish(fig, path, result.to_dict(), write_data)
 
 
