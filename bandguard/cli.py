@@ -156,8 +156,9 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--recipe", default=None, choices=list(RECIPES),
                    help="train a reference recipe as published (e.g. cifar_fast: airbench's class, >= 93 %% "
-                        "on CIFAR-10); the other training options are then not used. Uses published weights "
-                        "($BANDGUARD_WEIGHTS) or the cache unless --retrain; resumes per epoch")
+                        "on CIFAR-10); the other training options are then not used, but --seed (another training "
+                        "seed: its own cache entry). Uses published weights ($BANDGUARD_WEIGHTS) or the cache "
+                        "unless --retrain; resumes per epoch")
     p.add_argument("--retrain", action="store_true", help="with --recipe: train even if weights exist")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("--dataset", default="mnist", help="mnist, cifar10 or an ImageFolder path")
@@ -232,7 +233,7 @@ def _train_recipe(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     model, meta = reference_model(args.recipe, retrain=args.retrain, progress=False if args.quiet else None,
-                                  device=_device(args.device))
+                                  device=_device(args.device), seed=args.seed)
     if meta.get("published"):
         from bandguard.models import save_checkpoint
 

@@ -3,7 +3,7 @@
 Usage::
 
     BANDGUARD_DATA=../shared/data python benchmarks/train_reference.py \
-        --nets cifar_fast,cifar_fast_adversarial [--publish examples/models] [--retrain]
+        --nets cifar_fast,cifar_fast_adversarial [--publish examples/models] [--retrain] [--seed N]
 
 For each recipe of :data:`bandguard.bench.zoo.RECIPES` it prints one Markdown row: clean test
 accuracy on the 10,000 test images (and with airbench's test-time augmentation for the
@@ -12,7 +12,9 @@ nets (eps 0.3 for MNIST), training wall time, training images per second, and th
 training step in float32 against bf16 autocast + channels_last (interleaved, 3 repeats, median).
 A net found in the cache (or published weights) is not trained again unless ``--retrain``; its
 time is the one recorded when it was trained. ``--publish DIR`` writes each net as a float16
-checkpoint with its manifest entry (:func:`bandguard.bench.zoo.publish_weights`).
+checkpoint with its manifest entry (:func:`bandguard.bench.zoo.publish_weights`). ``--seed N``
+trains each recipe with seed N instead of its own (published as ``<net>-seed<N>``), for the spread
+of a finding over training seeds.
 
 The machine and its load average are printed first: figures taken beside other work are not
 comparable.
@@ -34,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_name
 
 from bandguard.attacks import PGD
-from bandguard.bench.zoo import RECIPES, publish_weights, reference_model
+from bandguard.bench.zoo import RECIPES, publish_weights, published_name, reference_model
 from bandguard.data import load_dataset
 from bandguard.models import create_model
 from bandguard.training import evaluate, train
@@ -67,6 +69,8 @@ def main() -> None:
     parser.add_argument("--publish", default=None, help="folder to publish float16 weights and manifest.json in")
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--no-speed", action="store_true", help="skip the float32 vs bf16 step timing")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="train with this seed instead of each recipe's own (published as <net>-seed<N>)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"Machine: {machine()}; load average {os.getloadavg()[0]:.2f} at start\n")
@@ -74,7 +78,7 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in args.nets.split(","):
         recipe = RECIPES[name]
-        model, meta = reference_model(name, retrain=args.retrain, device=device, progress=True)
+        model, meta = reference_model(name, retrain=args.retrain, device=device, progress=True, seed=args.seed)
         test = load_dataset(recipe.dataset, "test")
         images_per_second = meta["train_images"] * recipe.config.epochs / meta["train_seconds"]
         tta = meta.get("tta_accuracy")
@@ -92,7 +96,8 @@ def main() -> None:
         fp32 = statistics.median(speeds["off"]) if speeds["off"] else float("nan")
         bf16 = statistics.median(speeds["bf16"]) if speeds["bf16"] else float("nan")
         tta_text = f"{tta:.2%}" if tta is not None else "-"
-        print(f"| {name} | {meta['test_accuracy']:.2%} | {tta_text} | {pgd:.1%} | "
+        label = name if args.seed is None else published_name(name, args.seed)
+        print(f"| {label} | {meta['test_accuracy']:.2%} | {tta_text} | {pgd:.1%} | "
               f"{meta['train_seconds'] / 60:.1f} min | {images_per_second:.0f} | {fp32:.0f} | {bf16:.0f} | "
               f"{bf16 / fp32:.2f}x |", flush=True)
         if args.publish:

@@ -100,9 +100,10 @@ def setup(script: str, doc: str, argv: list[str] | None = None) -> Settings:
     return Settings(name, args.quick, out, resolve_device(args.device), args.seed)
 
 
-def reference(name: str, settings: Settings) -> tuple[nn.Module, dict[str, Any]]:
-    """The zoo's net ``name`` (full training set, committed weights when they match) on the device."""
-    model, meta = reference_model(name, device=settings.device, weights=WEIGHTS_DIR)
+def reference(name: str, settings: Settings, *, seed: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """The zoo's net ``name`` (full training set, committed weights when they match) on the device;
+    ``seed`` picks another training seed than the recipe's (``bandguard.bench.zoo.published_name``)."""
+    model, meta = reference_model(name, device=settings.device, weights=WEIGHTS_DIR, seed=seed)
     return model.eval(), {**meta, "name": name}
 
 

@@ -203,3 +203,30 @@ def test_published_weights_round_trip_and_are_used_first(mnist_trained, mnist_te
     (folder / "mnist_cnn.pt").write_bytes(bytes(data))
     with pytest.raises(ValueError, match="fail their SHA256 check"):
         reference_model("mnist_cnn", **zoo_options, weights=folder)
+
+
+def test_a_training_seed_has_its_own_published_name_and_cache_key(mnist_trained, zoo_options, tmp_path) -> None:
+    """reference_model(seed=N) trains the recipe with seed N: its own cache key, published as
+    <name>-seed<N> beside the recipe's own seed, each lookup serving only its own entry."""
+    from bandguard.bench.zoo import _cache_key, publish_weights, published_name
+    from bandguard.data import load_dataset
+
+    assert published_name("mnist_cnn", 0) == "mnist_cnn" and published_name("mnist_cnn", 1) == "mnist_cnn-seed1"
+    model, _ = mnist_trained
+    _, meta = reference_model("mnist_cnn", **zoo_options)
+    recipe = RECIPES["mnist_cnn"]
+    seeded = dataclasses.replace(recipe, config=dataclasses.replace(recipe.config, seed=1))
+    data = {k: v for k, v in zoo_options.items() if k in ("root", "download")}
+    train, test = load_dataset("mnist", "train", **data), load_dataset("mnist", "test", **data)
+    key = _cache_key(seeded, train, test)
+    assert key != meta["data_key"]  # the seed joins the key: never served for the recipe's own seed
+    folder = tmp_path / "published"
+    publish_weights("mnist_cnn", model, meta, folder)
+    # Stand-in for a seed-1 net (training one takes a minute): the same weights under seed 1's recipe.
+    entry = publish_weights("mnist_cnn", model, {**meta, "recipe": seeded.to_dict(), "data_key": key}, folder)
+    assert entry["file"] == "mnist_cnn-seed1.pt" and entry["seed"] == 1 and entry["recipe"]["config"]["seed"] == 1
+    _, one = reference_model("mnist_cnn", **zoo_options, weights=folder, seed=1)
+    _, own = reference_model("mnist_cnn", **zoo_options, weights=folder, seed=0)
+    assert one["path"] == str(folder / "mnist_cnn-seed1.pt") and own["path"] == str(folder / "mnist_cnn.pt")
+    with pytest.raises(ValueError, match="seed"):
+        reference_model("mnist_cnn", **zoo_options, weights=folder, seed=-1)

@@ -218,6 +218,7 @@ def reference_model(
     root: str | os.PathLike[str] | None = None,
     download: bool = True,
     weights: str | os.PathLike[str] | None = None,
+    seed: int | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The reference net of recipe ``name``: published weights, the cache, or trained and cached.
 
@@ -241,6 +242,9 @@ def reference_model(
         cache_dir: folder of the cached checkpoints (default ``$XDG_CACHE_HOME/bandguard/models``).
         root, download: passed to :func:`~bandguard.data.load_dataset`.
         weights: the folder of published weights; default ``$BANDGUARD_WEIGHTS`` (unset: none).
+        seed: train with this seed instead of the recipe's own (several training seeds, to see how
+            much a finding moves with training noise): its own cache entry and published name
+            (:func:`published_name`).
 
     Returns:
         ``(model, meta)``: the model in eval mode on ``device``, and its metadata:
@@ -263,6 +267,10 @@ def reference_model(
     recipe = _recipe(name)
     if limit is not None:
         recipe = dataclasses.replace(recipe, limit=check_int(limit, "limit", minimum=1))
+    if seed is not None:
+        recipe = dataclasses.replace(recipe, config=dataclasses.replace(recipe.config,
+                                                                        seed=check_int(seed, "seed", minimum=0)))
+    entry = published_name(name, recipe.config.seed)
     if not isinstance(retrain, bool):
         raise TypeError(f"retrain must be a bool, got {type(retrain).__name__} {retrain!r}")
     data_name = recipe.dataset if dataset is None else os.fspath(dataset)
@@ -271,10 +279,10 @@ def reference_model(
     folder = Path(cache_dir) if cache_dir is not None else user_cache_dir() / "models"
     size = "" if recipe.limit is None else f"-{recipe.limit}images"
     key = _cache_key(recipe, train_set, test_set)
-    path = folder / f"{name}{size}-{train_set.name}-{key}.pt"
+    path = folder / f"{entry}{size}-{train_set.name}-{key}.pt"
     published = weights if weights is not None else os.environ.get(WEIGHTS_ENV) or None
     if published is not None and not retrain:
-        found = load_published(name, key, published, device=device)
+        found = load_published(entry, key, published, device=device)
         if found is not None:
             return found
     if path.is_file() and not retrain:
@@ -295,13 +303,23 @@ def reference_model(
                    "name": name, "data_key": key}
 
 
+def published_name(name: str, seed: int) -> str:
+    """The name recipe ``name`` trained with ``seed`` is published and cached under.
+
+    The recipe's own seed keeps the recipe's name (``"cifar_fast"``); another seed adds it
+    (``"cifar_fast-seed1"``), so the nets of several seeds sit side by side in one manifest.
+    """
+    own = _recipe(name).config.seed
+    return name if seed == own else f"{name}-seed{seed}"
+
+
 def load_published(
     name: str, key: str, folder: str | os.PathLike[str], *, device: torch.device | str | None = None
 ) -> tuple[nn.Module, dict[str, Any]] | None:
     """The published net of recipe ``name`` trained on the data of cache key ``key``, if any.
 
     Args:
-        name: a recipe name.
+        name: a recipe name, or one with a seed (:func:`published_name`).
         key: the recipe-and-data key (see :func:`reference_model`); an entry for other data or
             another version of the recipe is not used.
         folder: the folder of ``manifest.json`` and the checkpoints.
@@ -339,16 +357,18 @@ def load_published(
 def publish_weights(
     name: str, model: nn.Module, meta: dict[str, Any], folder: str | os.PathLike[str], **extra: Any
 ) -> dict[str, Any]:
-    """Write ``model`` as a float16 checkpoint ``folder/<name>.pt`` and its entry in ``manifest.json``.
+    """Write ``model`` as a float16 checkpoint and its entry in ``folder/manifest.json``.
 
-    Both writes are atomic. The entry records the recipe, the data key :func:`load_published`
-    matches, the seed, the file's SHA256 and ``meta``'s figures (test accuracy and the like);
-    ``extra`` adds more (PGD accuracy, images per second, the machine).
+    Both writes are atomic. The entry records the recipe as trained (from ``meta``), the data key
+    :func:`load_published` matches, the seed, the file's SHA256 and ``meta``'s figures (test
+    accuracy and the like); ``extra`` adds more (PGD accuracy, images per second, the machine).
+    The file and the entry are named by :func:`published_name`: ``<name>.pt`` for the recipe's own
+    seed, ``<name>-seed<N>.pt`` for another.
 
     Args:
         name: the recipe name.
         model: the trained net (float32); stored rounded to float16.
-        meta: what :func:`reference_model` returned for it (``data_key`` included).
+        meta: what :func:`reference_model` returned for it (``data_key`` and ``recipe`` included).
         folder: where to publish.
         extra: plain values added to the entry.
 
@@ -356,27 +376,30 @@ def publish_weights(
         The manifest entry.
     """
     recipe = _recipe(name)
+    trained = meta["recipe"]  # the recipe as trained: the seed may differ from the recipe's own
+    seed = int(trained["config"]["seed"])
+    entry_name = published_name(name, seed)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     half = {k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()
             for k, v in model.state_dict().items()}
-    file = folder / f"{name}.pt"
+    file = folder / f"{entry_name}.pt"
     keep = {k: meta[k] for k in ("dataset", "test_accuracy", *_EXTRA_META, *_OPTIONAL_META) if k in meta}
     torch_save_atomic({"state_dict": half, "meta": {**checkpoint_payload(model, arch=recipe.arch)["meta"],
-                                                    "recipe": recipe.to_dict(), **keep}}, file)
+                                                    "recipe": trained, **keep}}, file)
     entry = {
         "file": file.name,
         "sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
         "data_key": meta["data_key"],
-        "seed": recipe.config.seed,
-        "recipe": recipe.to_dict(),
+        "seed": seed,
+        "recipe": trained,
         **keep,
         **extra,
     }
     entry.pop("history", None)  # per-epoch logs stay in the checkpoint
     manifest = folder / MANIFEST
     entries = json.loads(manifest.read_text()) if manifest.is_file() else {}
-    entries[name] = entry
+    entries[entry_name] = entry
     write_json_atomic(manifest, dict(sorted(entries.items())))
     return entry
 
