@@ -19,11 +19,11 @@ EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 SCRIPTS = sorted(p.stem for p in EXAMPLES_DIR.glob("*.py") if not p.stem.startswith("_") and p.stem != "collect")
 # The findings examples (issue 14); spectral_tour is the MNIST tour that draws docs/images.
 FINDINGS = ("corruption_spectra", "filtered_data", "fourier_attack", "fourier_heatmaps", "frequency_principle",
-            "kernel_smoothing", "perturbation_spectra", "post_averaging")
+            "kernel_smoothing", "perturbation_spectra", "post_averaging", "training_seeds")
 # The examples rerun on the cifar_fast family with intervals, pre-stated criteria and the papers' words
 # (results.json format 2): all of them.
 REVIEWED = ("corruption_spectra", "filtered_data", "fourier_attack", "fourier_heatmaps", "frequency_principle",
-            "kernel_smoothing", "perturbation_spectra", "post_averaging")
+            "kernel_smoothing", "perturbation_spectra", "post_averaging", "training_seeds")
 
 
 def _load(name: str):
