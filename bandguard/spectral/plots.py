@@ -93,16 +93,26 @@ def _centred_extent(h: int, w: int) -> tuple[float, float, float, float]:
 
 
 def _image(fig: Figure, ax: Any, values: torch.Tensor, title: str, *, label: str | None = None,
-           **kwargs: Any) -> None:
-    """One centred map with a colour bar labelled ``label`` (the quantity and its unit)."""
+           bar: bool = True, **kwargs: Any) -> Any:
+    """One centred map, with its own colour bar labelled ``label`` (the quantity and its unit) unless
+    ``bar`` is false (panels sharing one scale get one bar: :func:`_shared_bar`). Returns the image."""
     h, w = values.shape
     im = ax.imshow(values.numpy(), cmap=CMAP, extent=_centred_extent(h, w), **kwargs)
     ax.set_title(title, fontsize=9)
     ax.tick_params(labelsize=7)
-    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    bar.ax.tick_params(labelsize=6, which="both")  # a log scale labels its minor ticks too
-    if label is not None:
-        bar.set_label(label, fontsize=7)
+    if bar:
+        colour_bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        colour_bar.ax.tick_params(labelsize=6, which="both")  # a log scale labels its minor ticks too
+        if label is not None:
+            colour_bar.set_label(label, fontsize=7)
+    return im
+
+
+def _shared_bar(fig: Figure, image: Any, axes: Sequence[Any], label: str) -> None:
+    """One colour bar, labelled ``label``, for panels drawn on ``image``'s scale."""
+    bar = fig.colorbar(image, ax=list(axes), fraction=0.03, pad=0.02)
+    bar.set_label(label, fontsize=8)
+    bar.ax.tick_params(labelsize=7)
 
 
 def shared_log_norm(maps: Sequence[torch.Tensor], floor: float = 1e-4) -> Any:
@@ -492,19 +502,13 @@ def plot_kernel_spectra(
         panel_title = f"{layer.name} ({kh}x{kw})\nhigh-freq {layer.high_fraction:.0%}"
         if normalise:
             peak = float(layer.spectrum.max()) or 1.0
-            h, w = layer.spectrum.shape
-            image = ax.imshow((layer.spectrum / peak).numpy(), cmap=CMAP, extent=_centred_extent(h, w),
-                              vmin=0.0, vmax=1.0)
-            ax.set_title(panel_title, fontsize=9)
-            ax.tick_params(labelsize=7)
+            image = _image(fig, ax, layer.spectrum / peak, panel_title, bar=False, vmin=0.0, vmax=1.0)
         else:
             _image(fig, ax, layer.spectrum, panel_title, label="mean kernel amplitude |F(w)|")
         ax.set_xlabel("horizontal frequency index", fontsize=7)
         ax.set_ylabel("vertical frequency index", fontsize=7)
     if normalise and image is not None:
-        bar = fig.colorbar(image, ax=[ax for ax in axes.flat[:len(layers)]], fraction=0.03, pad=0.02)
-        bar.set_label("mean kernel amplitude / panel's peak", fontsize=8)
-        bar.ax.tick_params(labelsize=7)
+        _shared_bar(fig, image, axes.flat[:len(layers)], "mean kernel amplitude / panel's peak")
     if title:
         fig.suptitle(title, fontsize=10)
     return _finish(fig, path, result.to_dict(), write_data)
@@ -585,14 +589,9 @@ def plot_heatmaps(
     axes = fig.subplots(1, len(results), squeeze=False)[0]
     image = None
     for ax, (label, r) in zip(axes, results.items()):
-        h, w = r.heatmap.shape
-        image = ax.imshow(r.heatmap.numpy(), cmap=CMAP, extent=_centred_extent(h, w), vmin=0.0, vmax=top)
-        ax.set_title(f"{label}\n{_clean_text(r)}", fontsize=9)
+        image = _image(fig, ax, r.heatmap, f"{label}\n{_clean_text(r)}", bar=False, vmin=0.0, vmax=top)
         ax.set_xlabel("horizontal frequency index", fontsize=8)
-        ax.tick_params(labelsize=7)
     axes[0].set_ylabel("vertical frequency index", fontsize=8)
-    bar = fig.colorbar(image, ax=list(axes), fraction=0.03, pad=0.02)
-    bar.set_label(what, fontsize=8)
-    bar.ax.tick_params(labelsize=7)
+    _shared_bar(fig, image, axes, what)
     fig.suptitle(title or f"Fourier heat maps, {what}", fontsize=10)
     return _finish(fig, path, {k: r.to_dict() for k, r in results.items()}, write_data)
