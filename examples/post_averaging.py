@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import foolbox as fb
 import torch
@@ -265,13 +266,8 @@ def _plot_defended(curves: dict[str, tuple[torch.Tensor, torch.Tensor]], path: P
                     yerr=[[100 * (v.estimate - v.low) for v in ivals], [100 * (v.high - v.estimate) for v in ivals]],
                     color=f"C{i}", marker="o", capsize=3, label=f"{name} ({len(norms)} examples)")
     ax.axhline(95, color="0.6", linestyle="--", linewidth=1, label="Lin et al.'s 95 %")
-    ax.set_xlabel("L2 budget ([0, 1] pixels)")
-    ax.set_ylabel("defended (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"Minimal examples from {n} test images, R = {PAPER_RADIUS:g}", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=90)
+    _save_percent_plot(fig, ax, path, "L2 budget ([0, 1] pixels)", "defended (%)",
+                       f"Minimal examples from {n} test images, R = {PAPER_RADIUS:g}")
 
 
 def _plot_fixed(curves: dict[str, list[Interval]], eps_list: list[float], clean: dict[str, float], path: Path,
@@ -292,10 +288,16 @@ def _plot_fixed(curves: dict[str, list[Interval]], eps_list: list[float], clean:
     for net, colour in (("averaged", "C3"), ("bare", "0.3")):
         ax.axhline(100 * clean[net], color=colour, linestyle=":", linewidth=0.8)
     ax.axhline(10, color="0.6", linewidth=1, label="chance")
-    ax.set_xlabel("Linf eps (x 1/255; 0: clean)")
-    ax.set_ylabel("accuracy (%)")
+    _save_percent_plot(fig, ax, path, "Linf eps (x 1/255; 0: clean)", "accuracy (%)",
+                       f"{FAMILY['natural']}, averaged with R = {PAPER_RADIUS:g}, K = {K}; n = {n}")
+
+
+def _save_percent_plot(fig: Figure, ax: Any, path: Path, xlabel: str, ylabel: str, title: str) -> None:
+    """Label a 0-100 % axes, add its legend and write the figure (both plots of this example)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, 100)
-    ax.set_title(f"{FAMILY['natural']}, averaged with R = {PAPER_RADIUS:g}, K = {K}; n = {n}", fontsize=9)
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path, dpi=90)
